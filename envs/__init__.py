@@ -1,0 +1,1 @@
+"""meshtune environments: the mesh model, its backends and the Gymnasium env."""

@@ -1,0 +1,1 @@
+"""meshtune agents: REINFORCE on RLlib's new API stack."""
