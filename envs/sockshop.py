@@ -36,7 +36,9 @@ class Service:
         port_name: the Istio-style named port (protocol prefix), used by the manifests.
         protocol: HTTP or TCP, as the sidecars treat it.
         app_protocol: wire protocol (``http``, ``mongo``, ``mysql``, ``redis``, ``amqp``).
-        image: the container image of complete-demo.yaml.
+        image: the container image of complete-demo.yaml, except that the MongoDBs pin
+            ``mongo:3.4`` where complete-demo.yaml says an untagged ``mongo`` (which now pulls
+            6+, and mongo 6+ breaks carts).
         cpu_request_m: CPU request in millicores, or None when the manifest sets none.
         cpu_limit_m: CPU limit in millicores, or None when the manifest sets none.
         role: what the service does in the shop.
@@ -78,7 +80,7 @@ SERVICES: tuple[Service, ...] = (
             "weaveworksdemos/queue-master:0.3.1", 100, 300,
             "consumes the shipping queue (Java Spring Boot), off the request path",
             on_request_path=False),
-    Service("rabbitmq", 5672, "tcp-amqp", Protocol.TCP, "amqp", "rabbitmq:3.6.8",
+    Service("rabbitmq", 5672, "tcp-amqp", Protocol.TCP, "amqp", "rabbitmq:3.6.8-management",
             None, None, "shipping queue"),
     Service("session-db", 6379, "tcp-redis", Protocol.TCP, "redis", "redis:alpine",
             None, None, "front-end session store"),

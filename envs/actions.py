@@ -1,0 +1,597 @@
+"""The agent's action catalogues: which DestinationRule knob of which service one action moves.
+
+An action is one discrete step on one knob of one service's ``connectionPool`` (or, in the
+extended catalogue, a global no-op). :class:`ActionCatalogue` numbers the actions, applies one to
+a :data:`MeshConfig` (service → :class:`~envs.istio.ConnectionPool`) and describes it. This module
+also builds the seed's random initial configuration (:func:`seed_initial_config`).
+
+Tunable services
+----------------
+The default :data:`TUNABLE_SERVICES` are the 12 services that receive traffic on the request
+path, in complete-demo.yaml order: carts, carts-db, catalogue, catalogue-db, orders, orders-db,
+payment, rabbitmq, session-db, shipping, user, user-db. Left out:
+
+* ``front-end``: its DestinationRule governs the ingress gateway → front-end hop, which every
+  request crosses; one bad value there takes the whole shop down and fails the health check.
+  That is why the seed skipped it (``if i != 4``).
+* ``queue-master``: nobody calls it. It consumes rabbitmq asynchronously, so its DestinationRule
+  acts on no traffic and actions on it would be dead actions.
+
+Callers may pass another list (validated: an unknown service is a ValueError naming it), e.g.
+:data:`SEED_SERVICES`, the seed's 13 (all but front-end), for comparison with the original.
+
+The seed's own indexing was broken: it meant ``index = service × 12 + act`` over 13 services
+(156 actions) but computed ``service = action // 13`` and ``act = action % 13``; so ``act`` 12
+fell into maxRetries −10, orders (index 5) was hit twice as often (``if i == 4: i += 1``) and
+user and user-db were never tuned. Here ``index = service_index × actions_per_service + act``.
+
+Catalogues
+----------
+``seed``: the seed's 12 actions per service, in the seed's order; 12 × 12 = 144 actions on the
+default services. Each row is one ``act`` (the offset inside a service's block):
+
+| act | knob | change |
+|---:|---|---|
+| 0 | tcp.maxConnections | +20 |
+| 1 | tcp.maxConnections | -5 |
+| 2 | http.http1MaxPendingRequests | +40 |
+| 3 | http.http1MaxPendingRequests | -10 |
+| 4 | http.maxRequestsPerConnection | +40 |
+| 5 | http.maxRequestsPerConnection | -10 |
+| 6 | tcp.connectTimeout | +200ms |
+| 7 | tcp.connectTimeout | -50ms |
+| 8 | http.http2MaxRequests | +200 |
+| 9 | http.http2MaxRequests | -50 |
+| 10 | http.maxRetries | +40 |
+| 11 | http.maxRetries | -10 |
+
+``extended``: the seed's 12, then every other knob the seed's configurator exposes (tcpKeepalive
+probes / time / interval, http idleTimeout, useClientProtocol), 21 actions per service, and one
+global no-op as the **last** index (so ``index = service × 21 + act`` keeps the seed's form and
+the no-op is ``len(catalogue) - 1``); 12 × 21 + 1 = 253 actions on the default services:
+
+| act | knob | change |
+|---:|---|---|
+| 0 | tcp.maxConnections | +20 |
+| 1 | tcp.maxConnections | -5 |
+| 2 | http.http1MaxPendingRequests | +40 |
+| 3 | http.http1MaxPendingRequests | -10 |
+| 4 | http.maxRequestsPerConnection | +40 |
+| 5 | http.maxRequestsPerConnection | -10 |
+| 6 | tcp.connectTimeout | +200ms |
+| 7 | tcp.connectTimeout | -50ms |
+| 8 | http.http2MaxRequests | +200 |
+| 9 | http.http2MaxRequests | -50 |
+| 10 | http.maxRetries | +40 |
+| 11 | http.maxRetries | -10 |
+| 12 | tcp.tcpKeepalive.probes | +1 |
+| 13 | tcp.tcpKeepalive.probes | -1 |
+| 14 | tcp.tcpKeepalive.time | +300s |
+| 15 | tcp.tcpKeepalive.time | -300s |
+| 16 | tcp.tcpKeepalive.interval | +15s |
+| 17 | tcp.tcpKeepalive.interval | -15s |
+| 18 | http.idleTimeout | +60000ms |
+| 19 | http.idleTimeout | -60000ms |
+| 20 | http.useClientProtocol | toggle |
+| last | (none) | no-op |
+
+Step sizes of the extended knobs (the seed's are kept as they were):
+
+* keepalive probes ±1: the natural unit on a small range (Linux default 9, kernel maximum 127).
+* keepalive time ±300 s: keepalive only matters against middleboxes that drop idle flows after
+  minutes (e.g. cloud load balancers, 4–10 min); 300 s steps reach that range from the Linux
+  default of 7200 s in about 23 steps and straddle those cut-offs.
+* keepalive interval ±15 s: dead-peer detection takes about time + probes × interval; with 9
+  probes a 15 s step moves it by 135 s, the same scale as one time step. From the 75 s default
+  five steps reach the floor.
+* http idleTimeout ±60 s: Istio's default is 1 h, so minute steps cover the range in 60 steps;
+  under the reference load a busy connection is reused within milliseconds, so the knob only
+  bites near its floor (1 ms), where every idle gap costs a reconnect.
+* useClientProtocol: a boolean, so one toggle action.
+
+(The seed's configurator exposed these knobs but never used them in an action; its
+``set_tcp_keeplive_probes`` wrote ``tcpKeepalive.time`` instead of the probe count. Here
+probes is a count and time / interval are durations.)
+
+Symmetric steps: unlike the seed's limits (where raising is safe and lowering is not), none of
+these has a safe direction.
+
+The ``http.*`` actions change the YAML of TCP-only destinations (the databases and rabbitmq) too:
+the seed did the same, Istio accepts it, and Envoy ignores those settings on TCP traffic, so those
+actions have no effect (:meth:`ActionCatalogue.inert_indices` lists them).
+
+What an action does to a field
+------------------------------
+An action first materialises the field's *effective* value, i.e. what Envoy enforces
+(:func:`envs.istio.resolve`): an unset or 0 limit is unlimited, 2^32-1, capped here to
+``INT32_MAX`` = 2147483647, the largest value a DestinationRule can carry; an unset
+connectTimeout is 10 000 ms; an unset or 0 maxRequestsPerConnection (unlimited) is INT32_MAX;
+unset keepalive fields are the Linux defaults (9 probes, 7200 s, 75 s); an unset http idleTimeout
+is tcp.idleTimeout when that is set, else 1 h (disabled, ``tcp.idleTimeout: 0s``, reads as
+INT32_MAX). It then adds the delta and clamps to the knob's range (:func:`knob_range`): counts and
+millisecond durations to [1, INT32_MAX]; keepalive probes to [1, 127] and keepalive time and
+interval to [1 s, 32767 s] in whole seconds, because Istio truncates them to seconds for Envoy
+(a sub-second value would become 0) and the kernel rejects TCP_KEEPCNT > 127 and
+TCP_KEEPIDLE / TCP_KEEPINTVL outside 1..32767 s when Envoy sets them on the upstream socket.
+The result is always written explicitly. So "+20 connections" on an unset maxConnections gives
+the explicit INT32_MAX (still effectively unlimited) and "-5" gives INT32_MAX - 5. The toggle
+writes ``not effective``; toggling useClientProtocol on while h2UpgradePolicy is UPGRADE would
+make a rule Istio rejects, so it raises ValueError (no catalogue action sets h2UpgradePolicy).
+An input field the action touches that Istio would reject (negative, above INT32_MAX, a duration
+below 1 ms) is a ValueError naming the service and field.
+
+Initial configuration
+---------------------
+:func:`seed_initial_config` reproduces the seed's ``__make_init_config``: for every tunable
+service, the six :data:`SEED_KNOBS` drawn uniformly from 1..upper (connectTimeout in ms). The
+seed also set the http.* fields of TCP-only services; that is kept (Istio accepts them, they have
+no effect there). :func:`istio_default_config` is the empty configuration: no rules.
+"""
+
+from __future__ import annotations
+
+import operator
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, replace
+from enum import StrEnum
+from typing import Literal, TypeAlias
+
+import numpy as np
+
+from envs.istio import (
+    INT32_MAX,
+    UNLIMITED,
+    ConnectionPool,
+    H2UpgradePolicy,
+    TcpKeepalive,
+    resolve,
+)
+from envs.sockshop import ENTRY_SERVICE, SERVICE_BY_NAME, SERVICES, Protocol
+
+MeshConfig: TypeAlias = dict[str, ConnectionPool]
+"""Service name → its DestinationRule connection pool. A service absent from it has no rule."""
+
+#: The 12 services that receive traffic on the request path (complete-demo.yaml order).
+TUNABLE_SERVICES: tuple[str, ...] = tuple(
+    s.name for s in SERVICES if s.on_request_path and s.name != ENTRY_SERVICE)
+#: The seed's 13 services: every service but front-end (queue-master included).
+SEED_SERVICES: tuple[str, ...] = tuple(s.name for s in SERVICES if s.name != ENTRY_SERVICE)
+
+#: Largest keepalive probe count the Linux kernel accepts (MAX_TCP_KEEPCNT).
+MAX_KEEPALIVE_PROBES = 127
+#: Largest keepalive time / interval the Linux kernel accepts, ms (MAX_TCP_KEEPIDLE = 32767 s).
+MAX_KEEPALIVE_MS = 32_767_000
+_MS_PER_S = 1_000
+
+
+class Knob(StrEnum):
+    """A connection-pool setting an action can move; the value is Istio's field path.
+
+    Durations are held in milliseconds (the ``_MS`` suffix), like the model in
+    :mod:`envs.istio`.
+    """
+
+    MAX_CONNECTIONS = "tcp.maxConnections"
+    CONNECT_TIMEOUT_MS = "tcp.connectTimeout"
+    KEEPALIVE_PROBES = "tcp.tcpKeepalive.probes"
+    KEEPALIVE_TIME_MS = "tcp.tcpKeepalive.time"
+    KEEPALIVE_INTERVAL_MS = "tcp.tcpKeepalive.interval"
+    HTTP1_MAX_PENDING_REQUESTS = "http.http1MaxPendingRequests"
+    HTTP2_MAX_REQUESTS = "http.http2MaxRequests"
+    MAX_REQUESTS_PER_CONNECTION = "http.maxRequestsPerConnection"
+    MAX_RETRIES = "http.maxRetries"
+    HTTP_IDLE_TIMEOUT_MS = "http.idleTimeout"
+    USE_CLIENT_PROTOCOL = "http.useClientProtocol"
+
+
+#: The six knobs the seed randomises, in the order :func:`seed_initial_config` draws them.
+SEED_KNOBS: tuple[Knob, ...] = (
+    Knob.MAX_CONNECTIONS, Knob.CONNECT_TIMEOUT_MS, Knob.HTTP1_MAX_PENDING_REQUESTS,
+    Knob.HTTP2_MAX_REQUESTS, Knob.MAX_REQUESTS_PER_CONNECTION, Knob.MAX_RETRIES,
+)
+#: The knobs the extended catalogue adds to :data:`SEED_KNOBS`.
+EXTENDED_KNOBS: tuple[Knob, ...] = (
+    Knob.KEEPALIVE_PROBES, Knob.KEEPALIVE_TIME_MS, Knob.KEEPALIVE_INTERVAL_MS,
+    Knob.HTTP_IDLE_TIMEOUT_MS, Knob.USE_CLIENT_PROTOCOL,
+)
+
+# Where each knob lives in the typed model: (section, attribute). "keepalive" = tcp.tcpKeepalive.
+_FIELD: dict[Knob, tuple[str, str]] = {
+    Knob.MAX_CONNECTIONS: ("tcp", "max_connections"),
+    Knob.CONNECT_TIMEOUT_MS: ("tcp", "connect_timeout_ms"),
+    Knob.KEEPALIVE_PROBES: ("keepalive", "probes"),
+    Knob.KEEPALIVE_TIME_MS: ("keepalive", "time_ms"),
+    Knob.KEEPALIVE_INTERVAL_MS: ("keepalive", "interval_ms"),
+    Knob.HTTP1_MAX_PENDING_REQUESTS: ("http", "http1_max_pending_requests"),
+    Knob.HTTP2_MAX_REQUESTS: ("http", "http2_max_requests"),
+    Knob.MAX_REQUESTS_PER_CONNECTION: ("http", "max_requests_per_connection"),
+    Knob.MAX_RETRIES: ("http", "max_retries"),
+    Knob.HTTP_IDLE_TIMEOUT_MS: ("http", "idle_timeout_ms"),
+    Knob.USE_CLIENT_PROTOCOL: ("http", "use_client_protocol"),
+}
+# The ResolvedPool attribute holding each knob's effective value.
+_RESOLVED: dict[Knob, str] = {
+    Knob.MAX_CONNECTIONS: "max_connections",
+    Knob.CONNECT_TIMEOUT_MS: "connect_timeout_ms",
+    Knob.KEEPALIVE_PROBES: "keepalive_probes",
+    Knob.KEEPALIVE_TIME_MS: "keepalive_time_ms",
+    Knob.KEEPALIVE_INTERVAL_MS: "keepalive_interval_ms",
+    Knob.HTTP1_MAX_PENDING_REQUESTS: "http1_max_pending_requests",
+    Knob.HTTP2_MAX_REQUESTS: "http2_max_requests",
+    Knob.MAX_REQUESTS_PER_CONNECTION: "max_requests_per_connection",
+    Knob.MAX_RETRIES: "max_retries",
+    Knob.HTTP_IDLE_TIMEOUT_MS: "http_idle_timeout_ms",
+    Knob.USE_CLIENT_PROTOCOL: "use_client_protocol",
+}
+_DURATIONS_MS = frozenset({Knob.CONNECT_TIMEOUT_MS, Knob.KEEPALIVE_TIME_MS,
+                           Knob.KEEPALIVE_INTERVAL_MS, Knob.HTTP_IDLE_TIMEOUT_MS})
+_WHOLE_SECONDS = frozenset({Knob.KEEPALIVE_TIME_MS, Knob.KEEPALIVE_INTERVAL_MS})
+_RANGE: dict[Knob, tuple[int, int]] = {
+    knob: (1, INT32_MAX) for knob in Knob if knob is not Knob.USE_CLIENT_PROTOCOL}
+_RANGE |= {
+    Knob.KEEPALIVE_PROBES: (1, MAX_KEEPALIVE_PROBES),
+    Knob.KEEPALIVE_TIME_MS: (_MS_PER_S, MAX_KEEPALIVE_MS),
+    Knob.KEEPALIVE_INTERVAL_MS: (_MS_PER_S, MAX_KEEPALIVE_MS),
+    Knob.USE_CLIENT_PROTOCOL: (0, 1),
+}
+
+
+def knob_range(knob: Knob) -> tuple[int, int]:
+    """The ``(floor, ceiling)`` an action clamps ``knob`` to, in the knob's unit (count, ms, or
+    0/1 for useClientProtocol). Also the range :func:`knob_value` reports for action-made pools.
+    """
+    return _RANGE[Knob(knob)]
+
+
+def knob_value(pool: ConnectionPool | None, knob: Knob) -> float:
+    """The effective value of ``knob`` in ``pool`` (``None`` = no rule), as Envoy enforces it.
+
+    Istio's defaults fill unset fields (:func:`envs.istio.resolve`); unlimited (2^32-1, an unset
+    maxRequestsPerConnection, a disabled idle timeout) reads as INT32_MAX; keepalive time and
+    interval are truncated to whole seconds (what Envoy receives) and reported in ms; durations
+    are in ms; useClientProtocol is 0.0 or 1.0. For normalised observations.
+    """
+    return float(_effective(pool, Knob(knob)))
+
+
+def _effective(pool: ConnectionPool | None, knob: Knob) -> int:
+    value = getattr(resolve(pool), _RESOLVED[knob])
+    if knob is Knob.USE_CLIENT_PROTOCOL:
+        return int(value)
+    if value is None:  # maxRequestsPerConnection unset/0, or an idle timeout disabled: unlimited
+        value = UNLIMITED
+    if knob in _WHOLE_SECONDS:
+        value = value // _MS_PER_S * _MS_PER_S
+    return min(value, INT32_MAX)
+
+
+def _raw(pool: ConnectionPool | None, knob: Knob) -> int | bool | None:
+    """The field as written in the rule (None when unset)."""
+    section, attr = _FIELD[knob]
+    if pool is None:
+        return None
+    if section == "keepalive":
+        holder = pool.tcp.tcp_keepalive if pool.tcp is not None else None
+    else:
+        holder = getattr(pool, section)
+    return None if holder is None else getattr(holder, attr)
+
+
+def _with_knob(pool: ConnectionPool | None, knob: Knob, value: int | bool) -> ConnectionPool:
+    """A copy of ``pool`` (an empty one for ``None``) with ``knob`` set explicitly to ``value``."""
+    pool = pool or ConnectionPool()
+    section, attr = _FIELD[knob]
+    if section == "tcp":
+        return pool.with_tcp(**{attr: value})
+    if section == "http":
+        return pool.with_http(**{attr: value})
+    keepalive = (pool.tcp.tcp_keepalive if pool.tcp is not None else None) or TcpKeepalive()
+    return pool.with_tcp(tcp_keepalive=replace(keepalive, **{attr: value}))
+
+
+def _check_input_field(service: str, pool: ConnectionPool | None, knob: Knob) -> None:
+    """Reject a field the action would read that Istio itself would reject."""
+    raw = _raw(pool, knob)
+    if raw is None:
+        return
+    where = f"{service}: {knob.value} = {raw!r}"
+    if knob is Knob.USE_CLIENT_PROTOCOL:
+        if not isinstance(raw, bool):
+            raise ValueError(f"{where} is not a boolean")
+        return
+    if isinstance(raw, bool) or not isinstance(raw, int):
+        raise ValueError(f"{where} is not an integer")
+    if raw < 0 or raw > INT32_MAX:
+        raise ValueError(f"{where} is outside Istio's range 0..{INT32_MAX}")
+    if knob in _DURATIONS_MS and raw < 1:
+        raise ValueError(f"{where} ms is below Istio's minimum duration of 1 ms")
+
+
+class ActionKind(StrEnum):
+    """How an action changes its knob."""
+
+    ADD = "add"        # effective value + delta, clamped to knob_range
+    TOGGLE = "toggle"  # a boolean knob becomes ``not effective``
+    NOOP = "noop"      # nothing changes (global, no service)
+
+
+@dataclass(frozen=True)
+class Action:
+    """One action: move ``knob`` of ``service``'s pool.
+
+    Attributes:
+        service: the destination whose DestinationRule changes; None for the no-op.
+        knob: the setting; None for the no-op.
+        delta: for ADD, the change in the knob's unit (count, or ms for durations); else 0.
+        kind: ADD, TOGGLE or NOOP.
+    """
+
+    service: str | None
+    knob: Knob | None
+    delta: int = 0
+    kind: ActionKind = ActionKind.ADD
+
+    def __post_init__(self) -> None:
+        if self.kind is ActionKind.NOOP:
+            if self.service is not None or self.knob is not None or self.delta != 0:
+                raise ValueError(f"a no-op action has no service, knob or delta: {self}")
+            return
+        if self.service not in SERVICE_BY_NAME:
+            raise ValueError(f"unknown service {self.service!r} in {self}")
+        if self.knob is None:
+            raise ValueError(f"a {self.kind.value} action needs a knob: {self}")
+        if self.kind is ActionKind.TOGGLE:
+            if self.knob is not Knob.USE_CLIENT_PROTOCOL or self.delta != 0:
+                raise ValueError(f"only useClientProtocol can be toggled, without delta: {self}")
+        elif self.knob is Knob.USE_CLIENT_PROTOCOL or self.delta == 0:
+            raise ValueError(f"an add action needs a numeric knob and a non-zero delta: {self}")
+        elif self.knob in _WHOLE_SECONDS and self.delta % _MS_PER_S:
+            raise ValueError(f"{self.knob.value} moves in whole seconds; delta {self.delta} ms")
+
+    @property
+    def inert(self) -> bool:
+        """True when Envoy ignores the knob for this service: an http.* knob on a TCP service.
+
+        The no-op is not inert in this sense: it is a deliberate "leave things as they are".
+        """
+        if self.knob is None or self.service is None:
+            return False
+        return (self.knob.value.startswith("http.")
+                and SERVICE_BY_NAME[self.service].protocol is Protocol.TCP)
+
+    def apply_to(self, pool: ConnectionPool | None) -> ConnectionPool | None:
+        """The pool after this action (pure). ``pool`` None means the service has no rule."""
+        if self.kind is ActionKind.NOOP:
+            return pool
+        assert self.service is not None and self.knob is not None  # checked in __post_init__
+        _check_input_field(self.service, pool, self.knob)
+        if self.kind is ActionKind.TOGGLE:
+            turned_on = not resolve(pool).use_client_protocol
+            if turned_on and resolve(pool).h2_upgrade_policy is H2UpgradePolicy.UPGRADE:
+                raise ValueError(
+                    f"{self.service}: turning http.useClientProtocol on while "
+                    "http.h2UpgradePolicy is UPGRADE makes a rule Istio rejects")
+            return _with_knob(pool, self.knob, turned_on)
+        floor, ceiling = _RANGE[self.knob]
+        new_value = min(max(_effective(pool, self.knob) + self.delta, floor), ceiling)
+        return _with_knob(pool, self.knob, new_value)
+
+    def change_text(self) -> str:
+        """The change alone, e.g. ``+20``, ``-50ms``, ``+300s``, ``toggle``, ``no-op``."""
+        if self.kind is ActionKind.NOOP:
+            return "no-op"
+        if self.kind is ActionKind.TOGGLE:
+            return "toggle"
+        sign = "+" if self.delta > 0 else "-"
+        size = abs(self.delta)
+        if self.knob in _WHOLE_SECONDS:
+            return f"{sign}{size // _MS_PER_S}s"
+        if self.knob in _DURATIONS_MS:
+            return f"{sign}{size}ms"
+        return f"{sign}{size}"
+
+
+# One service's block of actions: (knob, delta in the knob's unit, kind).
+_Template = tuple[Knob, int, ActionKind]
+_SEED_BLOCK: tuple[_Template, ...] = (
+    (Knob.MAX_CONNECTIONS, +20, ActionKind.ADD),
+    (Knob.MAX_CONNECTIONS, -5, ActionKind.ADD),
+    (Knob.HTTP1_MAX_PENDING_REQUESTS, +40, ActionKind.ADD),
+    (Knob.HTTP1_MAX_PENDING_REQUESTS, -10, ActionKind.ADD),
+    (Knob.MAX_REQUESTS_PER_CONNECTION, +40, ActionKind.ADD),
+    (Knob.MAX_REQUESTS_PER_CONNECTION, -10, ActionKind.ADD),
+    (Knob.CONNECT_TIMEOUT_MS, +200, ActionKind.ADD),
+    (Knob.CONNECT_TIMEOUT_MS, -50, ActionKind.ADD),
+    (Knob.HTTP2_MAX_REQUESTS, +200, ActionKind.ADD),
+    (Knob.HTTP2_MAX_REQUESTS, -50, ActionKind.ADD),
+    (Knob.MAX_RETRIES, +40, ActionKind.ADD),
+    (Knob.MAX_RETRIES, -10, ActionKind.ADD),
+)
+_EXTENDED_BLOCK: tuple[_Template, ...] = (
+    *_SEED_BLOCK,
+    (Knob.KEEPALIVE_PROBES, +1, ActionKind.ADD),
+    (Knob.KEEPALIVE_PROBES, -1, ActionKind.ADD),
+    (Knob.KEEPALIVE_TIME_MS, +300 * _MS_PER_S, ActionKind.ADD),
+    (Knob.KEEPALIVE_TIME_MS, -300 * _MS_PER_S, ActionKind.ADD),
+    (Knob.KEEPALIVE_INTERVAL_MS, +15 * _MS_PER_S, ActionKind.ADD),
+    (Knob.KEEPALIVE_INTERVAL_MS, -15 * _MS_PER_S, ActionKind.ADD),
+    (Knob.HTTP_IDLE_TIMEOUT_MS, +60 * _MS_PER_S, ActionKind.ADD),
+    (Knob.HTTP_IDLE_TIMEOUT_MS, -60 * _MS_PER_S, ActionKind.ADD),
+    (Knob.USE_CLIENT_PROTOCOL, 0, ActionKind.TOGGLE),
+)
+CatalogueName = Literal["seed", "extended"]
+_BLOCKS: dict[str, tuple[_Template, ...]] = {"seed": _SEED_BLOCK, "extended": _EXTENDED_BLOCK}
+_KNOBS: dict[str, tuple[Knob, ...]] = {"seed": SEED_KNOBS, "extended": SEED_KNOBS + EXTENDED_KNOBS}
+_HAS_NOOP: dict[str, bool] = {"seed": False, "extended": True}
+#: The catalogue names :func:`make_catalogue` accepts.
+CATALOGUE_NAMES: tuple[str, ...] = tuple(_BLOCKS)
+
+_NOOP = Action(None, None, 0, ActionKind.NOOP)
+
+
+def check_services(services: Sequence[str]) -> tuple[str, ...]:
+    """``services`` as a tuple, after checking each is a SockShop service, once.
+
+    Raises:
+        ValueError: unknown or repeated service names, or an empty list.
+        TypeError: a single string instead of a sequence of names.
+    """
+    if isinstance(services, str):
+        raise TypeError(f"services must be a sequence of names, not the string {services!r}")
+    names = tuple(services)
+    if not names:
+        raise ValueError("services must name at least one SockShop service")
+    unknown = [n for n in names if n not in SERVICE_BY_NAME]
+    if unknown:
+        raise ValueError(f"unknown service(s) {unknown}; SockShop has {list(SERVICE_BY_NAME)}")
+    repeated = sorted({n for n in names if names.count(n) > 1})
+    if repeated:
+        raise ValueError(f"service(s) listed more than once: {repeated}")
+    return names
+
+
+@dataclass(frozen=True)
+class ActionCatalogue:
+    """A numbered set of actions over some services.
+
+    Attributes:
+        name: ``seed`` or ``extended``.
+        services: the tunable services, in index order.
+        actions: every action; ``index = service_index × actions_per_service + act``, then the
+            global no-op last (extended only).
+        knobs: the knobs the catalogue moves (for observations), in a fixed order.
+        actions_per_service: the size of one service's block.
+    """
+
+    name: str
+    services: tuple[str, ...]
+    actions: tuple[Action, ...]
+    knobs: tuple[Knob, ...]
+    actions_per_service: int
+
+    def __len__(self) -> int:
+        return len(self.actions)
+
+    def action(self, index: int) -> Action:
+        """The action at ``index`` (any integer type, e.g. numpy's).
+
+        Raises:
+            ValueError: ``index`` outside ``0 .. len(self) - 1``.
+            TypeError: ``index`` is not an integer.
+        """
+        if isinstance(index, bool):
+            raise TypeError(f"action index must be an integer, got {index!r}")
+        i = operator.index(index)
+        if not 0 <= i < len(self.actions):
+            raise ValueError(f"action index {i} out of range for the {self.name!r} catalogue "
+                             f"of {len(self.actions)} actions")
+        return self.actions[i]
+
+    def apply(self, index: int, config: Mapping[str, ConnectionPool]) -> dict[str, ConnectionPool]:
+        """A new configuration: ``config`` with action ``index`` applied (``config`` untouched).
+
+        Services absent from ``config`` have no rule; an action on one creates a pool holding
+        only the knob it moves. Services outside the catalogue are carried over unchanged.
+        """
+        action = self.action(index)
+        new_config = dict(config)
+        for service, pool in new_config.items():
+            if not isinstance(pool, ConnectionPool):
+                raise TypeError(f"config[{service!r}] must be a ConnectionPool, "
+                                f"got {type(pool).__name__}")
+        if action.service is not None:
+            pool = action.apply_to(new_config.get(action.service))
+            assert pool is not None  # only the no-op returns its input, which may be None
+            new_config[action.service] = pool
+        return new_config
+
+    def describe(self, index: int) -> str:
+        """A one-line description, e.g. ``carts: tcp.maxConnections +20``."""
+        action = self.action(index)
+        if action.kind is ActionKind.NOOP:
+            return "no-op (configuration unchanged)"
+        assert action.knob is not None
+        return f"{action.service}: {action.knob.value} {action.change_text()}"
+
+    def index_of(self, action: Action) -> int:
+        """The index of ``action``; ValueError if the catalogue does not contain it."""
+        try:
+            return self.actions.index(action)
+        except ValueError:
+            raise ValueError(f"{action} is not in the {self.name!r} catalogue") from None
+
+    @property
+    def noop_index(self) -> int | None:
+        """The global no-op's index (the last one), or None when the catalogue has none."""
+        return self.index_of(_NOOP) if _NOOP in self.actions else None
+
+    def inert_indices(self) -> tuple[int, ...]:
+        """Indices of actions Envoy ignores: http.* knobs of TCP-only services (see module doc)."""
+        return tuple(i for i, a in enumerate(self.actions) if a.inert)
+
+
+def make_catalogue(name: CatalogueName = "seed",
+                   services: Sequence[str] | None = None) -> ActionCatalogue:
+    """The ``seed`` or ``extended`` catalogue over ``services`` (default :data:`TUNABLE_SERVICES`).
+
+    Raises:
+        ValueError: an unknown catalogue name, or unknown / repeated services.
+    """
+    if name not in _BLOCKS:
+        raise ValueError(f"unknown action catalogue {name!r}; choose one of {CATALOGUE_NAMES}")
+    names = check_services(TUNABLE_SERVICES if services is None else services)
+    block = _BLOCKS[name]
+    actions = [Action(service, knob, delta, kind)
+               for service in names for knob, delta, kind in block]
+    if _HAS_NOOP[name]:
+        actions.append(_NOOP)
+    return ActionCatalogue(name=name, services=names, actions=tuple(actions),
+                           knobs=_KNOBS[name], actions_per_service=len(block))
+
+
+def render_action_table(name: CatalogueName) -> str:
+    """The per-service action table of catalogue ``name`` as markdown (as in the module doc)."""
+    catalogue = make_catalogue(name, services=TUNABLE_SERVICES[:1])
+    lines = ["| act | knob | change |", "|---:|---|---|"]
+    for act, action in enumerate(catalogue.actions):
+        if action.kind is ActionKind.NOOP:
+            lines.append("| last | (none) | no-op |")
+        else:
+            assert action.knob is not None
+            lines.append(f"| {act} | {action.knob.value} | {action.change_text()} |")
+    return "\n".join(lines)
+
+
+def seed_initial_config(rng: np.random.Generator,
+                        services: Sequence[str] = TUNABLE_SERVICES,
+                        upper: int = 100) -> MeshConfig:
+    """The seed's random initial configuration: every :data:`SEED_KNOBS` of every service drawn
+    uniformly from ``1..upper`` (connectTimeout in ms).
+
+    One draw ``rng.integers(1, upper, size=(len(services), 6), endpoint=True)``: row = service
+    in the given order, column = :data:`SEED_KNOBS` order. The same generator state gives the
+    same configuration.
+
+    Raises:
+        TypeError: ``rng`` is not a ``numpy.random.Generator``.
+        ValueError: unknown services, or ``upper`` outside 1..INT32_MAX.
+    """
+    if not isinstance(rng, np.random.Generator):
+        raise TypeError("rng must be a numpy.random.Generator (numpy.random.default_rng(seed)), "
+                        f"got {type(rng).__name__}")
+    names = check_services(services)
+    if isinstance(upper, bool) or not 1 <= operator.index(upper) <= INT32_MAX:
+        raise ValueError(f"upper must be an integer in 1..{INT32_MAX}, got {upper!r}")
+    draws = rng.integers(1, upper, size=(len(names), len(SEED_KNOBS)), endpoint=True)
+    config: MeshConfig = {}
+    for service, row in zip(names, draws, strict=True):
+        pool = ConnectionPool()
+        for knob, value in zip(SEED_KNOBS, row, strict=True):
+            pool = _with_knob(pool, knob, int(value))
+        config[service] = pool
+    return config
+
+
+def istio_default_config() -> MeshConfig:
+    """No DestinationRules at all: Istio's defaults everywhere (a fresh empty mapping)."""
+    return {}
