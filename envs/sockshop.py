@@ -43,6 +43,8 @@ class Service:
         cpu_limit_m: CPU limit in millicores, or None when the manifest sets none.
         role: what the service does in the shop.
         on_request_path: whether any front-end route calls it (directly or transitively).
+        target_port: the container port the Service forwards to, when it differs from ``port``
+            (the inbound sidecar cluster's port).
     """
 
     name: str
@@ -55,6 +57,12 @@ class Service:
     cpu_limit_m: int | None
     role: str
     on_request_path: bool = True
+    target_port: int | None = None
+
+    @property
+    def container_port(self) -> int:
+        """The port the workload listens on (``target_port`` or ``port``)."""
+        return self.target_port or self.port
 
 
 #: The 14 services, in the order of complete-demo.yaml (the seed's document order).
@@ -69,7 +77,7 @@ SERVICES: tuple[Service, ...] = (
             "weaveworksdemos/catalogue-db:0.3.0", None, None,
             "catalogue's MySQL 5.7 (server-first protocol)"),
     Service("front-end", 80, "http", Protocol.HTTP, "http", "weaveworksdemos/front-end:0.3.12",
-            100, 300, "web pages and API gateway (Node.js 4, Express); container port 8079"),
+            100, 300, "web pages and API gateway (Node.js 4, Express)", target_port=8079),
     Service("orders", 80, "http", Protocol.HTTP, "http", "weaveworksdemos/orders:0.4.7",
             100, 500, "order placement (Java Spring Boot)"),
     Service("orders-db", 27017, "tcp-mongo", Protocol.TCP, "mongo", "mongo:3.4",
