@@ -8,6 +8,8 @@ Subcommands (each implemented next to the code it exposes):
   (``envs.istio_cli``);
 * ``meshtune simulate`` — run the reference load through the simulator and print Locust's table
   (``envs.backends.sim.cli``).
+* ``meshtune cluster render --namespaces N --out DIR`` — the Kubernetes manifests of N SockShop
+  namespaces, Prometheus, RBAC and the KubeRay sweep (``envs.cluster_cli``).
 """
 
 from __future__ import annotations
@@ -48,6 +50,37 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
     p.add_argument("--json", action="store_true", help="print the report as JSON")
     p.set_defaults(target="envs.backends.sim.cli:cmd_simulate")
+
+    p = sub.add_parser("cluster", help="Kubernetes manifests (see docs/cluster.md)")
+    cluster = p.add_subparsers(dest="cluster_command", required=True)
+    p = cluster.add_parser("render", help="write the manifests of N SockShop namespaces")
+    p.add_argument("--namespaces", type=int, required=True, metavar="N",
+                   help="number of SockShop replicas (namespaces sockshop-0..N-1)")
+    p.add_argument("--out", required=True, metavar="DIR",
+                   help="output directory (created; files in it are replaced)")
+    p.add_argument("--namespace-prefix", default=None,
+                   help="namespace prefix (default sockshop-)")
+    p.add_argument("--ray-image", default=None,
+                   help="image with meshtune installed (cluster/image/Dockerfile)")
+    p.add_argument("--rules", metavar="FILE",
+                   help="DestinationRule YAML every namespace starts from (default: one rule "
+                        "per service without a traffic policy)")
+    p.add_argument("--locustfile", metavar="FILE", default=None,
+                   help="load test for the ConfigMap (default cluster/load/locustfile.py)")
+    p.set_defaults(target="envs.cluster_cli:cmd_cluster_render")
+
+    p = sub.add_parser("mesh", help="start / stop a local mesh replica (real Envoy, loopback)")
+    mesh = p.add_subparsers(dest="mesh_command", required=True)
+    p = mesh.add_parser("up", help="start replica K in the background; returns when ready")
+    p.add_argument("--replica", type=int, required=True, metavar="K",
+                   help="replica index (ports 21000+200K ... +199 on 127.0.0.1)")
+    p.add_argument("--rules", metavar="FILE",
+                   help="DestinationRule YAML to start with (default: Istio's defaults)")
+    p.add_argument("--seed", type=int, default=0, help="seed of the services' work draws")
+    p.set_defaults(target="envs.mesh_cli:cmd_mesh_up")
+    p = mesh.add_parser("down", help="stop replica K (default: every replica that is up)")
+    p.add_argument("--replica", type=int, default=None, metavar="K")
+    p.set_defaults(target="envs.mesh_cli:cmd_mesh_down")
     return parser
 
 

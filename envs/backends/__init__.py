@@ -11,6 +11,8 @@ from envs.backends.report import EndpointStats, LoadReport, ServiceStats
 #: backend name -> "module:factory". Imported lazily so the simulator never pulls in k8s code.
 BACKENDS: dict[str, str] = {
     "sim": "envs.backends.sim:SimMesh",
+    "local": "envs.backends.local:LocalMesh",
+    "k8s": "envs.backends.k8s:K8sMesh",
 }
 
 
