@@ -1,0 +1,350 @@
+"""``SimMesh``: the request-level simulator of SockShop under Istio, as a mesh backend.
+
+It implements :class:`envs.backends.base.Backend`: ``apply`` DestinationRules (kept as the
+current configuration, never touching anything outside the process), ``run_load`` drives the
+reference load test through the simulated mesh (``envs.backends.sim.core``) and returns a
+:class:`~envs.backends.report.LoadReport`, ``healthy`` is the seed's one ``GET /catalogue``
+check, ``close`` restores the configuration found at construction.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from statistics import NormalDist
+
+import numpy as np
+
+from envs.backends.base import BackendError, LatencySpike, LoadSpec, ServiceDown
+from envs.backends.report import EndpointStats, LoadReport, ServiceStats
+from envs.backends.sim import core, profile
+from envs.backends.sim.graph import GATEWAY, CompiledGraph, compile_graph
+from envs.istio import DestinationRule, ResolvedPool, resolve
+from envs.sockshop import SERVICE_BY_NAME, SERVICE_NAMES, Protocol
+
+#: Seed of the health check's single request (``SimMesh.healthy``): fixed, so that the same
+#: configuration always gets the same verdict.
+HEALTH_CHECK_SEED = 20_240_601
+#: Stand-in for "no limit" in the core's int64 arrays (Istio's 2^32-1 fits; this is larger).
+_NO_LIMIT = 2**40
+
+
+#: Standard-normal quantiles at the midpoints of TABLE_SIZE equal-probability bins: the core
+#: draws a lognormal as ``median * exp(sigma * Z[k])`` with a uniform random k (|z| <= 3.7).
+_Z = np.array([NormalDist().inv_cdf((k + 0.5) / core.TABLE_SIZE)
+               for k in range(core.TABLE_SIZE)])
+
+
+def _lognormal_table(sigma: float, unit_mean: bool = False) -> np.ndarray:
+    """``exp(sigma * Z)``: multiply by the median; with ``unit_mean`` scaled to mean 1."""
+    tab = np.exp(sigma * _Z)
+    return tab / tab.mean() if unit_mean else tab
+
+
+def _two_pass_lognormal(median_ms: float, sigma: float) -> tuple[float, float]:
+    """(median, sigma) of a lognormal with the mean and variance of the sum of two
+    independent proxy passes (Fenton-Wilkinson), so one draw covers the caller's and the
+    callee's sidecar."""
+    mean = median_ms * np.exp(0.5 * sigma * sigma)
+    var = mean * mean * (np.exp(sigma * sigma) - 1.0)
+    two_sigma = float(np.sqrt(np.log(1.0 + 2.0 * var / (4.0 * mean * mean))))
+    return float(2.0 * mean * np.exp(-0.5 * two_sigma * two_sigma)), two_sigma
+
+
+_PASS_MEDIAN_MS = profile.SIDECAR_PASS_P90_MS / float(
+    np.exp(1.2815516 * profile.SIDECAR_PASS_SIGMA))
+_TWO_MEDIAN_MS, _TWO_SIGMA = _two_pass_lognormal(_PASS_MEDIAN_MS, profile.SIDECAR_PASS_SIGMA)
+_TAB_ONE = _lognormal_table(profile.SIDECAR_PASS_SIGMA)
+_TAB_TWO = _lognormal_table(_TWO_SIGMA)
+_TAB_CONN = _lognormal_table(profile.CONNECT_SIGMA)
+
+
+_NO_FAULTS = (np.zeros(0, np.int64), np.zeros(0, np.int64), np.zeros(0, np.float64),
+              np.zeros(0, np.float64), np.zeros(0, np.float64))
+
+
+@dataclass(frozen=True)
+class _Config:
+    """The resolved pool per service (index = service index), the rules that produced it and
+    the core's arrays built from them (built once per ``apply``, not per run)."""
+
+    rules: tuple[DestinationRule, ...]
+    pools: tuple[ResolvedPool, ...]
+    arrays: dict[str, np.ndarray]
+
+
+def _limit(value: int) -> int:
+    """An Envoy limit as the core's integer: Istio's "unlimited" (2^32-1) is simply large."""
+    return int(value)
+
+
+class SimMesh:
+    """The simulated mesh: SockShop's 14 services, a sidecar per service, the ingress gateway.
+
+    Args:
+        rules: the DestinationRules in force at construction (default: none, i.e. Istio's
+            defaults everywhere). ``close()`` puts these back.
+        reset_stats_after_hatch: like the seed's Locust (0.7, which resets its statistics
+            once all users are hatched), count the requests only after the last user started;
+            the run then covers hatching plus ``LoadSpec.requests`` counted requests. False
+            counts from the first request.
+        warm: compile (or load from Numba's cache) the core at construction, so that the first
+            ``run_load`` is not slow. ``compile_s`` records how long that took.
+        frontend_crashes: model the front-end's Node.js process crashing on an unparsable
+            reply (``profile.FRONTEND_CRASH_ON``) and its restart (False: it answers 500).
+        replica: the replica index ``MeshEnv`` leased. Every ``SimMesh`` is its own
+            independent in-process mesh, so the index only labels it (``self.replica``).
+    """
+
+    name = "sim"
+
+    def __init__(self, rules: Sequence[DestinationRule] = (), *,
+                 reset_stats_after_hatch: bool = True, warm: bool = True,
+                 frontend_crashes: bool = True, replica: int = 0) -> None:
+        self.replica = replica
+        self.frontend_crashes = frontend_crashes
+        self._graph: CompiledGraph = compile_graph()
+        self._tab_work = np.stack([_lognormal_table(float(sg), unit_mean=True)
+                                   for sg in self._graph.svc_work_sigma])
+        self._svc_index = {n: i for i, n in enumerate(SERVICE_NAMES)}
+        self.reset_stats_after_hatch = reset_stats_after_hatch
+        self._config = self._build_config(rules)
+        self._initial = self._config
+        self.compile_s = 0.0
+        if warm:
+            t0 = time.perf_counter()
+            self.run_load(LoadSpec(users=1, requests=1), seed=0)
+            self.compile_s = time.perf_counter() - t0
+
+    # ----- configuration ---------------------------------------------------------------------
+
+    @property
+    def rules(self) -> tuple[DestinationRule, ...]:
+        """The DestinationRules currently in force."""
+        return self._config.rules
+
+    def _build_config(self, rules: Sequence[DestinationRule]) -> _Config:
+        unknown = sorted({r.service for r in rules if r.service not in self._svc_index})
+        if unknown:
+            raise ValueError("DestinationRule for unknown service(s): " + ", ".join(unknown)
+                             + f"; SockShop's services are: {', '.join(SERVICE_NAMES)}")
+        by_service: dict[str, DestinationRule] = {}
+        for r in rules:
+            if r.service in by_service:
+                raise ValueError(f"two DestinationRules for service {r.service!r} "
+                                 f"({by_service[r.service].name!r} and {r.name!r})")
+            by_service[r.service] = r
+        pools = tuple(resolve(by_service[n].connection_pool if n in by_service else None)
+                      for n in SERVICE_NAMES)
+        return _Config(rules=tuple(rules), pools=pools, arrays=self._arrays(pools))
+
+    def apply(self, rules: Sequence[DestinationRule]) -> None:
+        """Make ``rules`` the complete configuration; a service without a rule gets Istio's
+        defaults. Raises ValueError (naming them) for rules of unknown services and keeps the
+        previous configuration."""
+        self._config = self._build_config(rules)
+
+    def close(self) -> None:
+        """Restore the configuration found at construction. Idempotent."""
+        self._config = self._initial
+
+    # ----- load ------------------------------------------------------------------------------
+
+    def healthy(self) -> bool:
+        """The seed's check: one ``GET /catalogue`` through the current configuration answers
+        200. Deterministic (seed :data:`HEALTH_CHECK_SEED`); a cold mesh, so with a tiny
+        ``connectTimeout`` the first connections may fail."""
+        out = self._run(LoadSpec(users=1, requests=1), seed=HEALTH_CHECK_SEED)
+        return bool(out[0] == core.OK and len(out[3]) == 1 and out[3][0] == 0)
+
+    def run_load(self, load: LoadSpec, seed: int) -> LoadReport:
+        """Drive ``load`` through the simulated mesh; same seed, same report."""
+        out = self._run(load, seed)
+        status, rec_ep, rec_lat, rec_fail, t_start, t_end, st, srec_svc, srec_lat, extra = out
+        if status != core.OK:
+            raise BackendError(f"simulator stalled before {load.requests} requests completed "
+                               f"(completed {len(rec_ep)})")
+        return self._report(load, rec_ep, rec_lat, rec_fail, t_start, t_end, st, srec_svc,
+                            srec_lat, extra)
+
+    def _arrays(self, pools: tuple[ResolvedPool, ...]) -> dict[str, np.ndarray]:
+        """``pools`` as the core's per-cluster and per-service arrays."""
+        g = self._graph
+        n_cl = g.cluster_dest.shape[0]
+        drivers = profile.DRIVERS
+        cl = {k: np.zeros(n_cl, dtype) for k, dtype in (
+            ("max_conn", np.int64), ("max_pending", np.int64), ("max_req", np.int64),
+            ("max_retries", np.int64), ("connect_timeout", np.float64), ("max_rpc", np.int64),
+            ("idle_timeout", np.float64), ("driver_max", np.int64), ("mux", np.int64))}
+        for c in range(n_cl):
+            dest = int(g.cluster_dest[c])
+            pool = pools[dest]
+            name = SERVICE_NAMES[dest]
+            cl["max_conn"][c] = _limit(pool.max_connections)
+            cl["connect_timeout"][c] = float(pool.connect_timeout_ms)
+            if SERVICE_BY_NAME[name].protocol == Protocol.TCP:
+                # only tcp.* acts on a TCP destination
+                cl["max_pending"][c] = _NO_LIMIT
+                cl["max_req"][c] = _NO_LIMIT
+                cl["max_retries"][c] = _NO_LIMIT
+                cl["max_rpc"][c] = 0
+                cl["idle_timeout"][c] = float(pool.tcp_idle_timeout_ms or 0)
+                caller = SERVICE_NAMES[int(g.cluster_caller[c])]
+                drv = drivers[(caller, name)]
+                cl["driver_max"][c] = drv.max_connections
+                cl["mux"][c] = int(drv.multiplexed)
+            else:
+                cl["max_pending"][c] = _limit(pool.http1_max_pending_requests)
+                cl["max_req"][c] = _limit(pool.http2_max_requests)
+                cl["max_retries"][c] = _limit(pool.max_retries)
+                cl["max_rpc"][c] = int(pool.max_requests_per_connection or 0)
+                cl["idle_timeout"][c] = float(pool.http_idle_timeout_ms)
+                cl["driver_max"][c] = _NO_LIMIT
+        inbound = {
+            "in_max_conn": np.array([_limit(p.max_connections) for p in pools], np.int64),
+            "in_max_pending": np.array([_limit(p.http1_max_pending_requests) for p in pools],
+                                       np.int64),
+            "in_max_req": np.array([_limit(p.http2_max_requests) for p in pools], np.int64),
+        }
+        return {**{"cl_" + k: v for k, v in cl.items()}, **inbound}
+
+    def _faults(self, load: LoadSpec) -> tuple[np.ndarray, ...]:
+        if not load.faults:
+            return _NO_FAULTS
+        svc, kind, start, end, factor = [], [], [], [], []
+        for f in load.faults:
+            if f.service not in self._svc_index:
+                raise ValueError(f"fault names unknown service {f.service!r}")
+            if not f.end_s > f.start_s >= 0:
+                raise ValueError(f"fault window must satisfy 0 <= start_s < end_s, got {f}")
+            if isinstance(f, ServiceDown):
+                svc.append(self._svc_index[f.service])
+                kind.append(0)
+                factor.append(1.0)
+            elif isinstance(f, LatencySpike):
+                if f.factor <= 0:
+                    raise ValueError(f"LatencySpike.factor must be positive, got {f.factor}")
+                svc.append(self._svc_index[f.service])
+                kind.append(1)
+                factor.append(float(f.factor))
+            else:
+                raise ValueError(f"unsupported fault {f!r}")
+            start.append(f.start_s * 1000.0)
+            end.append(f.end_s * 1000.0)
+        return (np.array(svc, np.int64), np.array(kind, np.int64), np.array(start, np.float64),
+                np.array(end, np.float64), np.array(factor, np.float64))
+
+    def _run(self, load: LoadSpec, seed: int) -> tuple:
+        if load.mode == "closed" and load.users <= 0:
+            raise ValueError(f"users must be positive, got {load.users}")
+        g = self._graph
+        arr = self._config.arrays
+        f_svc, f_kind, f_start, f_end, f_factor = self._faults(load)
+        open_loop = load.mode == "open"
+        loop_len = len(g.loop_root)
+        loop_gap_ms = (1000.0 * loop_len / load.arrival_rate_rps) if open_loop else 0.0
+        # fixed-size pools keep the core fast; on overflow re-run (same seed) with larger ones
+        job_cap = 64 * max(int(load.users), 4) if not open_loop else 4096
+        user_cap = 1024
+        timer_cap = 2048
+        for _ in range(7):
+            out = self._simulate(arr, f_svc, f_kind, f_start, f_end, f_factor, open_loop, load,
+                                 loop_gap_ms, seed, job_cap, user_cap, timer_cap)
+            if out[0] != core.ERR_CAPACITY:
+                return out
+            job_cap, user_cap, timer_cap = 2 * job_cap, 2 * user_cap, 2 * timer_cap
+        raise BackendError("simulator capacity exhausted: the load keeps too many requests in "
+                           f"flight (more than {job_cap // 2} calls)")
+
+    def _simulate(self, arr: dict[str, np.ndarray], f_svc: np.ndarray, f_kind: np.ndarray,
+                  f_start: np.ndarray, f_end: np.ndarray, f_factor: np.ndarray,
+                  open_loop: bool, load: LoadSpec, loop_gap_ms: float, seed: int,
+                  job_cap: int, user_cap: int, timer_cap: int) -> tuple:
+        g = self._graph
+        return core.simulate(
+            g.node_svc, g.node_cluster, g.node_kind, g.node_on_error, g.node_timeout_ms,
+            g.node_ok_status, g.node_step_first, g.node_step_count, g.node_work_ms,
+            g.node_cont_ms, g.step_call_first, g.step_call_count, g.step_calls,
+            g.loop_root, g.loop_endpoint, g.detail_endpoint, g.item_price,
+            g.svc_is_tcp, g.svc_cores, g.svc_workers, self._tab_work,
+            arr["in_max_conn"], arr["in_max_pending"], arr["in_max_req"],
+            g.cluster_dest, arr["cl_max_conn"], arr["cl_max_pending"], arr["cl_max_req"],
+            arr["cl_max_retries"], arr["cl_connect_timeout"], arr["cl_max_rpc"],
+            arr["cl_idle_timeout"], arr["cl_driver_max"], arr["cl_mux"],
+            f_svc, f_kind, f_start, f_end, f_factor,
+            open_loop, int(load.users if not open_loop else 0), int(load.requests),
+            1000.0 / load.hatch_rate_per_s, loop_gap_ms,
+            bool(self.reset_stats_after_hatch and not open_loop),
+            _PASS_MEDIAN_MS, _TAB_ONE, _TWO_MEDIAN_MS, _TAB_TWO, profile.CONNECT_MEDIAN_MS,
+            _TAB_CONN, profile.CONNECT_REFUSED_MS, profile.INBOUND_CONNECT_MS,
+            profile.RETRY_BASE_INTERVAL_MS, profile.RETRY_ATTEMPTS, profile.CLIENT_GAP_MS,
+            profile.CART_FOUND_REREADS, g.payment_limit, g.shipping_cost, g.declined_status,
+            bool(self.frontend_crashes), self._svc_index["front-end"], g.node_crash,
+            profile.FRONTEND_RESTART_MS, profile.CRASH_BACKOFF_BASE_MS,
+            profile.CRASH_BACKOFF_CAP_MS,
+            int(seed) & 0xFFFFFFFF, job_cap, user_cap, timer_cap,
+        )
+
+    # ----- report ----------------------------------------------------------------------------
+
+    def _report(self, load: LoadSpec, rec_ep: np.ndarray, rec_lat: np.ndarray,
+                rec_fail: np.ndarray, t_start: float, t_end: float, st: np.ndarray,
+                srec_svc: np.ndarray, srec_lat: np.ndarray, extra: np.ndarray) -> LoadReport:
+        g = self._graph
+        duration_s = max(t_end - t_start, 1e-9) / 1000.0
+        names = g.endpoint_names
+        # Python lists: scalar access on them is much cheaper than on NumPy arrays
+        ep = core.group_stats(rec_ep, rec_lat, len(names)).tolist()
+        fails = np.bincount(rec_ep, weights=rec_fail, minlength=len(names)).tolist()
+        sv = core.group_p99(srec_svc, srec_lat, len(SERVICE_NAMES)).tolist()
+        rows = st.tolist()
+        is_tcp = g.svc_is_tcp.tolist()
+
+        endpoints = {}
+        for name, row, nf in zip(names, ep, fails, strict=True):
+            cnt = int(row[0])
+            stats = row[1:7] if cnt else [None] * 6
+            endpoints[name] = EndpointStats(name, cnt, int(nf), *stats, rps=cnt / duration_s)
+        services = {}
+        for i, name in enumerate(SERVICE_NAMES):
+            row = rows[i]
+            if is_tcp[i]:
+                # Istio reports TCP destinations as connections, without request durations
+                n_req = row[core.ST_CONN_OPEN]
+                err = (row[core.ST_CONN_FAIL] + row[core.ST_UO]) / n_req if n_req else 0.0
+                p99 = None
+            else:
+                n_req = row[core.ST_REQ]
+                err = row[core.ST_FAIL] / n_req if n_req else 0.0
+                p99 = sv[i][1] if sv[i][0] else None
+            services[name] = ServiceStats(name, n_req, p99, float(err), row[core.ST_UO],
+                                          row[core.ST_UF], row[core.ST_RETRY])
+
+        def per_service(col: int, keep: list[bool] | None = None) -> dict[str, int]:
+            return {n: rows[i][col] for i, n in enumerate(SERVICE_NAMES)
+                    if (rows[i][col] if keep is None else keep[i])}
+
+        x = extra.tolist()
+        extra_out = {
+            "task_errors": int(x[core.X_TASK_ERRORS]),
+            "cart_race_failures": int(x[core.X_CART_RACE]),
+            "payment_declines": int(x[core.X_DECLINES]),
+            "order_wait_timeouts": int(x[core.X_TIMEOUTS]),
+            "frontend_crashes": int(x[core.X_CRASHES]),
+            "frontend_down_ms": x[core.X_DOWN_MS],
+            "retry_overflows": per_service(core.ST_RETRY_OVF),
+            "connect_failures": per_service(core.ST_CONN_FAIL),
+            "connections_opened": per_service(core.ST_CONN_OPEN),
+            "db_operations": per_service(core.ST_OPS, is_tcp),
+            "peak_inbound_requests": per_service(core.ST_PEAK_INBOUND,
+                                                 [not t for t in is_tcp]),
+            "events": int(x[core.X_EVENTS]),
+            "simulated_ms": x[core.X_SIM_END_MS],
+        }
+        return LoadReport(endpoints=endpoints, services=services, duration_s=duration_s,
+                          users=load.users if load.mode == "closed" else 0, backend=self.name,
+                          extra=extra_out)
+
+
+__all__ = ["GATEWAY", "HEALTH_CHECK_SEED", "SimMesh"]
