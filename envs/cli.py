@@ -10,6 +10,8 @@ Subcommands (each implemented next to the code it exposes):
   (``envs.backends.sim.cli``).
 * ``meshtune cluster render --namespaces N --out DIR`` — the Kubernetes manifests of N SockShop
   namespaces, Prometheus, RBAC and the KubeRay sweep (``envs.cluster_cli``).
+* ``meshtune mesh up --replica K`` / ``meshtune mesh down [--replica K]`` — start / stop a
+  local replica of the mesh: real Envoy sidecars, Prometheus, on 127.0.0.1 (``envs.mesh_cli``).
 """
 
 from __future__ import annotations

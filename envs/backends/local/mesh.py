@@ -1,0 +1,409 @@
+"""``LocalMesh``: the ``local`` backend — SockShop behind real Envoy sidecars on loopback.
+
+A replica (see :mod:`envs.backends.local.supervisor`) runs the services host, a sidecar per
+service, the ingress gateway and Prometheus on its own block of 127.0.0.1 ports. ``LocalMesh``
+attaches to a replica brought up by ``meshtune mesh up --replica K``, or starts one itself and
+stops it again on :meth:`LocalMesh.close`.
+
+* :meth:`apply` translates the DestinationRules with ``envs.istio`` (outbound clusters in every
+  caller's sidecar, inbound clusters in the callee's, tcp_proxy listeners for TCP
+  destinations), renames the new files into each sidecar's watched directories and returns once
+  every Envoy's admin ``/config_dump`` shows the new versions and ``/clusters`` shows the new
+  circuit-breaker thresholds. A file Envoy rejects puts the previous files back and raises.
+* :meth:`run_load` runs real Locust (:mod:`envs.backends.local.loadgen`) against the ingress
+  and builds the :class:`~envs.backends.report.LoadReport`: endpoints from Locust's statistics,
+  services from PromQL (:mod:`envs.backends.local.prom`).
+* :meth:`close` re-applies the rules found at construction (and stops the replica if it
+  started it); it also runs at interpreter exit, after SIGINT, and after SIGTERM (turned into
+  ``SystemExit`` when the process had no SIGTERM handler of its own).
+"""
+
+from __future__ import annotations
+
+import atexit
+import contextlib
+import json
+import os
+import signal
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from envs.backends.base import BackendError, LoadSpec
+from envs.backends.local import envoy_config as ec
+from envs.backends.local.ports import HOST, ReplicaPorts
+from envs.backends.local.prom import MeshMetrics
+from envs.backends.local.supervisor import (
+    ReplicaState,
+    die_with_parent,
+    pid_alive,
+    read_state,
+    replica_dir,
+    state_path,
+)
+from envs.backends.report import EndpointStats, LoadReport
+from envs.istio import DestinationRule, read_rules, write_rules
+from envs.sockshop import endpoint_names
+
+#: Seconds to wait for Envoy to take new resource files.
+APPLY_TIMEOUT_S = 10.0
+#: Seconds a replica gets to come up when LocalMesh starts it.
+START_TIMEOUT_S = 90.0
+#: Seconds after a load's end before its window is read: Envoy flushes histograms every
+#: second and Prometheus scrapes every second.
+SETTLE_S = 2.5
+#: Seconds every Locust user pauses between the hatch and the counted window (see
+#: ``loadgen``): more than two scrape intervals, so a scrape sees the counters standing still.
+PAUSE_S = 2.5
+#: Seconds between an apply and the next load, so Prometheus has scraped the replaced
+#: clusters' fresh counters before the window opens.
+APPLY_SETTLE_S = 1.5
+
+
+def _get_json(url: str, timeout_s: float = 2.0) -> Any:
+    with urllib.request.urlopen(url, timeout=timeout_s) as resp:
+        return json.loads(resp.read())
+
+
+def start_replica(replica: int, rules_file: str | None = None, namespace: str = "sock-shop",
+                  seed: int = 0, owned: bool = False,
+                  timeout_s: float = START_TIMEOUT_S) -> tuple[subprocess.Popen[bytes],
+                                                               ReplicaState]:
+    """Start replica ``replica``'s supervisor in its own session and wait until it is ready.
+
+    ``owned``: the supervisor dies with this process (``PR_SET_PDEATHSIG``), for a replica
+    that only lives as long as its ``LocalMesh``. Raises BackendError if it is already up or
+    does not come up (the supervisor's own error is in the message).
+    """
+    if read_state(replica) is not None:
+        raise BackendError(f"replica {replica} is already up (meshtune mesh down --replica "
+                           f"{replica})")
+    replica_dir(replica).mkdir(parents=True, exist_ok=True)
+    log_path = replica_dir(replica) / "supervisor.log"
+    argv = [sys.executable, "-m", "envs.backends.local.supervisor", "--replica", str(replica),
+            "--namespace", namespace, "--seed", str(seed)]
+    if rules_file:
+        argv += ["--rules", str(rules_file)]
+    with open(log_path, "ab") as log:
+        proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=log,
+                                stderr=subprocess.STDOUT, start_new_session=True,
+                                preexec_fn=die_with_parent if owned else None)
+    deadline = time.monotonic() + timeout_s
+    while True:
+        state = read_state(replica)
+        if state is not None and state.pid == proc.pid:
+            return proc, state
+        if proc.poll() is not None:
+            tail = log_path.read_text(errors="replace").strip().splitlines()[-3:]
+            raise BackendError(f"replica {replica} failed to start: " + " | ".join(tail))
+        if time.monotonic() > deadline:
+            proc.terminate()
+            proc.wait()
+            raise BackendError(f"replica {replica} not ready after {timeout_s:.0f} s; see "
+                               f"{log_path}")
+        time.sleep(0.2)
+
+
+def stop_replica(replica: int, timeout_s: float = 30.0) -> bool:
+    """SIGTERM replica ``replica``'s supervisor and wait until it and its state are gone.
+    Returns False when the replica was not up."""
+    state = read_state(replica)
+    if state is None:
+        with contextlib.suppress(FileNotFoundError):
+            state_path(replica).unlink()  # stale file of a dead supervisor
+        return False
+    with contextlib.suppress(ProcessLookupError):
+        os.kill(state.pid, signal.SIGTERM)
+    deadline = time.monotonic() + timeout_s
+    while pid_alive(state.pid):
+        if time.monotonic() > deadline:
+            raise BackendError(f"supervisor {state.pid} of replica {replica} did not stop in "
+                               f"{timeout_s:.0f} s")
+        time.sleep(0.1)
+    return True
+
+
+def _exit_on_sigterm() -> None:
+    """Make SIGTERM raise SystemExit (so ``finally`` blocks and ``atexit`` run and the
+    replica's configuration is put back) when the process still has the default action (which
+    would end it on the spot). Only possible from the main thread; elsewhere a no-op."""
+    if threading.current_thread() is not threading.main_thread():
+        return
+    if signal.getsignal(signal.SIGTERM) is signal.SIG_DFL:
+        def _raise(signum: int, _frame: Any) -> None:
+            raise SystemExit(128 + signum)
+
+        signal.signal(signal.SIGTERM, _raise)
+
+
+class LocalMesh:
+    """The ``local`` backend (see the module docstring).
+
+    Args:
+        replica: the replica index (port block ``21000 + 200·replica``).
+        rules: rules to apply right away (None: keep the replica's current ones).
+        namespace: namespace of the cluster names (rules' hosts must be in it or bare).
+        seed: seed of the services host's work draws when this object starts the replica.
+        start: None — attach to a running replica or start one; True — start one (error if up);
+            False — attach only (error if down).
+        reset_stats_after_hatch: like the simulator's option: count requests only once every
+            user has started.
+        load_timeout_s: longest a load may run before it is a BackendError.
+    """
+
+    name = "local"
+
+    def __init__(self, replica: int = 0, *, rules: Sequence[DestinationRule] | None = None,
+                 namespace: str = "sock-shop", seed: int = 0, start: bool | None = None,
+                 reset_stats_after_hatch: bool = True, load_timeout_s: float = 300.0) -> None:
+        self.ports = ReplicaPorts(replica)
+        self.replica = replica
+        self.reset_stats_after_hatch = reset_stats_after_hatch
+        self.load_timeout_s = load_timeout_s
+        self._proc: subprocess.Popen[bytes] | None = None
+        self._closed = False
+        state = read_state(replica)
+        if state is None:
+            if start is False:
+                raise BackendError(f"local replica {replica} is not up; start it with "
+                                   f"`meshtune mesh up --replica {replica}`")
+            self._proc, state = start_replica(replica, None, namespace, seed, owned=True)
+        elif start is True:
+            raise BackendError(f"local replica {replica} is already up")
+        if state.namespace != namespace:
+            if self._proc is not None:
+                stop_replica(replica)
+            raise BackendError(f"replica {replica} runs namespace {state.namespace!r}, "
+                               f"not {namespace!r}")
+        self.state = state
+        self.namespace = namespace
+        self.tls_dir = state.tls_dir
+        self.metrics = MeshMetrics(f"http://{HOST}:{self.ports.prometheus}", replica)
+        self._rules: list[DestinationRule] = read_rules(state.rules_path)
+        self._initial = list(self._rules)
+        self._last_apply = 0.0
+        # normal exit, an error, SIGINT (KeyboardInterrupt) or SIGTERM: close() puts the rules
+        # back (and stops an owned replica; if even that is skipped, the kernel's
+        # PR_SET_PDEATHSIG stops it when this process dies)
+        atexit.register(self.close)
+        _exit_on_sigterm()
+        if rules is not None:
+            self.apply(rules)
+
+    # ----- configuration -------------------------------------------------------------------
+
+    @property
+    def rules(self) -> tuple[DestinationRule, ...]:
+        """The DestinationRules currently applied."""
+        return tuple(self._rules)
+
+    def _documents(self, rules: Sequence[DestinationRule]) -> dict[str, dict[str, Any]]:
+        docs: dict[str, dict[str, Any]] = {}
+        for proxy in ec.PROXIES:
+            docs[proxy] = {
+                "cds": ec.discovery_document(ec.clusters_for(proxy, rules, self.ports,
+                                                             self.namespace, self.tls_dir)),
+                "lds": ec.discovery_document(ec.listeners_for(proxy, rules, self.ports,
+                                                              self.namespace, self.tls_dir)),
+            }
+        return docs
+
+    def _check_alive(self) -> None:
+        if self._closed:
+            raise BackendError("this LocalMesh is closed")
+        if not pid_alive(self.state.pid) or read_state(self.replica) is None:
+            raise BackendError(f"local replica {self.replica} is down (supervisor "
+                               f"{self.state.pid} gone; logs in {self.state.run_dir}/logs)")
+
+    def apply(self, rules: Sequence[DestinationRule]) -> None:
+        """Make ``rules`` the replica's complete configuration and wait until every sidecar
+        runs it. ValueError for rules Istio would reject; BackendError if Envoy does not take
+        the files (the previous ones are put back)."""
+        rules = list(rules)
+        docs = self._documents(rules)  # raises ValueError before anything is written
+        self._check_alive()
+        previous = self._documents(self._rules)
+        self._write(docs)
+        try:
+            self._confirm(docs)
+        except BackendError:
+            self._write(previous)
+            raise
+        write_rules(self.state.rules_path, rules)
+        self._rules = rules
+        self._last_apply = time.monotonic()
+
+    def _write(self, docs: dict[str, dict[str, Any]]) -> None:
+        for proxy, kinds in docs.items():
+            base = self.state.envoy_dir(proxy)
+            for kind, doc in kinds.items():
+                ec.write_atomically(base / kind / f"{kind}.json", doc)
+
+    def _confirm(self, docs: dict[str, dict[str, Any]]) -> None:
+        """Wait until each Envoy's config_dump shows the new versions and /clusters the new
+        thresholds."""
+        deadline = time.monotonic() + APPLY_TIMEOUT_S
+        waiting = set(docs)
+        while waiting:
+            for proxy in sorted(waiting):
+                if self._proxy_runs(proxy, docs[proxy]):
+                    waiting.discard(proxy)
+            if not waiting:
+                return
+            if time.monotonic() > deadline:
+                raise BackendError(f"Envoy did not take the new configuration within "
+                                   f"{APPLY_TIMEOUT_S:.0f} s: {sorted(waiting)} (see "
+                                   f"{self.state.run_dir}/logs)")
+            time.sleep(0.05)
+
+    def _proxy_runs(self, proxy: str, doc: dict[str, Any]) -> bool:
+        admin = f"http://{HOST}:{ec.admin_port(self.ports, proxy)}"
+        try:
+            dump = _get_json(f"{admin}/config_dump")
+            clusters = _get_json(f"{admin}/clusters?format=json")
+        except (urllib.error.URLError, OSError, ValueError) as exc:
+            raise BackendError(f"admin of {proxy} unreachable: {exc}") from exc
+        # the version of the last CDS / LDS update each Envoy accepted
+        versions = {c.get("@type", "").rsplit(".", 1)[-1]: c.get("version_info")
+                    for c in dump.get("configs", [])}
+        if (versions.get("ClustersConfigDump") != doc["cds"]["version_info"]
+                or versions.get("ListenersConfigDump") != doc["lds"]["version_info"]):
+            return False
+        live = {c["name"]: c.get("circuit_breakers", {}).get("thresholds", [{}])[0]
+                for c in clusters.get("cluster_statuses", [])}
+        for cluster in doc["cds"]["resources"]:
+            want = cluster["circuit_breakers"]["thresholds"][0]
+            got = live.get(cluster["name"])
+            if got is None or any(int(got.get(k, -1)) != want[k] for k in
+                                  ("max_connections", "max_pending_requests", "max_requests",
+                                   "max_retries")):
+                return False
+        return True
+
+    # ----- load ----------------------------------------------------------------------------
+
+    def _control(self, method: str, path: str) -> dict[str, Any]:
+        """Call the services host's control endpoint (see ``apps``)."""
+        request = urllib.request.Request(f"http://{HOST}:{self.ports.control}{path}",
+                                         method=method, data=b"" if method == "POST" else None)
+        try:
+            with urllib.request.urlopen(request, timeout=10) as resp:
+                return dict(json.loads(resp.read()))
+        except (urllib.error.URLError, OSError, ValueError) as exc:
+            raise BackendError(f"services host of replica {self.replica} unreachable: "
+                               f"{exc}") from exc
+
+    def reset_services(self) -> None:
+        """Start from the simulator's initial state: an empty cart, a front-end that is up
+        with a clean crash history."""
+        self._control("POST", "/reset")
+
+    def healthy(self) -> bool:
+        """The seed's check: does the front-end answer ``GET /catalogue`` with 200? Like the
+        simulator's, it checks the current configuration from a fresh start (a front-end
+        still restarting after a crash in the previous run is brought back first)."""
+        self._check_alive()
+        self.reset_services()
+        try:
+            with urllib.request.urlopen(f"http://{HOST}:{self.ports.ingress}/catalogue",
+                                        timeout=10) as resp:
+                return resp.status == 200
+        except (urllib.error.URLError, OSError):
+            return False
+
+    def run_load(self, load: LoadSpec, seed: int) -> LoadReport:
+        """Drive ``load`` with Locust through the ingress; the report's endpoints are Locust's
+        statistics, its services PromQL over the counted window."""
+        if load.mode != "closed":
+            raise BackendError("the local backend runs closed-loop loads only (Locust users)")
+        if load.faults:
+            raise BackendError("the local backend cannot inject faults "
+                               f"({[type(f).__name__ for f in load.faults]})")
+        self._check_alive()
+        wait = APPLY_SETTLE_S - (time.monotonic() - self._last_apply)
+        if wait > 0 and not self.reset_stats_after_hatch:  # else the pause covers it
+            time.sleep(wait)
+        self.reset_services()
+        doc = self._locust(load, seed)
+        crashes = self._control("GET", "/stats")
+        start, end = float(doc["started_at"]), float(doc["ended_at"]) + SETTLE_S
+        pause = end + 0.3 - time.time()
+        if pause > 0:
+            time.sleep(pause)
+        services = self.metrics.service_stats(start, end)
+        connect_ms = self.metrics.connect_ms_quantiles(start, end)
+        endpoints = {name: EndpointStats(name, 0, 0, None, None, None, None, None, None, 0.0)
+                     for name in endpoint_names()}
+        for row in doc["endpoints"]:
+            if row["name"] not in endpoints:
+                raise BackendError(f"Locust reported an unknown endpoint {row['name']!r}")
+            endpoints[row["name"]] = EndpointStats(**row)
+        return LoadReport(
+            endpoints=endpoints, services=services, duration_s=float(doc["duration_s"]),
+            users=load.users, backend=self.name,
+            extra={"task_errors": int(doc["task_errors"]), "locust_errors": doc["errors"],
+                   "connect_ms": connect_ms,
+                   "frontend_crashes": int(crashes["frontend_crashes"]),
+                   "frontend_down_ms": float(crashes["frontend_down_ms"]),
+                   "replica": self.replica,
+                   "window": [start, end], "run_dir": self.state.run_dir})
+
+    def _locust(self, load: LoadSpec, seed: int) -> dict[str, Any]:
+        logs = Path(self.state.run_dir) / "logs"
+        with tempfile.NamedTemporaryFile(suffix=".json", dir=logs, delete=False) as out:
+            out_path = Path(out.name)
+        argv = [sys.executable, str(Path(__file__).with_name("loadgen.py")),
+                "--host", f"http://{HOST}:{self.ports.ingress}", "--users", str(load.users),
+                "--requests", str(load.requests), "--hatch-rate", str(load.hatch_rate_per_s),
+                "--seed", str(seed), "--max-seconds", str(self.load_timeout_s),
+                "--pause-s", str(PAUSE_S),
+                "--out", str(out_path)]
+        if not self.reset_stats_after_hatch:
+            argv.append("--no-reset-after-hatch")
+        try:
+            with open(logs / "locust.log", "ab") as log:
+                proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=log,
+                                        stderr=subprocess.STDOUT, preexec_fn=die_with_parent)
+                try:
+                    code = proc.wait(timeout=self.load_timeout_s + 30)
+                except BaseException:
+                    proc.kill()
+                    proc.wait()
+                    raise
+            if code != 0:
+                tail = (logs / "locust.log").read_text(errors="replace").splitlines()[-3:]
+                raise BackendError(f"Locust exited with status {code}: " + " | ".join(tail))
+            return json.loads(out_path.read_text())
+        except subprocess.TimeoutExpired as exc:
+            raise BackendError(f"Locust did not finish in {self.load_timeout_s + 30:.0f} s") \
+                from exc
+        finally:
+            with contextlib.suppress(FileNotFoundError):
+                out_path.unlink()
+
+    # ----- lifecycle -----------------------------------------------------------------------
+
+    def close(self) -> None:
+        """Re-apply the rules found at construction; stop the replica if this object started
+        it. Idempotent."""
+        if self._closed:
+            return
+        try:
+            if self._proc is None and read_state(self.replica) is not None:
+                self.apply(self._initial)
+        finally:
+            self._closed = True
+            if self._proc is not None:
+                with contextlib.suppress(BackendError):
+                    stop_replica(self.replica)
+                if self._proc.poll() is None:
+                    self._proc.kill()
+                self._proc.wait()
+                self._proc = None

