@@ -1,0 +1,93 @@
+"""Learner connector: discounted returns-to-go per timestep, optionally standardised.
+
+REINFORCE weights each action's log-probability by the discounted return that followed it,
+``G_t = sum_k gamma^k r_{t+k}`` up to the end of the episode. Standardising the ``G_t`` of a
+train batch (subtract the mean, divide by the standard deviation) acts as a constant baseline
+and fixes the scale of the gradient whatever the reward's units.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+from ray.rllib.connectors.connector_v2 import ConnectorV2
+from ray.rllib.core.columns import Columns
+
+
+def discounted_returns_to_go(rewards: np.ndarray, gamma: float) -> np.ndarray:
+    """``G_t = r_t + gamma * G_{t+1}`` with ``G_T = r_T``, for a 1-D array of rewards."""
+    rewards = np.asarray(rewards, dtype=np.float64)
+    if rewards.ndim != 1:
+        raise ValueError(f"rewards must be 1-D, got shape {rewards.shape}")
+    returns = np.empty_like(rewards)
+    running = 0.0
+    for t in range(len(rewards) - 1, -1, -1):
+        running = rewards[t] + gamma * running
+        returns[t] = running
+    return returns
+
+
+def standardise(values: np.ndarray, eps: float = 1e-8) -> np.ndarray:
+    """``(values - mean) / (std + eps)``; all-equal values become zeros (no signal, no NaN)."""
+    values = np.asarray(values, dtype=np.float64)
+    return (values - values.mean()) / (values.std() + eps)
+
+
+def subtract_per_step_mean(per_episode: list[np.ndarray]) -> list[np.ndarray]:
+    """Subtract, from each episode's ``G_t``, the mean ``G_t`` of all episodes at the same ``t``.
+
+    A time-dependent baseline: in fixed-horizon episodes the return left at step ``t`` shrinks
+    with ``t`` whatever the policy does; this removes that part of the variance.
+    """
+    horizon = max((len(r) for r in per_episode), default=0)
+    sums, counts = np.zeros(horizon), np.zeros(horizon)
+    for returns in per_episode:
+        sums[:len(returns)] += returns
+        counts[:len(returns)] += 1
+    means = sums / np.maximum(counts, 1)
+    return [returns - means[:len(returns)] for returns in per_episode]
+
+
+class DiscountedReturnsToGo(ConnectorV2):
+    """Adds ``Columns.RETURNS_TO_GO`` to the train batch, one value per timestep.
+
+    Needs complete episodes (the algorithm samples with ``batch_mode="complete_episodes"``);
+    an episode that was cut off raises ``ValueError`` instead of silently biasing the returns.
+    """
+
+    def __init__(self, input_observation_space: Any = None, input_action_space: Any = None, *,
+                 gamma: float, normalize: bool, per_step_baseline: bool = False) -> None:
+        super().__init__(input_observation_space, input_action_space)
+        if not 0.0 <= gamma <= 1.0:
+            raise ValueError(f"gamma must be in [0, 1], got {gamma}")
+        self.gamma = float(gamma)
+        self.normalize = bool(normalize)
+        self.per_step_baseline = bool(per_step_baseline)
+
+    def __call__(self, *, rl_module: Any, batch: dict[str, Any], episodes: list[Any],
+                 **kwargs: Any) -> dict[str, Any]:
+        """Compute the returns of every episode, standardise them jointly, add them to batch."""
+        sa_episodes = list(self.single_agent_episode_iterator(
+            episodes, agents_that_stepped_only=False))
+        per_episode = []
+        for episode in sa_episodes:
+            if not episode.is_done:
+                raise ValueError("REINFORCE needs complete episodes; got an unfinished one "
+                                 f"(id {episode.id_}, {len(episode)} steps)")
+            per_episode.append(discounted_returns_to_go(episode.get_rewards(), self.gamma))
+        if self.per_step_baseline and per_episode:
+            per_episode = subtract_per_step_mean(per_episode)
+        if self.normalize and per_episode:
+            flat = standardise(np.concatenate(per_episode))
+            splits = np.cumsum([len(r) for r in per_episode])[:-1]
+            per_episode = np.split(flat, splits)
+        for episode, returns in zip(sa_episodes, per_episode, strict=True):
+            self.add_n_batch_items(
+                batch=batch,
+                column=Columns.RETURNS_TO_GO,
+                items_to_add=returns.astype(np.float32),
+                num_items=len(episode),
+                single_agent_episode=episode,
+            )
+        return batch

@@ -1,0 +1,169 @@
+"""The sweep script (experiments/pg_sweep.py): flags, errors, and a real --smoke run."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+REPO = Path(__file__).resolve().parents[1]
+SCRIPT = REPO / "experiments" / "pg_sweep.py"
+
+
+def _load_script() -> Any:
+    spec = importlib.util.spec_from_file_location("pg_sweep", SCRIPT)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    sys.modules["pg_sweep"] = module
+    spec.loader.exec_module(module)
+    return module
+
+
+pg_sweep = _load_script()
+
+
+def _run(*args: str, timeout_s: float = 300) -> subprocess.CompletedProcess[str]:
+    env = {**os.environ, "RAY_USAGE_STATS_ENABLED": "0"}
+    return subprocess.run([sys.executable, str(SCRIPT), *args], cwd=REPO, env=env,
+                          capture_output=True, text=True, timeout=timeout_s, check=False)
+
+
+def test_smoke_is_smaller_than_the_default() -> None:
+    full = pg_sweep.settings_from_args(pg_sweep.parse_args([]))
+    smoke = pg_sweep.settings_from_args(pg_sweep.parse_args(["--smoke"]))
+    assert (full.backend, full.num_env_runners, full.address, full.resume) == ("sim", 2, None,
+                                                                              False)
+    assert len(smoke.learning_rates) < len(full.learning_rates)
+    assert smoke.iterations < full.iterations
+    assert smoke.eval_episodes < full.eval_episodes
+    assert full.output == (Path.cwd() / "results" / "pg_sweep").resolve()
+
+
+def test_explicit_flags_override_smoke() -> None:
+    s = pg_sweep.settings_from_args(pg_sweep.parse_args(
+        ["--smoke", "--samples", "5", "--iterations", "7", "--num-env-runners", "2"]))
+    assert (s.samples, s.iterations, s.num_env_runners) == (5, 7, 2)
+
+
+@pytest.mark.parametrize(("flags", "message"), [
+    (["--samples", "0"], "--samples"),
+    (["--num-env-runners", "3", "--episodes-per-batch", "2"], "--episodes-per-batch"),
+    (["--episode-len", "0"], "--episode-len"),
+])
+def test_bad_numbers_are_named(flags: list[str], message: str) -> None:
+    with pytest.raises(pg_sweep.SweepError, match=message):
+        pg_sweep.settings_from_args(pg_sweep.parse_args(flags))
+
+
+def test_backend_that_cannot_start_is_a_clear_error_not_a_traceback(tmp_path: Path) -> None:
+    # k8s is registered but there is no cluster (no kubeconfig, not in a pod) on CI machines.
+    proc = _run("--smoke", "--backend", "k8s", "--output", str(tmp_path / "out"), timeout_s=60)
+    assert proc.returncode == 2, proc.stderr[-2000:]
+    assert "Traceback" not in proc.stderr
+    assert proc.stderr.startswith("pg_sweep: error: backend 'k8s' cannot start a MeshEnv")
+    assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.parametrize("backend", ["local", "k8s"])
+def test_unregistered_backend_names_the_missing_module(
+        backend: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+        capsys: pytest.CaptureFixture[str]) -> None:
+    import envs.backends
+
+    monkeypatch.delitem(envs.backends.BACKENDS, backend, raising=False)
+    status = pg_sweep.main(["--smoke", "--backend", backend, "--output", str(tmp_path / "o")])
+    err = capsys.readouterr().err
+    assert status == 2
+    assert f"backend {backend!r} is not available" in err
+    assert f"envs/backends/{backend}" in err and "--backend sim" in err
+    assert not (tmp_path / "o").exists()
+
+
+def test_resume_without_a_stored_sweep_is_a_clear_error(tmp_path: Path) -> None:
+    settings = pg_sweep.settings_from_args(pg_sweep.parse_args(
+        ["--smoke", "--resume", "--output", str(tmp_path)]))
+    with pytest.raises(pg_sweep.SweepError, match="no sweep to resume"):
+        pg_sweep.check_experiment_dir(settings)
+
+
+def _tensorboard_tags(trial_dir: Path) -> set[str]:
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    tags: set[str] = set()
+    for events in trial_dir.glob("events.out.tfevents.*"):
+        acc = EventAccumulator(str(events))
+        acc.Reload()
+        tags |= set(acc.Tags()["scalars"])
+    return tags
+
+
+def check_smoke_outputs(out: Path) -> dict[str, Any]:
+    """Assert a finished sweep's files are all there and consistent; return results.json."""
+    results = json.loads((out / "results.json").read_text())
+    settings = results["settings"]
+    assert len(results["trials"]) == (settings["samples"] * len(settings["learning_rates"])
+                                      * len(pg_sweep.LATENCY_WEIGHTS_PER_MS))
+    assert {(t["lr"], t["latency_weight"]) for t in results["trials"]} == {
+        (lr, w) for lr in settings["learning_rates"] for w in pg_sweep.LATENCY_WEIGHTS_PER_MS}
+    best = results["trials"][0]
+    assert best["trial"] == results["best"]["trial"]
+    assert best["validation_gain"] == max(t["validation_gain"] for t in results["trials"])
+    assert results["validation_seeds"][0] == 2_000_000
+    held_out = results["held_out"]
+    assert held_out["policy"]["n"] + held_out["policy"]["unhealthy"] == len(held_out["seeds"])
+    assert min(held_out["seeds"]) >= 1_000_000
+    assert len(held_out["random_episodes"]) == len(held_out["seeds"])
+    text = (out / "results.md").read_text()
+    assert "uniform random" in text and "best trial, sampled" in text
+    assert (out / "learning_curves.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    rules = list(yaml.safe_load_all((out / "best_destination_rules.yaml").read_text()))
+    assert rules and all(r["kind"] == "DestinationRule" for r in rules)
+    trial_dir = Path(results["trials"][0]["path"])
+    tags = _tensorboard_tags(trial_dir)
+    for metric in ("eval_score_gain", "failure_pct", "p99_ms", "unhealthy_end"):
+        assert f"ray/tune/env_runners/{metric}" in tags, (metric, sorted(tags)[:20])
+    return results
+
+
+@pytest.mark.slow
+def test_smoke_sweep_writes_everything_and_the_checkpoint_reproduces(tmp_path: Path) -> None:
+    out = tmp_path / "sweep"
+    t0 = time.monotonic()
+    proc = _run("--smoke", "--output", str(out))
+    wall_s = time.monotonic() - t0
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    assert wall_s < 90, f"--smoke took {wall_s:.0f} s"
+    results = check_smoke_outputs(out)
+
+    # A fresh Algorithm.from_checkpoint of the best trial gives the same held-out numbers.
+    import ray
+    from ray.rllib.algorithms.algorithm import Algorithm
+
+    best = results["best"]
+    ray.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=False)
+    try:
+        algo = Algorithm.from_checkpoint(best["checkpoint"])
+        try:
+            again = pg_sweep.held_out_evaluation(algo.get_module(), best["env_config"],
+                                                 results["held_out"]["seeds"])
+        finally:
+            algo.stop()
+    finally:
+        ray.shutdown()
+    for key in ("policy", "greedy", "random"):
+        assert again[f"{key}_episodes"] == results["held_out"][f"{key}_episodes"], key
+
+    # Running again into the same directory refuses to overwrite; --resume continues it.
+    proc = _run("--smoke", "--output", str(out), timeout_s=120)
+    assert proc.returncode == 2 and "--resume" in proc.stderr
+    proc = _run("--smoke", "--resume", "--output", str(out))
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    check_smoke_outputs(out)

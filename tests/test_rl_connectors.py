@@ -1,0 +1,93 @@
+"""Returns-to-go and their standardisation (rl/connectors.py)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from ray.rllib.core.columns import Columns
+from ray.rllib.env.single_agent_episode import SingleAgentEpisode
+
+from rl.connectors import (
+    DiscountedReturnsToGo,
+    discounted_returns_to_go,
+    standardise,
+    subtract_per_step_mean,
+)
+
+
+def _episode(rewards: list[float], done: bool = True) -> SingleAgentEpisode:
+    n = len(rewards)
+    return SingleAgentEpisode(
+        observations=[np.zeros(2, np.float32)] * (n + 1), actions=[0] * n,
+        rewards=rewards, infos=[{}] * (n + 1), terminated=done, len_lookback_buffer=0)
+
+
+def _column(batch: dict, episodes: list[SingleAgentEpisode]) -> list[np.ndarray]:
+    """The RETURNS_TO_GO items of each episode, in episode order."""
+    column = batch[Columns.RETURNS_TO_GO]
+    return [np.asarray(column[(e.id_,)]).reshape(-1) for e in episodes]
+
+
+def test_returns_to_go_matches_the_definition() -> None:
+    rewards = np.array([1.0, -2.0, 0.5, 3.0])
+    gamma = 0.9
+    expected = [sum(gamma ** k * rewards[t + k] for k in range(len(rewards) - t))
+                for t in range(len(rewards))]
+    np.testing.assert_allclose(discounted_returns_to_go(rewards, gamma), expected)
+
+
+def test_gamma_one_gives_the_sum_of_the_remaining_rewards() -> None:
+    np.testing.assert_allclose(discounted_returns_to_go(np.array([1.0, 2.0, 3.0]), 1.0),
+                               [6.0, 5.0, 3.0])
+
+
+def test_standardise_has_zero_mean_unit_std_and_no_nan_on_constants() -> None:
+    z = standardise(np.array([1.0, 2.0, 3.0, 10.0]))
+    assert abs(z.mean()) < 1e-9
+    assert abs(z.std() - 1.0) < 1e-6
+    np.testing.assert_array_equal(standardise(np.array([4.0, 4.0])), [0.0, 0.0])
+
+
+def test_connector_adds_one_return_per_step_of_every_episode() -> None:
+    episodes = [_episode([1.0, 1.0]), _episode([0.0, 0.0, 5.0])]
+    batch = DiscountedReturnsToGo(gamma=0.5, normalize=False)(
+        rl_module=None, batch={}, episodes=episodes)
+    first, second = _column(batch, episodes)
+    np.testing.assert_allclose(first, [1.5, 1.0])
+    np.testing.assert_allclose(second, [1.25, 2.5, 5.0])
+
+
+def test_connector_standardises_over_the_whole_batch_not_per_episode() -> None:
+    episodes = [_episode([1.0, 1.0]), _episode([0.0, 0.0, 5.0])]
+    batch = DiscountedReturnsToGo(gamma=0.5, normalize=True)(
+        rl_module=None, batch={}, episodes=episodes)
+    flat = np.concatenate(_column(batch, episodes))
+    raw = np.array([1.5, 1.0, 1.25, 2.5, 5.0])
+    np.testing.assert_allclose(flat, (raw - raw.mean()) / raw.std(), rtol=1e-5)
+
+
+def test_connector_refuses_unfinished_episodes() -> None:
+    with pytest.raises(ValueError, match="complete episodes"):
+        DiscountedReturnsToGo(gamma=0.9, normalize=False)(
+            rl_module=None, batch={}, episodes=[_episode([1.0], done=False)])
+
+
+def test_connector_rejects_gamma_out_of_range() -> None:
+    with pytest.raises(ValueError, match="gamma"):
+        DiscountedReturnsToGo(gamma=1.5, normalize=False)
+
+
+def test_per_step_baseline_subtracts_the_mean_at_each_step_index() -> None:
+    a, b = np.array([3.0, 2.0, 1.0]), np.array([5.0, 0.0])
+    out = subtract_per_step_mean([a, b])
+    np.testing.assert_allclose(out[0], [-1.0, 1.0, 0.0])  # means per t: 4, 1, 1 (one episode)
+    np.testing.assert_allclose(out[1], [1.0, -1.0])
+
+
+def test_connector_applies_the_per_step_baseline_before_standardising() -> None:
+    episodes = [_episode([1.0, 1.0]), _episode([3.0, 1.0])]
+    batch = DiscountedReturnsToGo(gamma=1.0, normalize=False, per_step_baseline=True)(
+        rl_module=None, batch={}, episodes=episodes)
+    first, second = _column(batch, episodes)
+    np.testing.assert_allclose(first, [-1.0, 0.0])  # returns [2, 1] and [4, 1]
+    np.testing.assert_allclose(second, [1.0, 0.0])
