@@ -277,7 +277,7 @@ def _raw(pool: ConnectionPool | None, knob: Knob) -> int | bool | None:
     return None if holder is None else getattr(holder, attr)
 
 
-def _with_knob(pool: ConnectionPool | None, knob: Knob, value: int | bool) -> ConnectionPool:
+def with_knob(pool: ConnectionPool | None, knob: Knob, value: int | bool) -> ConnectionPool:
     """A copy of ``pool`` (an empty one for ``None``) with ``knob`` set explicitly to ``value``."""
     pool = pool or ConnectionPool()
     section, attr = _FIELD[knob]
@@ -371,10 +371,10 @@ class Action:
                 raise ValueError(
                     f"{self.service}: turning http.useClientProtocol on while "
                     "http.h2UpgradePolicy is UPGRADE makes a rule Istio rejects")
-            return _with_knob(pool, self.knob, turned_on)
+            return with_knob(pool, self.knob, turned_on)
         floor, ceiling = _RANGE[self.knob]
         new_value = min(max(_effective(pool, self.knob) + self.delta, floor), ceiling)
-        return _with_knob(pool, self.knob, new_value)
+        return with_knob(pool, self.knob, new_value)
 
     def change_text(self) -> str:
         """The change alone, e.g. ``+20``, ``-50ms``, ``+300s``, ``toggle``, ``no-op``."""
@@ -587,7 +587,7 @@ def seed_initial_config(rng: np.random.Generator,
     for service, row in zip(names, draws, strict=True):
         pool = ConnectionPool()
         for knob, value in zip(SEED_KNOBS, row, strict=True):
-            pool = _with_knob(pool, knob, int(value))
+            pool = with_knob(pool, knob, int(value))
         config[service] = pool
     return config
 

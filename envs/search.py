@@ -36,7 +36,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from envs.actions import SEED_KNOBS, Knob, MeshConfig, knob_value, make_catalogue
+from envs.actions import SEED_KNOBS, Knob, MeshConfig, knob_value, make_catalogue, with_knob
 from envs.backends.base import Backend, BackendError, LoadSpec
 from envs.backends.report import LoadReport
 from envs.istio import ConnectionPool, rules_for
@@ -47,15 +47,6 @@ from envs.reward import N_ENDPOINTS, evaluation_score
 #: Used only to rank search candidates; the measurement itself records the failure.
 FAILED_RUN_SCORE = -100.0 * N_ENDPOINTS
 
-# Where each searchable knob lives in the typed model: (section, ConnectionPool attribute).
-_FIELDS: dict[Knob, tuple[str, str]] = {
-    Knob.MAX_CONNECTIONS: ("tcp", "max_connections"),
-    Knob.CONNECT_TIMEOUT_MS: ("tcp", "connect_timeout_ms"),
-    Knob.HTTP1_MAX_PENDING_REQUESTS: ("http", "http1_max_pending_requests"),
-    Knob.HTTP2_MAX_REQUESTS: ("http", "http2_max_requests"),
-    Knob.MAX_REQUESTS_PER_CONNECTION: ("http", "max_requests_per_connection"),
-    Knob.MAX_RETRIES: ("http", "max_retries"),
-}
 
 
 @dataclass(frozen=True)
@@ -72,10 +63,10 @@ class SearchSpace:
     high: Mapping[Knob, int]
 
     def __post_init__(self) -> None:
-        unknown = [k for k in self.knobs if k not in _FIELDS]
+        unknown = [k for k in self.knobs if k not in SEED_KNOBS]
         if unknown:
             raise ValueError(f"knobs {[k.value for k in unknown]} cannot be searched; "
-                             f"searchable: {[k.value for k in _FIELDS]}")
+                             f"searchable (integer knobs): {[k.value for k in SEED_KNOBS]}")
         if not self.services:
             raise ValueError("a search space needs at least one service")
         for k in self.knobs:
@@ -113,17 +104,10 @@ class SearchSpace:
                              f"unknown {extra[:3]}")
         config: MeshConfig = {}
         for service in self.services:
-            tcp: dict[str, int] = {}
-            http: dict[str, int] = {}
+            pool = ConnectionPool()
             for knob in self.knobs:
                 name = f"{service}/{knob.value}"
-                section, attr = _FIELDS[knob]
-                (tcp if section == "tcp" else http)[attr] = self.clip(name, point[name])
-            pool = ConnectionPool()
-            if tcp:
-                pool = pool.with_tcp(**tcp)
-            if http:
-                pool = pool.with_http(**http)
+                pool = with_knob(pool, knob, self.clip(name, point[name]))
             config[service] = pool
         return config
 

@@ -99,7 +99,7 @@ FIELD_OF = {
 
 def pool_of(knob: Knob, value: int | bool) -> ConnectionPool:
     """A pool with only ``knob`` set."""
-    return actions._with_knob(None, knob, value)
+    return actions.with_knob(None, knob, value)
 
 
 def apply_one(name: str, act: int, pool: ConnectionPool | None) -> ConnectionPool:
