@@ -21,9 +21,15 @@ Model (the why of each rule is in ``../shared/reference/istio-envoy.md`` and
   next handler, which is cheaper still. Each service's next CPU completion lives in
   ``svc_next`` rather than in the heap (processor sharing reschedules it on every change), and
   the 5 s waits of orders, all of the same length, in a FIFO ring.
-* Speed notes: no helper that takes arrays is called in the loop (Numba would count references
-  on every call), pools have fixed capacities (``ERR_CAPACITY`` asks the caller to re-run, same
-  seed, with larger ones), and random draws are a 64-bit LCG indexing lognormal quantile tables.
+* Each mechanism (heap push / pop, processor-sharing CPU, opening a connection, FIFO queues,
+  job slots, replies) is one ``_helper`` inlined into ``simulate`` at the Numba IR level;
+  only the three hottest handlers (EV_RESPONSE, EV_ARRIVE, EV_FINISH) keep theirs written out.
+* Speed notes: an inlined helper that takes arrays still gets reference counting around its
+  array arguments where LLVM cannot prune it — when the helper branches. Helpers on hot paths
+  are therefore branch-free (the caller branches) or branch only where it is rare; their
+  fast-math arithmetic is kept in the original order so that results stay bit-for-bit the same.
+  Pools have fixed capacities (``ERR_CAPACITY`` asks the caller to re-run, same seed, with
+  larger ones), and random draws are a 64-bit LCG indexing lognormal quantile tables.
 """
 
 from __future__ import annotations
@@ -208,6 +214,255 @@ def _rand31(rs):
     return rs, (rs >> 33) & 0x7FFFFFFF
 
 
+@njit(cache=True, inline="always")
+def _draw(rs, median, table):
+    """A lognormal draw from a quantile table: (new rng state, ``median * table[random]``)."""
+    rs, r31 = _rand31(rs)
+    return rs, median * table[r31 & (TABLE_SIZE - 1)]
+
+
+# ----- mechanisms used from several handlers ---------------------------------------------------
+# Each is inlined into ``simulate`` at the Numba IR level (``inline="always"``): no call. An
+# array argument costs an incref/decref pair that LLVM prunes only in branch-free code, so the
+# helpers used on every event (``_release_retry``, ``_use_connection``, ``_fifo_pop``) do not
+# branch, and the three hottest handlers (EV_RESPONSE, EV_ARRIVE, EV_FINISH) keep their code
+# written out (with helpers there the kernel measured 2-4 % slower). Scalars of the loop's state
+# (rng state, counters, the earliest CPU completion) go in as arguments and come back as return
+# values.
+
+
+@njit(cache=True, inline="always")
+def _push_event(ob_t, ob_c, ob_n, t, code):
+    """Schedule the event ``code`` at time ``t`` ms (into the outbox); returns the new ``ob_n``."""
+    ob_t[ob_n] = t
+    ob_c[ob_n] = code
+    return ob_n + 1
+
+
+@njit(cache=True, inline="always")
+def _push_now(st, sn, code):
+    """Put the event ``code`` on the stack of immediate events; returns the new ``sn``."""
+    st[sn] = code
+    return sn + 1
+
+
+@njit(cache=True, inline="always")
+def _release(free, n_free, i):
+    """Return slot i to the free list ``free[:n_free]``; returns the new ``n_free``."""
+    free[n_free] = i
+    return n_free + 1
+
+
+@njit(cache=True, inline="always")
+def _heap_push(keys, vals, row, n, key, val):
+    """Insert (key, val) into the binary min-heap ``keys[row, :n]`` / ``vals[row, :n]``."""
+    i = n
+    while i > 0:
+        par = (i - 1) >> 1
+        if keys[row, par] <= key:
+            break
+        keys[row, i] = keys[row, par]
+        vals[row, i] = vals[row, par]
+        i = par
+    keys[row, i] = key
+    vals[row, i] = val
+
+
+@njit(cache=True, inline="always")
+def _heap_refill_root(keys, vals, row, n):
+    """After the root of a heap of ``n + 1`` entries was taken: move entry ``n`` (the last)
+    into the root's place and sift it down, leaving a heap of ``n`` entries."""
+    key = keys[row, n]
+    val = vals[row, n]
+    i = 0
+    while True:
+        left = 2 * i + 1
+        if left >= n:
+            break
+        m = left
+        if left + 1 < n and keys[row, left + 1] < keys[row, left]:
+            m = left + 1
+        if keys[row, m] >= key:
+            break
+        keys[row, i] = keys[row, m]
+        vals[row, i] = vals[row, m]
+        i = m
+    keys[row, i] = key
+    vals[row, i] = val
+
+
+@njit(cache=True, inline="always")
+def _cpu_rate(cores, ncpu):
+    """Processor sharing: the CPU share (cores) each of ``ncpu`` jobs gets, at most one core."""
+    return min(1.0, cores / ncpu)
+
+
+@njit(cache=True, inline="always")
+def _earliest_cpu(svc_next, s, cpu_t, cpu_s):
+    """(time, service) of the earliest CPU completion over all services, after ``svc_next[s]``
+    changed; it was (cpu_t, cpu_s). Rescans only when s was the earliest and got later."""
+    if svc_next[s] < cpu_t:
+        return svc_next[s], s
+    if s == cpu_s:
+        cpu_t = np.inf
+        for s2 in range(svc_next.shape[0]):
+            if svc_next[s2] < cpu_t:
+                cpu_t = svc_next[s2]
+                cpu_s = s2
+    return cpu_t, cpu_s
+
+
+@njit(cache=True, inline="always")
+def _cpu_add(s, j, work_ms, now, si, sf, pk, pj, pn, svc_cores, svc_next, cpu_t, cpu_s):
+    """Job j joins service s's processor-sharing CPU with ``work_ms`` of work: advance the
+    service's virtual time, push j into its heap (keyed by virtual finish time), reschedule its
+    next completion. Returns the new earliest CPU completion (cpu_t, cpu_s)."""
+    ncpu = si[s, S_NCPU]
+    if ncpu > 0:
+        sf[s, SF_V] += (now - sf[s, SF_TLAST]) * _cpu_rate(svc_cores[s], ncpu)
+    sf[s, SF_TLAST] = now
+    _heap_push(pk, pj, s, pn[s], sf[s, SF_V] + work_ms, j)
+    pn[s] += 1
+    si[s, S_NCPU] = ncpu + 1
+    svc_next[s] = now + (pk[s, 0] - sf[s, SF_V]) / _cpu_rate(svc_cores[s], ncpu + 1)
+    return _earliest_cpu(svc_next, s, cpu_t, cpu_s)
+
+
+@njit(cache=True, inline="always")
+def _draw_work(rs, median_ms, tab_work, s, f_svc, f_kind, f_start, f_end, f_factor, now):
+    """CPU work of one chunk on service s: (new rng state, ms), latency spikes included."""
+    rs, r31 = _rand31(rs)
+    work = median_ms * tab_work[s, r31 & (TABLE_SIZE - 1)]
+    work *= _spike(f_svc, f_kind, f_start, f_end, f_factor, s, now)
+    return rs, work
+
+
+@njit(cache=True, inline="always")
+def _new_job(ji, jf, jfree, n_jfree, node, parent, user, ok_status, now):
+    """Take a free job slot for a call of ``node`` issued at ``now`` ms: (job, new n_jfree).
+    Its stamp moves on, so that timeouts armed for the slot's previous job are stale."""
+    j = jfree[n_jfree - 1]
+    stamp = ji[j, J_STAMP] + 1
+    for q in range(NJI):
+        ji[j, q] = 0
+    ji[j, J_STAMP] = stamp
+    ji[j, J_NODE] = node
+    ji[j, J_PARENT] = parent
+    ji[j, J_USER] = user
+    ji[j, J_STATUS] = ok_status
+    ji[j, J_ATTEMPT] = 1
+    ji[j, J_CONN] = -1
+    ji[j, J_NEXT] = -1
+    ji[j, J_ALIVE] = 1
+    jf[j, F_ISSUE] = now
+    return j, n_jfree - 1
+
+
+@njit(cache=True, inline="always")
+def _free_job(ji, jfree, n_jfree, j):
+    """Return job j's slot to the free list (its stamp moves on); returns the new n_jfree."""
+    ji[j, J_ALIVE] = 0
+    ji[j, J_STAMP] += 1
+    return _release(jfree, n_jfree, j)
+
+
+@njit(cache=True, inline="always")
+def _fail_job(ji, j, flag):
+    """Job j's call fails with a 503 (``flag``: FLAG_UO, FLAG_UF or FLAG_NONE)."""
+    ji[j, J_STATUS] = 503
+    ji[j, J_FAILED] = 1
+    ji[j, J_FLAG] = flag
+
+
+@njit(cache=True, inline="always")
+def _release_retry(ji, ci, j, c):
+    """Job j gives back the unit of cluster c's retry budget it holds, if any."""
+    # branch-free: a helper that takes arrays costs reference counting around its branches
+    ci[c, C_NRETRY] -= ji[j, J_HOLD]
+    ji[j, J_HOLD] = 0
+
+
+@njit(cache=True, inline="always")
+def _fifo_push(q, row, head, tail, ji, j):
+    """Append job j to the FIFO of jobs linked through ``J_NEXT`` whose first and last job are
+    ``q[row, head]`` and ``q[row, tail]`` (-1: empty)."""
+    ji[j, J_NEXT] = -1
+    if q[row, tail] >= 0:
+        ji[q[row, tail], J_NEXT] = j
+    else:
+        q[row, head] = j
+    q[row, tail] = j
+
+
+@njit(cache=True, inline="always")
+def _fifo_pop(q, row, head, tail, ji):
+    """Remove and return the first job of a non-empty FIFO (see ``_fifo_push``)."""
+    j = q[row, head]
+    nxt = ji[j, J_NEXT]
+    q[row, head] = nxt
+    q[row, tail] |= nxt >> 63    # the queue is now empty (nxt -1): tail -1 too, branch-free
+    return j
+
+
+@njit(cache=True, inline="always")
+def _fail_all_pending(ci, c, ji, st, sn):
+    """Every request pending in cluster c fails now (UF, via EV_FAIL on the immediate stack);
+    the queue is emptied. Returns the new stack size."""
+    j = ci[c, C_PHEAD]
+    while j >= 0:
+        nxt = ji[j, J_NEXT]
+        sn = _push_now(st, sn, _code(EV_FAIL, j, FLAG_UF))
+        j = nxt
+    ci[c, C_PHEAD] = -1
+    ci[c, C_PTAIL] = -1
+    ci[c, C_NPEND] = 0
+    return sn
+
+
+@njit(cache=True, inline="always")
+def _reply(rs, median_ms, table, now, j, local, ob_t, ob_c, ob_n):
+    """Job j's answer reaches its caller after one drawn proxy delay (EV_RESPONSE; ``local``:
+    a reply the router does not retry). Returns (rng state, ob_n)."""
+    rs, delay = _draw(rs, median_ms, table)
+    return rs, _push_event(ob_t, ob_c, ob_n, now + delay, _code(EV_RESPONSE, j, local))
+
+
+@njit(cache=True, inline="always")
+def _use_connection(ci, c, ki, k, ji, j, http):
+    """Job j's request goes out on connection k of cluster c (counted active when HTTP)."""
+    ci[c, C_NACTIVE] += http
+    ji[j, J_CONN] = k
+    ki[k, K_SERVED] += 1
+
+
+@njit(cache=True, inline="always")
+def _open_connection(rs, c, d, now, ci, ki, kf, kfree, n_kfree, stats, recording,
+                     f_svc, f_kind, f_start, f_end, refused_ms, connect_median_ms, tab_conn,
+                     connect_timeout_ms, ob_t, ob_c, ob_n):
+    """Cluster c starts a connection to service d: refused while d is down, else established
+    after a drawn time or failed at ``connect_timeout_ms`` (EV_CONNECT).
+    Returns (rng state, n_kfree, ob_n)."""
+    k = kfree[n_kfree - 1]
+    n_kfree -= 1
+    ki[k, K_CLUSTER] = c
+    ki[k, K_SERVED] = 0
+    kf[k, KF_BORN] = now
+    ci[c, C_NCONN] += 1
+    ci[c, C_NCONNECTING] += 1
+    if recording:
+        stats[d, ST_CONN_OPEN] += 1
+    if _fault_down(f_svc, f_kind, f_start, f_end, d, now):
+        ob_n = _push_event(ob_t, ob_c, ob_n, now + refused_ms, _code(EV_CONNECT, k, 0))
+    else:
+        rs, tc = _draw(rs, connect_median_ms, tab_conn)
+        if tc > connect_timeout_ms:
+            ob_n = _push_event(ob_t, ob_c, ob_n, now + connect_timeout_ms,
+                               _code(EV_CONNECT, k, 0))
+        else:
+            ob_n = _push_event(ob_t, ob_c, ob_n, now + tc, _code(EV_CONNECT, k, 1))
+    return rs, n_kfree, ob_n
+
+
 # fast-math flags that keep inf and NaN semantics (``svc_next`` uses inf for "idle")
 @njit(cache=True, error_model="numpy",
       fastmath={"nsz", "arcp", "contract", "afn", "reassoc"})
@@ -314,13 +569,13 @@ def simulate(
 
     # every live job, connection and user has at most a few events outstanding
     ev_cap = 4 * (job_cap + kcap + ucap) + 64
-    ht = np.empty(ev_cap, np.float64)
-    hc = np.empty(ev_cap, np.int64)
+    # the event heap: one row, so that it shares ``_heap_push`` with the per-service CPU heaps
+    ht = np.empty((1, ev_cap), np.float64)
+    hc = np.empty((1, ev_cap), np.int64)
     hn = 0
     st = np.empty(ev_cap, np.int64)
     sn = 0
     # events scheduled by a handler wait in this outbox until the loop pushes them on the heap
-    # (written out in one place: helper calls that take arrays cost reference counting)
     ob_t = np.empty(ev_cap, np.float64)
     ob_c = np.empty(ev_cap, np.int64)
     ob_n = 0
@@ -338,36 +593,21 @@ def simulate(
     status = OK
 
     if open_loop:
-        ob_t[ob_n] = 0.0
-        ob_c[ob_n] = _code(EV_OPEN_ARRIVAL, 0, 0)
-        ob_n += 1
+        ob_n = _push_event(ob_t, ob_c, ob_n, 0.0, _code(EV_OPEN_ARRIVAL, 0, 0))
     else:
         for u in range(n_users):
             ufree_i = ufree[n_ufree - 1]
             n_ufree -= 1
             u_pos[ufree_i] = 0
-            ob_t[ob_n] = u * hatch_interval_ms
-            ob_c[ob_n] = _code(EV_USER_NEXT, ufree_i, 0)
-            ob_n += 1
+            ob_n = _push_event(ob_t, ob_c, ob_n, u * hatch_interval_ms,
+                               _code(EV_USER_NEXT, ufree_i, 0))
         if reset_after_hatch:
-            ob_t[ob_n] = (n_users - 1) * hatch_interval_ms
-            ob_c[ob_n] = _code(EV_HATCH_DONE, 0, 0)
-            ob_n += 1
+            ob_n = _push_event(ob_t, ob_c, ob_n, (n_users - 1) * hatch_interval_ms,
+                               _code(EV_HATCH_DONE, 0, 0))
 
     while True:
         for q in range(ob_n):
-            t = ob_t[q]
-            cd = ob_c[q]
-            i = hn
-            while i > 0:
-                par = (i - 1) >> 1
-                if ht[par] <= t:
-                    break
-                ht[i] = ht[par]
-                hc[i] = hc[par]
-                i = par
-            ht[i] = t
-            hc[i] = cd
+            _heap_push(ht, hc, 0, hn, ob_t[q], ob_c[q])
             hn += 1
         ob_n = 0
         if sn > 0:
@@ -378,7 +618,7 @@ def simulate(
             t_best = np.inf
             src = -1
             if hn > 0:
-                t_best = ht[0]
+                t_best = ht[0, 0]
                 src = 0
             if cpu_t < t_best:
                 t_best = cpu_t
@@ -390,27 +630,11 @@ def simulate(
                 status = ERR_STALLED
                 break
             if src == 0:
-                now = ht[0]
-                code = hc[0]
+                now = ht[0, 0]
+                code = hc[0, 0]
                 hn -= 1
                 if hn > 0:
-                    t = ht[hn]
-                    cd = hc[hn]
-                    i = 0
-                    while True:
-                        left = 2 * i + 1
-                        if left >= hn:
-                            break
-                        m = left
-                        if left + 1 < hn and ht[left + 1] < ht[left]:
-                            m = left + 1
-                        if ht[m] >= t:
-                            break
-                        ht[i] = ht[m]
-                        hc[i] = hc[m]
-                        i = m
-                    ht[i] = t
-                    hc[i] = cd
+                    _heap_refill_root(ht, hc, 0, hn)
             elif src == -2:
                 now = to_t[to_h % timer_cap]
                 code = to_c[to_h % timer_cap]
@@ -435,21 +659,8 @@ def simulate(
         if kind == EV_USER_NEXT:
             u = a
             pos = u_pos[u]
-            j = jfree[n_jfree - 1]
-            n_jfree -= 1
-            stamp = ji[j, J_STAMP] + 1
-            for q in range(NJI):
-                ji[j, q] = 0
-            ji[j, J_STAMP] = stamp
-            ji[j, J_NODE] = loop_root[pos]
-            ji[j, J_PARENT] = -1
-            ji[j, J_USER] = u
-            ji[j, J_STATUS] = node_ok_status[loop_root[pos]]
-            ji[j, J_ATTEMPT] = 1
-            ji[j, J_CONN] = -1
-            ji[j, J_NEXT] = -1
-            ji[j, J_ALIVE] = 1
-            jf[j, F_ISSUE] = now
+            j, n_jfree = _new_job(ji, jf, jfree, n_jfree, loop_root[pos], -1, u,
+                                  node_ok_status[loop_root[pos]], now)
             kind = EV_START
             a = j
 
@@ -584,26 +795,17 @@ def simulate(
             d = cl_dest[c]
             used = False
             while ci[c, C_PHEAD] >= 0:
-                j = ci[c, C_PHEAD]
-                ci[c, C_PHEAD] = ji[j, J_NEXT]
-                if ci[c, C_PHEAD] < 0:
-                    ci[c, C_PTAIL] = -1
+                j = _fifo_pop(ci, c, C_PHEAD, C_PTAIL, ji)
                 ci[c, C_NPEND] -= 1
                 if (not svc_is_tcp[d]) and ci[c, C_NACTIVE] >= cl_max_req[c]:
-                    st[sn] = _code(EV_FAIL, j, FLAG_UO)
-                    sn += 1
+                    sn = _push_now(st, sn, _code(EV_FAIL, j, FLAG_UO))
                     continue
-                if not svc_is_tcp[d]:
-                    ci[c, C_NACTIVE] += 1
-                ji[j, J_CONN] = k
-                ki[k, K_SERVED] += 1
-                rs, r31 = _rand31(rs)
-                delay = two_mu * tab_two[r31 & (TABLE_SIZE - 1)]
+                _use_connection(ci, c, ki, k, ji, j, not svc_is_tcp[d])
+                # the request crosses both sidecars (HTTP: and the callee's inbound connection)
+                rs, delay = _draw(rs, two_mu, tab_two)
                 if not svc_is_tcp[d]:
                     delay += inbound_connect_ms
-                ob_t[ob_n] = now + delay
-                ob_c[ob_n] = _code(EV_ARRIVE, j, 0)
-                ob_n += 1
+                ob_n = _push_event(ob_t, ob_c, ob_n, now + delay, _code(EV_ARRIVE, j, 0))
                 used = True
                 break
             if not used:
@@ -619,54 +821,26 @@ def simulate(
         if kind == EV_CPU:
             s = a
             ncpu = si[s, S_NCPU]
-            rate = min(1.0, svc_cores[s] / ncpu)
-            sf[s, SF_V] += (now - sf[s, SF_TLAST]) * rate
+            sf[s, SF_V] += (now - sf[s, SF_TLAST]) * _cpu_rate(svc_cores[s], ncpu)
             sf[s, SF_TLAST] = now
             first_done = -1
             # the heap's minimum is due now (pop it even if rounding left it a hair ahead)
             while pn[s] > 0 and (first_done < 0 or pk[s, 0] <= sf[s, SF_V] + 1e-9):
                 j = pj[s, 0]
-                m2 = pn[s] - 1
-                pn[s] = m2
-                if m2 > 0:
-                    key = pk[s, m2]
-                    jj = pj[s, m2]
-                    i = 0
-                    while True:
-                        left = 2 * i + 1
-                        if left >= m2:
-                            break
-                        m = left
-                        if left + 1 < m2 and pk[s, left + 1] < pk[s, left]:
-                            m = left + 1
-                        if pk[s, m] >= key:
-                            break
-                        pk[s, i] = pk[s, m]
-                        pj[s, i] = pj[s, m]
-                        i = m
-                    pk[s, i] = key
-                    pj[s, i] = jj
+                pn[s] -= 1
+                if pn[s] > 0:
+                    _heap_refill_root(pk, pj, s, pn[s])
                 ncpu -= 1
                 if first_done < 0:
                     first_done = j
                 else:
-                    st[sn] = _code(EV_AFTER_CPU, j, 0)
-                    sn += 1
+                    sn = _push_now(st, sn, _code(EV_AFTER_CPU, j, 0))
             si[s, S_NCPU] = ncpu
             if ncpu > 0:
-                rate = min(1.0, svc_cores[s] / ncpu)
-                svc_next[s] = now + (pk[s, 0] - sf[s, SF_V]) / rate
+                svc_next[s] = now + (pk[s, 0] - sf[s, SF_V]) / _cpu_rate(svc_cores[s], ncpu)
             else:
                 svc_next[s] = np.inf
-            if svc_next[s] < cpu_t:
-                cpu_t = svc_next[s]
-                cpu_s = s
-            elif s == cpu_s:
-                cpu_t = np.inf
-                for s2 in range(n_svc):
-                    if svc_next[s2] < cpu_t:
-                        cpu_t = svc_next[s2]
-                        cpu_s = s2
+            cpu_t, cpu_s = _earliest_cpu(svc_next, s, cpu_t, cpu_s)
             if first_done >= 0:
                 kind = EV_AFTER_CPU
                 a = first_done
@@ -678,10 +852,7 @@ def simulate(
             if kind == EV_REPORT:
                 ji[a, J_PENDING] -= 1
                 if ji[a, J_PENDING] == 0 and ji[a, J_ALIVE] == ALIVE_CLIENT_DONE:
-                    ji[a, J_ALIVE] = 0
-                    ji[a, J_STAMP] += 1
-                    jfree[n_jfree] = a
-                    n_jfree += 1
+                    n_jfree = _free_job(ji, jfree, n_jfree, a)
             kind = 0
 
         if kind in (EV_AFTER_CPU, EV_REPORT):
@@ -731,13 +902,8 @@ def simulate(
                         r = orph[q]
                         ji[r, J_PHASE] = PHASE_ORPHAN
                         ji[r, J_INB] = 0
-                        ji[r, J_STATUS] = 503
-                        ji[r, J_FAILED] = 1
-                        ji[r, J_FLAG] = FLAG_NONE
-                        rs, r31 = _rand31(rs)
-                        ob_t[ob_n] = now + sc_mu * tab_one[r31 & (TABLE_SIZE - 1)]
-                        ob_c[ob_n] = _code(EV_RESPONSE, r, 1)
-                        ob_n += 1
+                        _fail_job(ji, r, FLAG_NONE)
+                        rs, ob_n = _reply(rs, sc_mu, tab_one, now, r, 1, ob_t, ob_c, ob_n)
                     si[fe_svc, S_INHEAD] = -1
                     si[fe_svc, S_INTAIL] = -1
                     si[fe_svc, S_INPEND] = 0
@@ -749,12 +915,7 @@ def simulate(
                     pn[fe_svc] = 0
                     si[fe_svc, S_NCPU] = 0
                     svc_next[fe_svc] = np.inf
-                    if cpu_s == fe_svc:
-                        cpu_t = np.inf
-                        for s2 in range(n_svc):
-                            if svc_next[s2] < cpu_t:
-                                cpu_t = svc_next[s2]
-                                cpu_s = s2
+                    cpu_t, cpu_s = _earliest_cpu(svc_next, fe_svc, cpu_t, cpu_s)
                     # this reply's parent is one of the lost requests
                     ji[j, J_PENDING] -= 1
                     go_on = False
@@ -786,38 +947,10 @@ def simulate(
                         if node_cont_ms[n] > 0:
                             s = node_svc[n]
                             ji[j, J_PHASE] = 3
-                            rs, r31 = _rand31(rs)
-                            work = node_cont_ms[n] * tab_work[s, r31 & (TABLE_SIZE - 1)]
-                            work *= _spike(f_svc, f_kind, f_start, f_end, f_factor, s, now)
-                            ncpu = si[s, S_NCPU]
-                            if ncpu > 0:
-                                rate = min(1.0, svc_cores[s] / ncpu)
-                                sf[s, SF_V] += (now - sf[s, SF_TLAST]) * rate
-                            sf[s, SF_TLAST] = now
-                            key = sf[s, SF_V] + work
-                            i = pn[s]
-                            while i > 0:
-                                par = (i - 1) >> 1
-                                if pk[s, par] <= key:
-                                    break
-                                pk[s, i] = pk[s, par]
-                                pj[s, i] = pj[s, par]
-                                i = par
-                            pk[s, i] = key
-                            pj[s, i] = j
-                            pn[s] += 1
-                            si[s, S_NCPU] = ncpu + 1
-                            rate = min(1.0, svc_cores[s] / (ncpu + 1))
-                            svc_next[s] = now + (pk[s, 0] - sf[s, SF_V]) / rate
-                            if svc_next[s] < cpu_t:
-                                cpu_t = svc_next[s]
-                                cpu_s = s
-                            elif s == cpu_s:
-                                cpu_t = np.inf
-                                for s2 in range(n_svc):
-                                    if svc_next[s2] < cpu_t:
-                                        cpu_t = svc_next[s2]
-                                        cpu_s = s2
+                            rs, work = _draw_work(rs, node_cont_ms[n], tab_work, s, f_svc,
+                                                  f_kind, f_start, f_end, f_factor, now)
+                            cpu_t, cpu_s = _cpu_add(s, j, work, now, si, sf, pk, pj, pn,
+                                                    svc_cores, svc_next, cpu_t, cpu_s)
                         else:
                             if ji[j, J_EXTRA] <= 0 or ji[j, J_FAILED]:
                                 # (carts' addToCart re-reads the cart: the same step again)
@@ -834,25 +967,11 @@ def simulate(
                     last = step_call_count[sidx] - 1
                     for q in range(last + 1):
                         cn = step_calls[first + q]
-                        ch = jfree[n_jfree - 1]
-                        n_jfree -= 1
-                        stamp = ji[ch, J_STAMP] + 1
-                        for q2 in range(NJI):
-                            ji[ch, q2] = 0
-                        ji[ch, J_STAMP] = stamp
-                        ji[ch, J_NODE] = cn
-                        ji[ch, J_PARENT] = j
-                        ji[ch, J_USER] = ji[j, J_USER]
-                        ji[ch, J_STATUS] = node_ok_status[cn]
-                        ji[ch, J_ATTEMPT] = 1
-                        ji[ch, J_CONN] = -1
-                        ji[ch, J_NEXT] = -1
-                        ji[ch, J_ALIVE] = 1
-                        jf[ch, F_ISSUE] = now
+                        ch, n_jfree = _new_job(ji, jf, jfree, n_jfree, cn, j, ji[j, J_USER],
+                                               node_ok_status[cn], now)
                         ji[j, J_PENDING] += 1
                         if q < last:
-                            st[sn] = _code(EV_START, ch, 0)
-                            sn += 1
+                            sn = _push_now(st, sn, _code(EV_START, ch, 0))
                         else:
                             # the last call of the step starts right away (no stack round trip)
                             kind = EV_START
@@ -978,38 +1097,15 @@ def simulate(
                     cf[c, CF_MUXLAST] = now
                     dispatch = True
                 else:
-                    ji[j, J_NEXT] = -1
-                    if ci[c, C_PTAIL] >= 0:
-                        ji[ci[c, C_PTAIL], J_NEXT] = j
-                    else:
-                        ci[c, C_PHEAD] = j
-                    ci[c, C_PTAIL] = j
+                    _fifo_push(ci, c, C_PHEAD, C_PTAIL, ji, j)
                     ci[c, C_NPEND] += 1
                     if ci[c, C_MUX] == 0:
+                        # (C_NCONN is 0 here: the one connection is gone or never was)
                         ci[c, C_MUX] = 1
-                        k = kfree[n_kfree - 1]
-                        n_kfree -= 1
-                        ki[k, K_CLUSTER] = c
-                        kf[k, KF_BORN] = now
-                        ci[c, C_NCONN] = 1
-                        ci[c, C_NCONNECTING] += 1
-                        if recording:
-                            stats[d, ST_CONN_OPEN] += 1
-                        if _fault_down(f_svc, f_kind, f_start, f_end, d, now):
-                            ob_t[ob_n] = now + refused_ms
-                            ob_c[ob_n] = _code(EV_CONNECT, k, 0)
-                            ob_n += 1
-                        else:
-                            rs, r31 = _rand31(rs)
-                            tc = connect_median_ms * tab_conn[r31 & (TABLE_SIZE - 1)]
-                            if tc > cl_connect_timeout_ms[c]:
-                                ob_t[ob_n] = now + cl_connect_timeout_ms[c]
-                                ob_c[ob_n] = _code(EV_CONNECT, k, 0)
-                                ob_n += 1
-                            else:
-                                ob_t[ob_n] = now + tc
-                                ob_c[ob_n] = _code(EV_CONNECT, k, 1)
-                                ob_n += 1
+                        rs, n_kfree, ob_n = _open_connection(
+                            rs, c, d, now, ci, ki, kf, kfree, n_kfree, stats, recording,
+                            f_svc, f_kind, f_start, f_end, refused_ms, connect_median_ms,
+                            tab_conn, cl_connect_timeout_ms[c], ob_t, ob_c, ob_n)
             else:
                 # pop a usable idle connection (LIFO); drop expired or broken ones
                 k = ci[c, C_IDLE]
@@ -1019,8 +1115,7 @@ def simulate(
                             f_svc, f_kind, f_start, d, kf[k, KF_BORN], now):
                         ci[c, C_IDLE] = ki[k, K_NEXT]
                         ci[c, C_NCONN] -= 1
-                        kfree[n_kfree] = k
-                        n_kfree += 1
+                        n_kfree = _release(kfree, n_kfree, k)
                         k = ci[c, C_IDLE]
                     else:
                         ci[c, C_IDLE] = ki[k, K_NEXT]
@@ -1030,13 +1125,9 @@ def simulate(
                         # active-request overflow: the connection stays ready, the request 503s
                         ki[k, K_NEXT] = ci[c, C_IDLE]
                         ci[c, C_IDLE] = k
-                        st[sn] = _code(EV_FAIL, j, FLAG_UO)
-                        sn += 1
+                        sn = _push_now(st, sn, _code(EV_FAIL, j, FLAG_UO))
                     else:
-                        if not svc_is_tcp[d]:
-                            ci[c, C_NACTIVE] += 1
-                        ji[j, J_CONN] = k
-                        ki[k, K_SERVED] += 1
+                        _use_connection(ci, c, ki, k, ji, j, not svc_is_tcp[d])
                         dispatch = True
                 else:
                     can_queue = True
@@ -1048,59 +1139,30 @@ def simulate(
                         if ci[c, C_NCONN] < cl_driver_max[c]:
                             if ci[c, C_NCONN] >= cl_max_conn[c]:
                                 can_queue = False
-                                st[sn] = _code(EV_FAIL, j, FLAG_UO)
-                                sn += 1
+                                sn = _push_now(st, sn, _code(EV_FAIL, j, FLAG_UO))
                             else:
                                 want_conn = True
                     else:
                         if ci[c, C_NPEND] >= cl_max_pending[c]:
                             can_queue = False
-                            st[sn] = _code(EV_FAIL, j, FLAG_UO)
-                            sn += 1
+                            sn = _push_now(st, sn, _code(EV_FAIL, j, FLAG_UO))
                         elif (ci[c, C_NCONNECTING] < ci[c, C_NPEND] + 1
                               and ci[c, C_NCONN] < cl_max_conn[c]):
                             want_conn = True
                     if can_queue:
-                        ji[j, J_NEXT] = -1
-                        if ci[c, C_PTAIL] >= 0:
-                            ji[ci[c, C_PTAIL], J_NEXT] = j
-                        else:
-                            ci[c, C_PHEAD] = j
-                        ci[c, C_PTAIL] = j
+                        _fifo_push(ci, c, C_PHEAD, C_PTAIL, ji, j)
                         ci[c, C_NPEND] += 1
                     if want_conn:
-                        k = kfree[n_kfree - 1]
-                        n_kfree -= 1
-                        ki[k, K_CLUSTER] = c
-                        ki[k, K_SERVED] = 0
-                        kf[k, KF_BORN] = now
-                        ci[c, C_NCONN] += 1
-                        ci[c, C_NCONNECTING] += 1
-                        if recording:
-                            stats[d, ST_CONN_OPEN] += 1
-                        if _fault_down(f_svc, f_kind, f_start, f_end, d, now):
-                            ob_t[ob_n] = now + refused_ms
-                            ob_c[ob_n] = _code(EV_CONNECT, k, 0)
-                            ob_n += 1
-                        else:
-                            rs, r31 = _rand31(rs)
-                            tc = connect_median_ms * tab_conn[r31 & (TABLE_SIZE - 1)]
-                            if tc > cl_connect_timeout_ms[c]:
-                                ob_t[ob_n] = now + cl_connect_timeout_ms[c]
-                                ob_c[ob_n] = _code(EV_CONNECT, k, 0)
-                                ob_n += 1
-                            else:
-                                ob_t[ob_n] = now + tc
-                                ob_c[ob_n] = _code(EV_CONNECT, k, 1)
-                                ob_n += 1
+                        rs, n_kfree, ob_n = _open_connection(
+                            rs, c, d, now, ci, ki, kf, kfree, n_kfree, stats, recording,
+                            f_svc, f_kind, f_start, f_end, refused_ms, connect_median_ms,
+                            tab_conn, cl_connect_timeout_ms[c], ob_t, ob_c, ob_n)
             if dispatch:
-                rs, r31 = _rand31(rs)
-                delay = two_mu * tab_two[r31 & (TABLE_SIZE - 1)]
+                # the request crosses both sidecars (HTTP: and the callee's inbound connection)
+                rs, delay = _draw(rs, two_mu, tab_two)
                 if not svc_is_tcp[d]:
                     delay += inbound_connect_ms
-                ob_t[ob_n] = now + delay
-                ob_c[ob_n] = _code(EV_ARRIVE, j, 0)
-                ob_n += 1
+                ob_n = _push_event(ob_t, ob_c, ob_n, now + delay, _code(EV_ARRIVE, j, 0))
 
         if kind == EV_ARRIVE:
             j = a
@@ -1187,39 +1249,10 @@ def simulate(
             ji[j, J_PHASE] = 1
             if recording and svc_is_tcp[s]:
                 stats[s, ST_OPS] += 1
-            rs, r31 = _rand31(rs)
-            work = node_work_ms[n] * tab_work[s, r31 & (TABLE_SIZE - 1)]
-            work *= _spike(f_svc, f_kind, f_start, f_end, f_factor, s, now)
-            # processor sharing: advance the service's virtual time, add the job
-            ncpu = si[s, S_NCPU]
-            if ncpu > 0:
-                rate = min(1.0, svc_cores[s] / ncpu)
-                sf[s, SF_V] += (now - sf[s, SF_TLAST]) * rate
-            sf[s, SF_TLAST] = now
-            key = sf[s, SF_V] + work
-            i = pn[s]
-            while i > 0:
-                par = (i - 1) >> 1
-                if pk[s, par] <= key:
-                    break
-                pk[s, i] = pk[s, par]
-                pj[s, i] = pj[s, par]
-                i = par
-            pk[s, i] = key
-            pj[s, i] = j
-            pn[s] += 1
-            si[s, S_NCPU] = ncpu + 1
-            rate = min(1.0, svc_cores[s] / (ncpu + 1))
-            svc_next[s] = now + (pk[s, 0] - sf[s, SF_V]) / rate
-            if svc_next[s] < cpu_t:
-                cpu_t = svc_next[s]
-                cpu_s = s
-            elif s == cpu_s:
-                cpu_t = np.inf
-                for s2 in range(n_svc):
-                    if svc_next[s2] < cpu_t:
-                        cpu_t = svc_next[s2]
-                        cpu_s = s2
+            rs, work = _draw_work(rs, node_work_ms[n], tab_work, s, f_svc, f_kind, f_start,
+                                  f_end, f_factor, now)
+            cpu_t, cpu_s = _cpu_add(s, j, work, now, si, sf, pk, pj, pn, svc_cores, svc_next,
+                                    cpu_t, cpu_s)
 
         if kind == EV_FAIL:
             # a local failure of one attempt: UO (overflow, never retried) or UF (connect
@@ -1233,9 +1266,7 @@ def simulate(
                     stats[d, ST_UO] += 1
                 else:
                     stats[d, ST_UF] += 1
-            if ji[j, J_HOLD]:
-                ci[c, C_NRETRY] -= 1
-                ji[j, J_HOLD] = 0
+            _release_retry(ji, ci, j, c)
             retried = False
             if b == FLAG_UF and not svc_is_tcp[d] and ji[j, J_ATTEMPT] <= retry_attempts:
                 if ci[c, C_NRETRY] < cl_max_retries[c]:
@@ -1249,19 +1280,14 @@ def simulate(
                     ji[j, J_FLAG] = FLAG_NONE
                     if recording:
                         stats[d, ST_RETRY] += 1
-                    ob_t[ob_n] = now + back
-                    ob_c[ob_n] = _code(EV_START, j, 0)
-                    ob_n += 1
+                    ob_n = _push_event(ob_t, ob_c, ob_n, now + back, _code(EV_START, j, 0))
                     retried = True
                 elif recording:
                     stats[d, ST_RETRY_OVF] += 1
             if not retried:
-                ji[j, J_STATUS] = 503
-                ji[j, J_FAILED] = 1
-                ji[j, J_FLAG] = b
+                _fail_job(ji, j, b)
                 # a local reply: the caller gets it now
-                st[sn] = _code(EV_RESPONSE, j, 1)
-                sn += 1
+                sn = _push_now(st, sn, _code(EV_RESPONSE, j, 1))
 
         if kind == EV_CONNECT:
             k = a
@@ -1275,26 +1301,22 @@ def simulate(
                     ci[c, C_MUX] = 2
                     cf[c, CF_MUXLAST] = now
                     cf[c, CF_MUXBORN] = now
-                    kfree[n_kfree] = k
-                    n_kfree += 1
+                    n_kfree = _release(kfree, n_kfree, k)
+                    # every operation waiting for the one connection goes out on it (TCP: no
+                    # inbound connection to add)
                     j = ci[c, C_PHEAD]
                     while j >= 0:
                         nxt = ji[j, J_NEXT]
-                        rs, r31 = _rand31(rs)
-                        delay = two_mu * tab_two[r31 & (TABLE_SIZE - 1)]
-                        ob_t[ob_n] = now + delay
-                        ob_c[ob_n] = _code(EV_ARRIVE, j, 0)
-                        ob_n += 1
+                        rs, delay = _draw(rs, two_mu, tab_two)
+                        ob_n = _push_event(ob_t, ob_c, ob_n, now + delay, _code(EV_ARRIVE, j, 0))
                         j = nxt
                     ci[c, C_PHEAD] = -1
                     ci[c, C_PTAIL] = -1
                     ci[c, C_NPEND] = 0
                 else:
-                    st[sn] = _code(EV_CONN_READY, k, 0)
-                    sn += 1
+                    sn = _push_now(st, sn, _code(EV_CONN_READY, k, 0))
             else:
-                kfree[n_kfree] = k
-                n_kfree += 1
+                n_kfree = _release(kfree, n_kfree, k)
                 ci[c, C_NCONN] -= 1
                 if recording:
                     stats[d, ST_CONN_FAIL] += 1
@@ -1303,36 +1325,16 @@ def simulate(
                         ci[c, C_MUX] = 0
                         ci[c, C_NCONN] = 0
                         # every operation waiting for the one connection fails
-                        j = ci[c, C_PHEAD]
-                        while j >= 0:
-                            nxt = ji[j, J_NEXT]
-                            st[sn] = _code(EV_FAIL, j, FLAG_UF)
-                            sn += 1
-                            j = nxt
-                        ci[c, C_PHEAD] = -1
-                        ci[c, C_PTAIL] = -1
-                        ci[c, C_NPEND] = 0
+                        sn = _fail_all_pending(ci, c, ji, st, sn)
                     else:
                         # the driver fails the operation that asked for the connection
-                        j = ci[c, C_PHEAD]
-                        if j >= 0:
-                            ci[c, C_PHEAD] = ji[j, J_NEXT]
-                            if ci[c, C_PHEAD] < 0:
-                                ci[c, C_PTAIL] = -1
+                        if ci[c, C_PHEAD] >= 0:
+                            j = _fifo_pop(ci, c, C_PHEAD, C_PTAIL, ji)
                             ci[c, C_NPEND] -= 1
-                            st[sn] = _code(EV_FAIL, j, FLAG_UF)
-                            sn += 1
+                            sn = _push_now(st, sn, _code(EV_FAIL, j, FLAG_UF))
                 else:
                     # Envoy purges every pending request of the pool on a connect failure
-                    j = ci[c, C_PHEAD]
-                    while j >= 0:
-                        nxt = ji[j, J_NEXT]
-                        st[sn] = _code(EV_FAIL, j, FLAG_UF)
-                        sn += 1
-                        j = nxt
-                    ci[c, C_PHEAD] = -1
-                    ci[c, C_PTAIL] = -1
-                    ci[c, C_NPEND] = 0
+                    sn = _fail_all_pending(ci, c, ji, st, sn)
 
         if kind == EV_TIMEOUT:
             j = a
@@ -1340,8 +1342,8 @@ def simulate(
                 ji[j, J_REPORTED] = 1
                 if recording:
                     xc[X_TIMEOUTS] += 1
-                st[sn] = _code(EV_REPORT, ji[j, J_PARENT], (ji[j, J_NODE] << 10) | 504)
-                sn += 1
+                sn = _push_now(st, sn,
+                               _code(EV_REPORT, ji[j, J_PARENT], (ji[j, J_NODE] << 10) | 504))
 
         if kind == EV_HATCH_DONE:
             recording = True
@@ -1358,27 +1360,21 @@ def simulate(
             u = ufree[n_ufree - 1]
             n_ufree -= 1
             u_pos[u] = 0
-            st[sn] = _code(EV_USER_NEXT, u, 0)
-            sn += 1
+            sn = _push_now(st, sn, _code(EV_USER_NEXT, u, 0))
             rs, r31 = _rand31(rs)
             gap = -np.log(1.0 - r31 / 2147483648.0) * loop_gap_ms
-            ob_t[ob_n] = now + gap
-            ob_c[ob_n] = _code(EV_OPEN_ARRIVAL, 0, 0)
-            ob_n += 1
+            ob_n = _push_event(ob_t, ob_c, ob_n, now + gap, _code(EV_OPEN_ARRIVAL, 0, 0))
 
     xc[X_SIM_END_MS] = now
     return (status, rec_ep[:n_rec], rec_lat[:n_rec], rec_fail[:n_rec], t_start, now,
             stats, srec_svc[:n_srec], srec_lat[:n_srec], xc)
 
 
-@njit(cache=True)
-def group_stats(keys, values, n_groups):
-    """Per group: count, mean, min, max, median, p95, p99 of ``values`` (NaN when empty).
-
-    Percentiles are the nearest-rank values of the sorted group (what Locust's response-time
-    buckets approximate). Groups are gathered with a counting scatter, then each is sorted.
-    """
-    out = np.full((n_groups, 7), np.nan)
+@njit(cache=True, inline="always")
+def _gather_groups(keys, values, n_groups):
+    """``values`` gathered by group (keys in 0..n_groups-1) with a counting scatter:
+    (offsets, grouped), group g's values being ``grouped[offsets[g]:offsets[g + 1]]`` in their
+    original order."""
     counts = np.zeros(n_groups + 1, np.int64)
     for i in range(keys.shape[0]):
         counts[keys[i] + 1] += 1
@@ -1389,6 +1385,18 @@ def group_stats(keys, values, n_groups):
         g = keys[i]
         grouped[fill[g]] = values[i]
         fill[g] += 1
+    return offsets, grouped
+
+
+@njit(cache=True)
+def group_stats(keys, values, n_groups):
+    """Per group: count, mean, min, max, median, p95, p99 of ``values`` (NaN when empty).
+
+    Percentiles are the nearest-rank values of the sorted group (what Locust's response-time
+    buckets approximate). Groups are gathered with a counting scatter, then each is sorted.
+    """
+    out = np.full((n_groups, 7), np.nan)
+    offsets, grouped = _gather_groups(keys, values, n_groups)
     for g in range(n_groups):
         cnt = offsets[g + 1] - offsets[g]
         out[g, 0] = cnt
@@ -1408,16 +1416,7 @@ def group_stats(keys, values, n_groups):
 def group_p99(keys, values, n_groups):
     """Per group: (count, p99) of ``values`` (p99 NaN when empty), by selection, not sorting."""
     out = np.full((n_groups, 2), np.nan)
-    counts = np.zeros(n_groups + 1, np.int64)
-    for i in range(keys.shape[0]):
-        counts[keys[i] + 1] += 1
-    offsets = np.cumsum(counts)
-    fill = offsets[:n_groups].copy()
-    grouped = np.empty(keys.shape[0], np.float64)
-    for i in range(keys.shape[0]):
-        g = keys[i]
-        grouped[fill[g]] = values[i]
-        fill[g] += 1
+    offsets, grouped = _gather_groups(keys, values, n_groups)
     for g in range(n_groups):
         cnt = offsets[g + 1] - offsets[g]
         out[g, 0] = cnt
