@@ -11,7 +11,20 @@ import argparse
 import json
 import sys
 
-from envs.istio import ValidationError, cds_document, envoy_clusters, read_rules
+from envs.istio import DestinationRule, ValidationError, cds_document, envoy_clusters, read_rules
+
+
+def read_rules_or_report(path: str) -> list[DestinationRule] | None:
+    """The rules of ``path``, or None after printing every problem (each validation error with
+    its document, field and value; an unreadable file) on stderr. For the CLI commands."""
+    try:
+        return read_rules(path)
+    except ValidationError as e:
+        for error in e.errors:
+            print(error, file=sys.stderr)
+    except OSError as e:
+        print(f"{path}: cannot read file: {e.strerror or e}", file=sys.stderr)
+    return None
 
 
 def _summary(path: str, names: list[str]) -> str:
@@ -26,15 +39,9 @@ def cmd_validate(args: argparse.Namespace) -> int:
     every invalid file on stderr. Returns 0 if all files are valid, else 1."""
     failed = 0
     for path in args.files:
-        try:
-            rules = read_rules(path)
-        except ValidationError as e:
+        rules = read_rules_or_report(path)
+        if rules is None:
             failed += 1
-            for error in e.errors:
-                print(error, file=sys.stderr)
-        except OSError as e:
-            failed += 1
-            print(f"{path}: cannot read file: {e.strerror or e}", file=sys.stderr)
         else:
             print(_summary(path, [r.name for r in rules]))
     if failed:
@@ -47,15 +54,11 @@ def cmd_envoy(args: argparse.Namespace) -> int:
     """Print, as JSON, the CDS document (``{"resources": [Cluster, ...]}``) of the outbound
     clusters Istio programs for the 14 SockShop services in ``args.namespace`` under the rules of
     ``args.file``. Returns 0, or 1 with the errors on stderr."""
+    rules = read_rules_or_report(args.file)
+    if rules is None:
+        return 1
     try:
-        clusters = envoy_clusters(read_rules(args.file), namespace=args.namespace)
-    except ValidationError as e:
-        for error in e.errors:
-            print(error, file=sys.stderr)
-        return 1
-    except OSError as e:
-        print(f"{args.file}: cannot read file: {e.strerror or e}", file=sys.stderr)
-        return 1
+        clusters = envoy_clusters(rules, namespace=args.namespace)
     except ValueError as e:
         print(f"{args.file}: {e}", file=sys.stderr)
         return 1

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import os
 import subprocess
@@ -12,21 +11,12 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from _scripts import REPO, load_script
 
-REPO = Path(__file__).resolve().parents[1]
 SCRIPT = REPO / "experiments" / "evaluate.py"
 
 
-def _load_script() -> Any:
-    spec = importlib.util.spec_from_file_location("evaluate_script", SCRIPT)
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules["evaluate_script"] = module
-    spec.loader.exec_module(module)
-    return module
-
-
-ev = _load_script()
+ev = load_script("evaluate")
 
 
 def test_gap_closed_arithmetic() -> None:
@@ -169,18 +159,8 @@ def test_tables_and_plot_handle_episodes_that_ended_early(tmp_path: Path) -> Non
     assert (tmp_path / "p.png").stat().st_size > 5_000
 
 
-def _load_throughput() -> Any:
-    spec = importlib.util.spec_from_file_location("throughput_script",
-                                                  REPO / "experiments" / "throughput.py")
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules["throughput_script"] = module  # dataclasses look their module up
-    spec.loader.exec_module(module)
-    return module
-
-
 def test_throughput_bare_layers_and_table() -> None:
-    tp = _load_throughput()
+    tp = load_script("throughput")
     sim = tp.time_simulator(users=5, steps=4)
     env = tp.time_mesh_env(users=5, steps=6)
     assert (sim.steps, env.steps) == (4, 6) and sim.wall_s > 0 and env.wall_s > 0

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import os
 import subprocess
@@ -13,21 +12,12 @@ from typing import Any
 
 import pytest
 import yaml
+from _scripts import REPO, load_script
 
-REPO = Path(__file__).resolve().parents[1]
 SCRIPT = REPO / "experiments" / "pg_sweep.py"
 
 
-def _load_script() -> Any:
-    spec = importlib.util.spec_from_file_location("pg_sweep", SCRIPT)
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules["pg_sweep"] = module
-    spec.loader.exec_module(module)
-    return module
-
-
-pg_sweep = _load_script()
+pg_sweep = load_script("pg_sweep", "pg_sweep")
 
 
 def _run(*args: str, timeout_s: float = 300) -> subprocess.CompletedProcess[str]:

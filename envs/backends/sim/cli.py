@@ -26,16 +26,10 @@ def cmd_simulate(args: argparse.Namespace) -> int:
         return 2
     rules = []
     if args.rules:
-        from envs.istio import ValidationError, read_rules
+        from envs.istio_cli import read_rules_or_report
 
-        try:
-            rules = read_rules(args.rules)
-        except ValidationError as e:
-            for error in e.errors:
-                print(error, file=sys.stderr)
-            return 1
-        except OSError as e:
-            print(f"{args.rules}: cannot read file: {e.strerror or e}", file=sys.stderr)
+        rules = read_rules_or_report(args.rules)
+        if rules is None:
             return 1
     from envs.backends.sim import SimMesh
 
