@@ -17,7 +17,7 @@ from envs.backends.local.prom import destination_of, histogram_quantile
 from envs.backends.local.topology import GATEWAY, callees_of, operations_of, tcp_callees_of
 from envs.backends.sim import profile
 from envs.istio import ConnectionPool, DestinationRule, HttpSettings, TcpSettings, cluster_name
-from envs.sockshop import SERVICE_NAMES, Call
+from envs.sockshop import CATALOGUE, SERVICE_NAMES, Call
 
 NS = "sock-shop"
 TIGHT = ConnectionPool(tcp=TcpSettings(max_connections=3, connect_timeout_ms=250,
@@ -209,9 +209,13 @@ def test_add_to_cart_rereads_and_fails_when_the_item_vanishes():
     host._db_effect("upsert item", {**args, "phase": 0})
     host._db_effect("delete cart", {})
     assert host._db_effect("upsert item", {**args, "phase": 1})[0] == 500
-    host.cart["b"] = 2
+    sock = CATALOGUE[0]
+    host.cart[sock.item_id] = 2
     status, items = host._db_effect("find items", {})
-    assert status == 200 and items == [{"id": "b", "quantity": 2, "price": 0.0}]
+    assert status == 200 and items == [{"id": sock.item_id, "quantity": 2, "price": sock.price}]
+    host.cart["not-in-the-catalogue"] = 1  # no made-up price for an unknown item
+    with pytest.raises(KeyError):
+        host._db_effect("find items", {})
 
 
 def test_prometheus_series_map_to_their_destination():

@@ -361,8 +361,8 @@ class ShopHost:
                 ctx.replies[(call.service, call.operation)] = reply
                 if service == "front-end" and self._crashes_frontend(call, reply):
                     await self._crash_frontend()
-                if call.operation == "GET /catalogue/{item}" and isinstance(reply.body, dict):
-                    ctx.price = float(reply.body.get("price", 0.0))
+                if call.operation == "GET /catalogue/{item}" and reply.status < 400:
+                    ctx.price = float(reply.body["price"])
                 if call.operation == "GET /carts/{customer}/items" and reply.status < 400:
                     ctx.amount = SHIPPING_COST + sum(
                         float(i["price"]) * int(i["quantity"]) for i in reply.body or ())
@@ -495,7 +495,8 @@ class ShopHost:
             ctx = Context()
             if isinstance(body, dict):
                 ctx.item_id = str(body.get("id", ""))
-                ctx.price = float(body.get("price", 0.0))
+                if "price" in body:
+                    ctx.price = float(body["price"])
                 if body.get("amount") is not None:
                     ctx.amount = float(body["amount"])
             if "item" in request.match_info:
@@ -513,7 +514,7 @@ class ShopHost:
         if call.operation == "GET /catalogue":
             return [{"id": i.item_id, "price": i.price} for i in CATALOGUE]
         if call.operation == "GET /catalogue/{item}":
-            return {"id": ctx.item_id, "price": _PRICES.get(ctx.item_id, 0.0)}
+            return {"id": ctx.item_id, "price": _PRICES[ctx.item_id]}
         if call.operation == "GET /carts/{customer}/items":
             reply = ctx.replies.get(("carts-db", "find items"))
             return reply.body if reply is not None else []
@@ -587,7 +588,7 @@ class ShopHost:
         if operation == "delete cart":
             self.cart.clear()
         elif operation == "find items":
-            return 200, [{"id": i, "quantity": q, "price": _PRICES.get(i, 0.0)}
+            return 200, [{"id": i, "quantity": q, "price": _PRICES[i]}
                          for i, q in self.cart.items()]
         elif operation == "upsert item":
             phase = int(args.get("phase", 0))
