@@ -1,36 +1,51 @@
 """Fidelity of the simulator: the same configurations and loads through ``sim`` and ``local``.
 
-Random DestinationRule configurations (the seed's draw, ``actions.seed_initial_config``, with
-its upper bound cycling through :data:`UPPERS` so that the set spans tight to loose; the first
-configuration is Istio's defaults) run under each load through the simulator (``SimMesh``) and
-the real-Envoy local mesh (``LocalMesh``), which share the service profile
-(``envs.backends.sim.profile``) and the call graph (``envs.sockshop``). Per (configuration,
-load) the script compares, for the 8 endpoints of the loop other than the detail pages (each
-of the 10 detail pages sees too few requests for a stable p99; they are static pages like
-``GET /``):
+Random DestinationRule configurations run under each load through the simulator (``SimMesh``)
+and the real-Envoy local mesh (``LocalMesh``), which share the service profile
+(``envs.backends.sim.profile``) and the call graph (``envs.sockshop``). The simulator runs on
+the platform the local mesh is (``--sim-platform loopback``: the per-hop costs measured on the
+local Envoys, ``envs.backends.local.platform_probe``); the calibrated cluster platform is run
+beside it for comparison.
+
+**Configurations** (declared here, seeded, none left out): Istio's defaults, then the seed's
+draw (``actions.seed_initial_config``: every knob uniform in ``1..upper``) with ``upper``
+cycling through :data:`UPPERS` — steps of ~√2 from 4 to 64, where these loads start to meet
+the limits, then 128, 256 and 1000 (loose) — so the set spans tight to loose with configurations
+in between, not only broken and healthy ones.
+
+**Repeats.** One short run's ``evaluation_score`` is noisy (a front-end crash turns a few
+failures into many; few requests per endpoint). Each configuration runs ``--repeats`` times on
+the local mesh (score: their mean; their spread is reported) and ``--sim-seeds`` times in the
+simulator (its expected score: the mean; the first ``--repeats`` seeds are the local runs'
+seeds). ρ is the Spearman rank correlation of the two means over the configurations of one
+load. Its **noise ceiling** is the same ρ computed simulator against simulator: the
+``--sim-seeds`` mean against a mean of ``--repeats`` runs with other seeds (over
+:data:`CEILING_DRAWS` such draws: mean, min–max). It is how far ρ can go when the only
+difference is run-to-run noise of the size the local side has.
+
+Per (configuration, load, repeat), for the 8 endpoints of the loop other than the detail pages
+(each of the 10 detail pages sees too few requests for a stable p99), between the local run
+and the simulator's run with the same seed:
 
 * the failure-rate error: |failure % (sim) - failure % (local)|, in percentage points;
-* the p99 ratio: p99 (sim) / p99 (local);
-
-and over the configurations of one load, the Spearman rank correlation ρ of the two backends'
-``evaluation_score`` (the fixed-weight score every ranking in meshtune uses). Beside it, the
-simulator's ρ against itself with other seeds: how far run-to-run noise alone lets ρ go.
+* the p99 ratio: p99 (sim) / p99 (local).
 
 Targets: ρ >= 0.9, median failure-rate error <= 5 points, median p99 ratio in 0.7–1.3.
 
-Usage: ``python experiments/fidelity.py [--configs 21] [--loads 5:150 10:300] [--replica 5]
-[--seed 0] [--benchmarks BENCHMARKS.md] [--json FILE]``. Appends a ``## Fidelity`` section (or
-a new run under it) to the benchmarks file; exits 0 when every target holds, else 1.
+Usage: ``python experiments/fidelity.py [--configs 24] [--loads 5:600 10:1000] [--repeats 2]
+[--sim-seeds 8] [--sim-platform loopback] [--replica 5] [--seed 0]
+[--benchmarks BENCHMARKS.md] [--json FILE]``. Appends a run under ``## Fidelity`` in the
+benchmarks file; exits 0 when every target holds, else 1.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
-import math
 import statistics
 import sys
 import time
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -39,19 +54,21 @@ from scipy.stats import spearmanr
 
 from envs.actions import seed_initial_config
 from envs.backends.base import BackendError, LoadSpec
-from envs.backends.local import LocalMesh
 from envs.backends.report import LoadReport
 from envs.backends.sim import SimMesh, profile
 from envs.istio import DestinationRule, rules_for
 from envs.reward import evaluation_score
 
 #: Upper bounds of the seed's draw, cycled over the configurations (tight → loose).
-UPPERS = (10, 30, 100, 300, 1000)
+UPPERS = (4, 6, 8, 11, 16, 22, 32, 45, 64, 128, 256, 1000)
 #: Endpoints compared one by one (the detail pages are left out, see the module docstring).
 COMPARED = ("GET /catalogue", "GET /", "GET /login", "GET /category.html", "DELETE /cart",
             "POST /cart", "GET /basket.html", "POST /orders")
-#: Seed offset of the simulator's second run of each pair (the noise ceiling of ρ).
-REPEAT_SEED_OFFSET = 500_000
+#: Independent simulator draws of ``--repeats`` runs behind the noise ceiling.
+CEILING_DRAWS = 5
+#: Run seeds: ``seed * 1e6 + load * 1e4 + config * 100 + k``; k < MAX_SEEDS_PER_SIDE are the
+#: simulator's (the first ``--repeats`` also the local runs'), the ceiling's draws follow.
+MAX_SEEDS_PER_SIDE = 50
 RHO_TARGET = 0.9
 FAILURE_ERROR_TARGET_PTS = 5.0
 P99_RATIO_RANGE = (0.7, 1.3)
@@ -59,21 +76,39 @@ P99_RATIO_RANGE = (0.7, 1.3)
 
 @dataclass(frozen=True)
 class Pair:
-    """One configuration under one load, through both backends."""
+    """One configuration under one load, one repeat: the local run and the simulator's run
+    with the same seed."""
 
     config: int
-    upper: int | None
     users: int
     requests: int
+    repeat: int
+    run_seed: int
     sim_score: float
-    sim_score_repeat: float
     local_score: float
     sim_failure_pct: float
     local_failure_pct: float
     failure_errors_pts: dict[str, float]
     p99_ratios: dict[str, float]
     local_healthy: bool
-    local_connect_ms: dict[str, float | None]
+    local_frontend_crashes: int
+    sim_frontend_crashes: int
+
+
+@dataclass(frozen=True)
+class ConfigScores:
+    """One configuration under one load: every score of it (``evaluation_score``)."""
+
+    config: int
+    upper: int | None
+    users: int
+    requests: int
+    local: list[float]
+    sim: list[float]
+    sim_cluster: list[float]
+    sim_ceiling_draws: list[list[float]]
+    local_failure_pct: list[float]
+    sim_failure_pct: list[float]
 
 
 def configurations(n: int, seed: int) -> list[tuple[int | None, list[DestinationRule]]]:
@@ -86,8 +121,13 @@ def configurations(n: int, seed: int) -> list[tuple[int | None, list[Destination
     return out
 
 
-def compare(config: int, upper: int | None, load: LoadSpec, sim: LoadReport,
-            sim_repeat: LoadReport, local: LoadReport, local_healthy: bool) -> Pair:
+def run_seed(seed: int, load_index: int, config: int, k: int) -> int:
+    """The seed of run ``k`` of one (configuration, load)."""
+    return seed * 1_000_000 + load_index * 10_000 + config * 100 + k
+
+
+def compare(config: int, load: LoadSpec, repeat: int, seed: int, sim: LoadReport,
+            local: LoadReport, local_healthy: bool) -> Pair:
     """The per-endpoint errors and the scores of one pair of reports."""
     errors: dict[str, float] = {}
     ratios: dict[str, float] = {}
@@ -98,63 +138,94 @@ def compare(config: int, upper: int | None, load: LoadSpec, sim: LoadReport,
         errors[name] = abs(s.failure_pct - r.failure_pct)
         if s.p99_ms is not None and r.p99_ms:
             ratios[name] = s.p99_ms / r.p99_ms
-    return Pair(config=config, upper=upper, users=load.users, requests=load.requests,
-                sim_score=evaluation_score(sim), sim_score_repeat=evaluation_score(sim_repeat),
-                local_score=evaluation_score(local),
-                sim_failure_pct=sim.failure_pct, local_failure_pct=local.failure_pct,
-                failure_errors_pts=errors, p99_ratios=ratios, local_healthy=local_healthy,
-                local_connect_ms=dict(local.extra.get("connect_ms", {})))
+    return Pair(config=config, users=load.users, requests=load.requests, repeat=repeat,
+                run_seed=seed, sim_score=evaluation_score(sim),
+                local_score=evaluation_score(local), sim_failure_pct=sim.failure_pct,
+                local_failure_pct=local.failure_pct, failure_errors_pts=errors,
+                p99_ratios=ratios, local_healthy=local_healthy,
+                local_frontend_crashes=int(local.extra.get("frontend_crashes", 0)),
+                sim_frontend_crashes=int(sim.extra.get("frontend_crashes", 0)))
 
 
-def summarise(pairs: list[Pair]) -> dict[str, float]:
-    """ρ of the scores, median failure-rate error and median p99 ratio of one load's pairs, and
-    the noise ceiling: ρ of the simulator against itself with other seeds."""
-    rho = float(spearmanr([p.sim_score for p in pairs], [p.local_score for p in pairs])[0])
-    ceiling = float(spearmanr([p.sim_score for p in pairs],
-                              [p.sim_score_repeat for p in pairs])[0])
+def _rho(a: Sequence[float], b: Sequence[float]) -> float:
+    return float(spearmanr(a, b)[0])
+
+
+def summarise(scores: list[ConfigScores], pairs: list[Pair]) -> dict[str, float]:
+    """One load's figures: ρ (simulator on the platform under test and on the cluster one,
+    against the local mesh), the noise ceiling, the local repeats' spread, median failure-rate
+    error and median p99 ratio."""
+    local = [statistics.fmean(c.local) for c in scores]
+    ceilings = [_rho([statistics.fmean(c.sim) for c in scores],
+                     [statistics.fmean(c.sim_ceiling_draws[d]) for c in scores])
+                for d in range(len(scores[0].sim_ceiling_draws))]
     errors = [e for p in pairs for e in p.failure_errors_pts.values()]
     ratios = [r for p in pairs for r in p.p99_ratios.values()]
-    return {"rho": rho, "rho_sim_vs_sim": ceiling,
+    return {"configs": len(scores), "repeats": len(scores[0].local),
+            "rho": _rho([statistics.fmean(c.sim) for c in scores], local),
+            "rho_cluster": _rho([statistics.fmean(c.sim_cluster) for c in scores], local),
+            "ceiling_mean": statistics.fmean(ceilings), "ceiling_min": min(ceilings),
+            "ceiling_max": max(ceilings),
+            "local_spread_median": statistics.median(max(c.local) - min(c.local)
+                                                     for c in scores),
             "median_failure_error_pts": statistics.median(errors),
-            "median_p99_ratio": statistics.median(ratios), "configs": len(pairs)}
+            "median_p99_ratio": statistics.median(ratios)}
 
 
-def markdown(pairs: list[Pair], loads: list[LoadSpec], seed: int, elapsed_s: float) -> str:
-    """The ``## Fidelity`` run section: a summary per load and the per-configuration scores."""
+def meets_targets(s: dict[str, float]) -> bool:
+    """Do one load's figures meet every target?"""
+    return (s["rho"] >= RHO_TARGET and s["median_failure_error_pts"] <= FAILURE_ERROR_TARGET_PTS
+            and P99_RATIO_RANGE[0] <= s["median_p99_ratio"] <= P99_RATIO_RANGE[1])
+
+
+def _of_load(items: list, load: LoadSpec) -> list:  # type: ignore[type-arg]
+    return [x for x in items if x.users == load.users and x.requests == load.requests]
+
+
+def markdown(scores: list[ConfigScores], pairs: list[Pair], loads: list[LoadSpec],
+             args: argparse.Namespace, platform: profile.Platform, elapsed_s: float) -> str:
+    """The run's section: a summary per load and the per-configuration scores."""
     load_args = " ".join(f"{ld.users}:{ld.requests}" for ld in loads)
     lines = [f"### Run of {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())} "
-             f"(`python experiments/fidelity.py --configs {len(pairs) // len(loads)} "
-             f"--loads {load_args} --seed {seed}`, {elapsed_s / 60:.1f} min)", "",
-             "| load (users / requests) | configs | Spearman ρ of scores (≥ 0.9) | "
-             "ρ sim vs sim, other seeds (noise ceiling) | "
+             f"(`python experiments/fidelity.py --configs {args.configs} --loads {load_args} "
+             f"--repeats {args.repeats} --sim-seeds {args.sim_seeds} --sim-platform "
+             f"{platform.name} --seed {args.seed}`, {elapsed_s / 60:.1f} min)", "",
+             f"Simulator on the `{platform.name}` platform (sidecar pass median "
+             f"{platform.sidecar_pass_median_ms:.3f} ms, σ {platform.sidecar_pass_sigma:.2f}; "
+             f"connect median {platform.connect_median_ms:.2f} ms, p99 "
+             f"{platform.connect_quantile_ms(0.99):.2f} ms); score = mean of "
+             f"{args.sim_seeds} simulator seeds against the mean of {args.repeats} local "
+             f"runs per configuration.", "",
+             "| load (users / requests) | configs × repeats | Spearman ρ of scores (≥ 0.9) | "
+             "noise ceiling: ρ sim vs sim, mean [min–max] | ρ with the cluster platform | "
+             "local repeats' spread, median (score points) | "
              "median failure-rate error, pts (≤ 5) | median p99 ratio sim/local (0.7–1.3) |",
-             "|---|---:|---:|---:|---:|---:|"]
+             "|---|---:|---:|---:|---:|---:|---:|---:|"]
     for load in loads:
-        mine = [p for p in pairs if p.users == load.users and p.requests == load.requests]
-        s = summarise(mine)
-        lines.append(f"| {load.users} / {load.requests} | {s['configs']} | {s['rho']:.2f} | "
-                     f"{s['rho_sim_vs_sim']:.2f} | {s['median_failure_error_pts']:.1f} | "
+        s = summarise(_of_load(scores, load), _of_load(pairs, load))
+        lines.append(f"| {load.users} / {load.requests} | {s['configs']} × {s['repeats']} | "
+                     f"{s['rho']:.2f} | {s['ceiling_mean']:.2f} [{s['ceiling_min']:.2f}–"
+                     f"{s['ceiling_max']:.2f}] | {s['rho_cluster']:.2f} | "
+                     f"{s['local_spread_median']:.0f} | {s['median_failure_error_pts']:.1f} | "
                      f"{s['median_p99_ratio']:.2f} |")
-    connects = [p.local_connect_ms for p in pairs if p.local_connect_ms.get("p50") is not None]
-    if connects:
-        p50 = statistics.median(c["p50"] for c in connects)
-        p99 = statistics.median(c["p99"] for c in connects if c.get("p99") is not None)
-        sim_p99 = profile.CONNECT_MEDIAN_MS * math.exp(2.3263 * profile.CONNECT_SIGMA)
-        lines += ["", f"Connection set-up (TCP + mTLS) measured by the local mesh's Envoys "
-                  f"(`upstream_cx_connect_ms`, median over runs): p50 {p50:.2f} ms, p99 "
-                  f"{p99:.2f} ms; the simulator's profile assumes p50 "
-                  f"{profile.CONNECT_MEDIAN_MS:.2f} ms, p99 {sim_p99:.2f} ms."]
-    lines += ["", "Per configuration (score = `evaluation_score`, higher is better; upper = "
-              "bound of the seed's draw, – = Istio's defaults):", "",
-              "| load | config | upper | sim score | local score | sim fail % | local fail % | "
-              "worst endpoint error, pts | local healthy |",
-              "|---|---:|---:|---:|---:|---:|---:|---|---|"]
-    for p in pairs:
-        worst = max(p.failure_errors_pts.items(), key=lambda kv: kv[1], default=("-", 0.0))
-        lines.append(f"| {p.users}/{p.requests} | {p.config} | {p.upper or '–'} | "
-                     f"{p.sim_score:.0f} | {p.local_score:.0f} | {p.sim_failure_pct:.1f} | "
-                     f"{p.local_failure_pct:.1f} | {worst[0]} {worst[1]:.1f} | "
-                     f"{'yes' if p.local_healthy else 'no'} |")
+    lines += ["", "Per configuration (score = `evaluation_score`, higher is better: mean, and "
+              "[min–max] of the local repeats; upper = bound of the seed's draw, – = Istio's "
+              "defaults; fail % = mean over the runs):", "",
+              "| load | config | upper | sim score | local score [min–max] | "
+              "sim score, cluster platform | sim fail % | local fail % | "
+              "worst endpoint error, pts |",
+              "|---|---:|---:|---:|---:|---:|---:|---:|---|"]
+    for c in scores:
+        mine = [p for p in _of_load(pairs, LoadSpec(users=c.users, requests=c.requests))
+                if p.config == c.config]
+        worst = max(((n, e) for p in mine for n, e in p.failure_errors_pts.items()),
+                    key=lambda kv: kv[1], default=("-", 0.0))
+        lines.append(
+            f"| {c.users}/{c.requests} | {c.config} | {c.upper or '–'} | "
+            f"{statistics.fmean(c.sim):.0f} | {statistics.fmean(c.local):.0f} "
+            f"[{min(c.local):.0f}–{max(c.local):.0f}] | {statistics.fmean(c.sim_cluster):.0f} | "
+            f"{statistics.fmean(c.sim_failure_pct):.1f} | "
+            f"{statistics.fmean(c.local_failure_pct):.1f} | {worst[0]} {worst[1]:.1f} |")
     return "\n".join(lines) + "\n"
 
 
@@ -178,68 +249,108 @@ def append_section(path: Path, section: str) -> None:
 def parse_load(text: str) -> LoadSpec:
     """``"10:300"`` → 10 users, 300 requests."""
     users, _, requests = text.partition(":")
-    return LoadSpec(users=int(users), requests=int(requests))
+    try:
+        return LoadSpec(users=int(users), requests=int(requests))
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(f"load must be USERS:REQUESTS, got {text!r}") from exc
 
 
 def main(argv: list[str] | None = None) -> int:
     """Run the comparison; 0 when every target holds."""
+    from envs.backends.local import LocalMesh
+
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--configs", type=int, default=21,
-                        help="configurations: Istio's defaults + N-1 random (default 21)")
-    parser.add_argument("--loads", nargs="+", default=["5:150", "10:300"], type=parse_load)
+    parser.add_argument("--configs", type=int, default=24,
+                        help="configurations: Istio's defaults + N-1 random (default 24)")
+    parser.add_argument("--loads", nargs="+", default=["5:600", "10:1000"], type=parse_load)
+    parser.add_argument("--repeats", type=int, default=2,
+                        help="local runs per configuration and load (default 2)")
+    parser.add_argument("--sim-seeds", type=int, default=8,
+                        help="simulator runs per configuration and load (default 8)")
+    parser.add_argument("--sim-platform", default="loopback", choices=sorted(profile.PLATFORMS),
+                        help="the simulator's platform (default: loopback, what the local mesh "
+                             "is)")
     parser.add_argument("--replica", type=int, default=5)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--benchmarks", default="BENCHMARKS.md")
-    parser.add_argument("--json", default=None, help="also write every pair as JSON here")
+    parser.add_argument("--json", default=None, help="also write every run's figures here")
     args = parser.parse_args(argv)
     if args.configs < 3:
         parser.error("--configs must be at least 3 for a rank correlation")
+    if not 1 <= args.repeats <= args.sim_seeds <= MAX_SEEDS_PER_SIDE:
+        parser.error(f"need 1 <= --repeats <= --sim-seeds <= {MAX_SEEDS_PER_SIDE}")
+    if CEILING_DRAWS * args.repeats > 100 - MAX_SEEDS_PER_SIDE:
+        parser.error("--repeats too large for the seed layout")
     t0 = time.time()
-    sim = SimMesh()
-    local = LocalMesh(replica=args.replica, seed=args.seed)
+    platform = profile.platform_named(args.sim_platform)
+    sim, sim_cluster = SimMesh(platform=platform), SimMesh(platform=profile.CLUSTER)
+    configs = configurations(args.configs, args.seed)
+    scores: list[ConfigScores] = []
     pairs: list[Pair] = []
     failures: list[str] = []
+    local = LocalMesh(replica=args.replica, seed=args.seed)
     try:
         for li, load in enumerate(args.loads):
-            for ci, (upper, rules) in enumerate(configurations(args.configs, args.seed)):
-                run_seed = args.seed * 1000 + li * 100 + ci
+            sim_reports: dict[int, list[LoadReport]] = {}
+            local_reports: dict[int, list[LoadReport]] = {ci: [] for ci in range(len(configs))}
+            # repeats outermost: a drift of the shared machine spreads over every configuration
+            for k in range(args.repeats):
+                for ci, (upper, rules) in enumerate(configs):
+                    local.apply(rules)
+                    healthy = local.healthy()
+                    seed = run_seed(args.seed, li, ci, k)
+                    try:
+                        report = local.run_load(load, seed)
+                    except BackendError as exc:  # reported, never replaced by a made-up figure
+                        failures.append(f"load {load.users}/{load.requests} config {ci} "
+                                        f"repeat {k}: {exc}")
+                        print(failures[-1], flush=True)
+                        continue
+                    local_reports[ci].append(report)
+                    if ci not in sim_reports:
+                        sim.apply(rules)
+                        sim_reports[ci] = [sim.run_load(load, run_seed(args.seed, li, ci, j))
+                                           for j in range(args.sim_seeds)]
+                    pair = compare(ci, load, k, seed, sim_reports[ci][k], report, healthy)
+                    pairs.append(pair)
+                    print(f"load {load.users}/{load.requests} repeat {k} config {ci:2d} "
+                          f"(upper {upper}): score sim {pair.sim_score:7.0f} local "
+                          f"{pair.local_score:7.0f}  fail% sim {pair.sim_failure_pct:5.1f} "
+                          f"local {pair.local_failure_pct:5.1f}", flush=True)
+            for ci, (upper, rules) in enumerate(configs):
+                if len(local_reports[ci]) < args.repeats:
+                    continue  # a local run failed: the configuration is left out (listed)
                 sim.apply(rules)
-                local.apply(rules)
-                healthy = local.healthy()
-                try:
-                    local_report = local.run_load(load, run_seed)
-                except BackendError as exc:  # reported, never replaced by a made-up figure
-                    failures.append(f"load {load.users}/{load.requests} config {ci}: {exc}")
-                    print(failures[-1], flush=True)
-                    continue
-                pair = compare(ci, upper, load, sim.run_load(load, run_seed),
-                               sim.run_load(load, run_seed + REPEAT_SEED_OFFSET), local_report,
-                               healthy)
-                pairs.append(pair)
-                print(f"load {load.users}/{load.requests} config {ci:2d} (upper {upper}): "
-                      f"score sim {pair.sim_score:8.0f} local {pair.local_score:8.0f}  "
-                      f"fail% sim {pair.sim_failure_pct:5.1f} local "
-                      f"{pair.local_failure_pct:5.1f}", flush=True)
+                sim_cluster.apply(rules)
+                seeds = [run_seed(args.seed, li, ci, j) for j in range(args.sim_seeds)]
+                draws = [[evaluation_score(sim.run_load(load, run_seed(
+                    args.seed, li, ci, MAX_SEEDS_PER_SIDE + d * args.repeats + j)))
+                    for j in range(args.repeats)] for d in range(CEILING_DRAWS)]
+                scores.append(ConfigScores(
+                    config=ci, upper=upper, users=load.users, requests=load.requests,
+                    local=[evaluation_score(r) for r in local_reports[ci]],
+                    sim=[evaluation_score(r) for r in sim_reports[ci]],
+                    sim_cluster=[evaluation_score(sim_cluster.run_load(load, s))
+                                 for s in seeds],
+                    sim_ceiling_draws=draws,
+                    local_failure_pct=[r.failure_pct for r in local_reports[ci]],
+                    sim_failure_pct=[r.failure_pct for r in sim_reports[ci]]))
     finally:
         local.close()
         sim.close()
     elapsed = time.time() - t0
-    section = markdown(pairs, args.loads, args.seed, elapsed)
+    section = markdown(scores, pairs, args.loads, args, platform, elapsed)
     if failures:
-        section += ("\nRuns the local mesh could not measure (left out above):\n\n"
-                    + "".join(f"- {f}\n" for f in failures))
+        section += ("\nRuns the local mesh could not measure (their configurations are left "
+                    "out above):\n\n" + "".join(f"- {f}\n" for f in failures))
     print(section)
     append_section(Path(args.benchmarks), section)
     if args.json:
         Path(args.json).parent.mkdir(parents=True, exist_ok=True)
-        Path(args.json).write_text(json.dumps([asdict(p) for p in pairs], indent=1))
-    ok = True
-    for load in args.loads:
-        s = summarise([p for p in pairs if p.users == load.users
-                       and p.requests == load.requests])
-        ok &= (s["rho"] >= RHO_TARGET and s["median_failure_error_pts"]
-               <= FAILURE_ERROR_TARGET_PTS
-               and P99_RATIO_RANGE[0] <= s["median_p99_ratio"] <= P99_RATIO_RANGE[1])
+        Path(args.json).write_text(json.dumps({"scores": [asdict(c) for c in scores],
+                                               "pairs": [asdict(p) for p in pairs]}, indent=1))
+    ok = all(meets_targets(summarise(_of_load(scores, ld), _of_load(pairs, ld)))
+             for ld in args.loads)
     return 0 if ok else 1
 
 

@@ -52,12 +52,24 @@ def _two_pass_lognormal(median_ms: float, sigma: float) -> tuple[float, float]:
     return float(2.0 * mean * np.exp(-0.5 * two_sigma * two_sigma)), two_sigma
 
 
-_PASS_MEDIAN_MS = profile.SIDECAR_PASS_P90_MS / float(
-    np.exp(1.2815516 * profile.SIDECAR_PASS_SIGMA))
-_TWO_MEDIAN_MS, _TWO_SIGMA = _two_pass_lognormal(_PASS_MEDIAN_MS, profile.SIDECAR_PASS_SIGMA)
-_TAB_ONE = _lognormal_table(profile.SIDECAR_PASS_SIGMA)
-_TAB_TWO = _lognormal_table(_TWO_SIGMA)
-_TAB_CONN = _lognormal_table(profile.CONNECT_SIGMA)
+@dataclass(frozen=True)
+class _PlatformTables:
+    """A :class:`~envs.backends.sim.profile.Platform` as the core's medians and tables."""
+
+    platform: profile.Platform
+    pass_median_ms: float
+    tab_one: np.ndarray
+    two_median_ms: float
+    tab_two: np.ndarray
+    tab_conn: np.ndarray
+
+    @classmethod
+    def of(cls, platform: profile.Platform) -> _PlatformTables:
+        two_median, two_sigma = _two_pass_lognormal(platform.sidecar_pass_median_ms,
+                                                    platform.sidecar_pass_sigma)
+        return cls(platform, platform.sidecar_pass_median_ms,
+                   _lognormal_table(platform.sidecar_pass_sigma), two_median,
+                   _lognormal_table(two_sigma), _lognormal_table(platform.connect_sigma))
 
 
 _NO_FAULTS = (np.zeros(0, np.int64), np.zeros(0, np.int64), np.zeros(0, np.float64),
@@ -95,6 +107,10 @@ class SimMesh:
             reply (``profile.FRONTEND_CRASH_ON``) and its restart (False: it answers 500).
         replica: the replica index ``MeshEnv`` leased. Every ``SimMesh`` is its own
             independent in-process mesh, so the index only labels it (``self.replica``).
+        platform: where the simulated mesh runs — the per-hop network and sidecar costs
+            (``profile.Platform`` or its name): ``"cluster"`` (default, the calibrated
+            Kubernetes + Istio figures) or ``"loopback"`` (the ``local`` backend's Envoys on
+            one machine, measured).
     """
 
     name = "sim"
@@ -102,8 +118,12 @@ class SimMesh:
     def __init__(self, rules: Sequence[DestinationRule] = (), *,
                  reset_stats_after_hatch: bool = True, warm: bool = True,
                  frontend_crashes: bool = True, replica: int = 0,
-                 faults: Sequence[Fault] = ()) -> None:
+                 faults: Sequence[Fault] = (),
+                 platform: profile.Platform | str = profile.CLUSTER) -> None:
         self.replica = replica
+        #: The platform's per-hop costs (see ``profile.Platform``).
+        self.platform = profile.platform_named(platform)
+        self._platform_tables = _PlatformTables.of(self.platform)
         #: Faults injected into every load run, on top of the LoadSpec's own (for evaluating a
         #: policy under a fault through ``MeshEnv``'s ``backend_kwargs``). The health check
         #: runs without them: it models the instant before a run.
@@ -270,6 +290,7 @@ class SimMesh:
                   open_loop: bool, load: LoadSpec, loop_gap_ms: float, seed: int,
                   job_cap: int, user_cap: int, timer_cap: int) -> tuple:
         g = self._graph
+        pt = self._platform_tables
         return core.simulate(
             g.node_svc, g.node_cluster, g.node_kind, g.node_on_error, g.node_timeout_ms,
             g.node_ok_status, g.node_step_first, g.node_step_count, g.node_work_ms,
@@ -284,8 +305,9 @@ class SimMesh:
             open_loop, int(load.users if not open_loop else 0), int(load.requests),
             1000.0 / load.hatch_rate_per_s, loop_gap_ms,
             bool(self.reset_stats_after_hatch and not open_loop),
-            _PASS_MEDIAN_MS, _TAB_ONE, _TWO_MEDIAN_MS, _TAB_TWO, profile.CONNECT_MEDIAN_MS,
-            _TAB_CONN, profile.CONNECT_REFUSED_MS, profile.INBOUND_CONNECT_MS,
+            pt.pass_median_ms, pt.tab_one, pt.two_median_ms, pt.tab_two,
+            pt.platform.connect_median_ms, pt.tab_conn, pt.platform.connect_refused_ms,
+            pt.platform.inbound_connect_ms,
             profile.RETRY_BASE_INTERVAL_MS, profile.RETRY_ATTEMPTS, profile.CLIENT_GAP_MS,
             profile.CART_FOUND_REREADS, g.payment_limit, g.shipping_cost, g.declined_status,
             bool(self.frontend_crashes), self._svc_index["front-end"], g.node_crash,

@@ -17,7 +17,9 @@ Units: durations in milliseconds, CPU work in *milliseconds of one full core* (a
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
+from statistics import NormalDist
 
 # ---------------------------------------------------------------------------------------------
 # Sidecar (Envoy) costs
@@ -47,6 +49,124 @@ CONNECT_REFUSED_MS = 0.3
 #: Inbound sidecar to the application over loopback (plain TCP): small and never near a
 #: ``connectTimeout`` (Istio's minimum is 1 ms); added to the latency, no failure modelled.
 INBOUND_CONNECT_MS = 0.1
+
+
+# ---------------------------------------------------------------------------------------------
+# The platform: per-hop costs of the network and the sidecars where the mesh runs
+# ---------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Platform:
+    """Where the mesh runs: what one hop costs outside the services' own work.
+
+    These are properties of the network and the sidecars' machine, not of SockShop: the same
+    services cost less per hop on loopback than across a cluster's nodes. All durations in ms;
+    every lognormal is given by its median and sigma.
+
+    Attributes:
+        name: a label (``"cluster"``, ``"loopback"``).
+        sidecar_pass_median_ms, sidecar_pass_sigma: latency one proxy pass adds (one direction
+            through one sidecar; a hop crosses the caller's and the callee's sidecar on the way
+            in and again on the way out), lognormal.
+        connect_median_ms, connect_sigma: time to establish one new sidecar → sidecar
+            connection (TCP + mTLS handshake; Envoy's ``connect_timeout`` covers both),
+            lognormal.
+        connect_refused_ms: time for a refused connection (service down) to fail.
+        inbound_connect_ms: the callee's sidecar → application connect (plain TCP on the pod's
+            loopback): added to the latency, never failing.
+        source: where the numbers come from.
+    """
+
+    name: str
+    sidecar_pass_median_ms: float
+    sidecar_pass_sigma: float
+    connect_median_ms: float
+    connect_sigma: float
+    connect_refused_ms: float
+    inbound_connect_ms: float
+    source: str = ""
+
+    def __post_init__(self) -> None:
+        for field_name in ("sidecar_pass_median_ms", "connect_median_ms"):
+            v = getattr(self, field_name)
+            if not (isinstance(v, int | float) and math.isfinite(v) and v > 0):
+                raise ValueError(f"Platform.{field_name} must be a positive number of ms, "
+                                 f"got {v!r}")
+        for field_name in ("sidecar_pass_sigma", "connect_sigma", "connect_refused_ms",
+                           "inbound_connect_ms"):
+            v = getattr(self, field_name)
+            if not (isinstance(v, int | float) and math.isfinite(v) and v >= 0):
+                raise ValueError(f"Platform.{field_name} must be a finite number >= 0, "
+                                 f"got {v!r}")
+
+    def connect_quantile_ms(self, q: float) -> float:
+        """The ``q`` quantile (0 < q < 1) of the connect time, ms."""
+        return self.connect_median_ms * math.exp(NormalDist().inv_cdf(q) * self.connect_sigma)
+
+    def sidecar_pass_quantile_ms(self, q: float) -> float:
+        """The ``q`` quantile (0 < q < 1) of one proxy pass, ms."""
+        return self.sidecar_pass_median_ms * math.exp(
+            NormalDist().inv_cdf(q) * self.sidecar_pass_sigma)
+
+
+#: The loopback platform's figures (:data:`LOOPBACK`), measured on 2026-11-27 23:03 UTC on a
+#: 2-core machine (shared with other work) by ``python -m envs.backends.local.platform_probe
+#: --replica 5 --rounds 600``; raw samples in
+#: ``envs/backends/local/measurements/loopback_probe_2026-11-27.json``
+#: (``--refit`` reproduces the fit from them). One proxy pass: fitted to 4 800 round trips
+#: through a caller's and a callee's sidecar against 4 800 straight to the application (p50
+#: 0.69 vs 0.24 ms, p90 1.58 vs 0.62 ms) → median 0.053 ms, sigma 1.35 (p90 0.30 ms): Envoy on
+#: loopback is fast but, on 2 busy cores, has a long scheduling tail. Connect: Envoy's own
+#: ``upstream_cx_connect_ms`` of 13 086 sidecar → sidecar connections (TCP + mTLS; Envoy
+#: records whole ms: 80.6 % under 1 ms, 15.4 % 1–2 ms, 2.8 % 2–3 ms, 0.8 % 3–4 ms), interval
+#: maximum likelihood → median 0.50 ms, sigma 0.81 (p99 3.3 ms). Refused connect and the
+#: sidecar → application connect: plain loopback TCP, 0.016 and 0.019 ms (medians). Not held by
+#: this lognormal: the shares of connects that actually time out (~6 % at each of 1, 2 and 3 ms,
+#: ``loopback_probe_timeouts_2026-11-27.json`` beside the samples; see the simulator's README).
+_LOOPBACK_PASS_MEDIAN_MS = 0.053
+_LOOPBACK_PASS_SIGMA = 1.35
+_LOOPBACK_CONNECT_MEDIAN_MS = 0.50
+_LOOPBACK_CONNECT_SIGMA = 0.81
+_LOOPBACK_REFUSED_MS = 0.016
+_LOOPBACK_INBOUND_CONNECT_MS = 0.019
+_LOOPBACK_SOURCE = ("measured: python -m envs.backends.local.platform_probe (2026-11-27, "
+                    "envs/backends/local/measurements/loopback_probe_2026-11-27.json)")
+
+#: A Kubernetes cluster with Istio's sidecars and mTLS (the seed's GKE setting): the constants
+#: above. The simulator's default platform; ``calibrate_sim.py`` holds on it.
+CLUSTER = Platform(
+    name="cluster",
+    sidecar_pass_median_ms=SIDECAR_PASS_P90_MS / math.exp(1.2815516 * SIDECAR_PASS_SIGMA),
+    sidecar_pass_sigma=SIDECAR_PASS_SIGMA, connect_median_ms=CONNECT_MEDIAN_MS,
+    connect_sigma=CONNECT_SIGMA, connect_refused_ms=CONNECT_REFUSED_MS,
+    inbound_connect_ms=INBOUND_CONNECT_MS,
+    source="documented (Istio's 2.65 ms p90 per proxy) and estimated (TCP + mTLS set-up)")
+
+#: The ``local`` backend's mesh: every Envoy on one machine's loopback, mTLS between sidecars.
+#: Measured with ``python -m envs.backends.local.platform_probe --replica 5`` (see that module:
+#: zero-work requests straight to a service's application and through a caller's sidecar,
+#: with every connection reused and with ``maxRequestsPerConnection: 1``, while Locust drives
+#: the reference load with 5 users; lognormals fitted to the differences).
+LOOPBACK = Platform(
+    name="loopback",
+    sidecar_pass_median_ms=_LOOPBACK_PASS_MEDIAN_MS, sidecar_pass_sigma=_LOOPBACK_PASS_SIGMA,
+    connect_median_ms=_LOOPBACK_CONNECT_MEDIAN_MS, connect_sigma=_LOOPBACK_CONNECT_SIGMA,
+    connect_refused_ms=_LOOPBACK_REFUSED_MS, inbound_connect_ms=_LOOPBACK_INBOUND_CONNECT_MS,
+    source=_LOOPBACK_SOURCE)
+
+#: The platforms by name (``SimMesh(platform="loopback")``).
+PLATFORMS: dict[str, Platform] = {p.name: p for p in (CLUSTER, LOOPBACK)}
+
+
+def platform_named(platform: Platform | str) -> Platform:
+    """``platform`` itself, or the platform of that name; ValueError naming the known ones."""
+    if isinstance(platform, Platform):
+        return platform
+    if platform not in PLATFORMS:
+        raise ValueError(f"unknown platform {platform!r}; known: {', '.join(PLATFORMS)}")
+    return PLATFORMS[platform]
+
 
 #: Envoy's retry back-off: base interval 25 ms, full jitter, doubling per retry (documented:
 #: ``x-envoy-retry-on`` / router retry policy defaults). Istio's default route retries twice.
