@@ -84,6 +84,14 @@ Load (``load_draw``): ``users`` uniform in ``users_range`` (inclusive), ``reques
 requests_per_user × users`` (the seed: 10..20 users, 80 requests each); drawn once per env
 (``per_env``, the seed's) or at every reset (``per_episode``), constant within an episode.
 
+Load seed (``load_seed``): the seed of the backend's load generator (the simulator's random
+draws; Locust's user behaviour on ``local``). ``per_run`` (default): a new one for every run,
+from the episode's generator. ``per_episode``: one per episode, drawn at reset, so the reset's
+run and every step replay the same load — common random numbers: a step's reward is then what
+its action changed rather than run-to-run noise (on the simulator an action that changes
+nothing gets exactly 0, where ``per_run`` gives it ~±30 points and hundreds when the front-end
+crashes). On a real mesh only the request sequence repeats, not the timing.
+
 ## Episode end
 
 * terminated: the health check after an action failed (the mesh no longer serves);
@@ -115,6 +123,7 @@ None.
 | ``users_range`` | (10, 20) | concurrent users, drawn uniformly, inclusive |
 | ``requests_per_user`` | 80 | requests of a run = this × users |
 | ``load_draw`` | ``"per_env"`` | ``per_env`` or ``per_episode`` |
+| ``load_seed`` | ``"per_run"`` | ``per_run`` or ``per_episode`` (see Load) |
 | ``latency_weight`` | 0.1 | score points per ``latency_unit`` of one endpoint's p99 |
 | ``latency_unit`` | ``"ms"`` | ``ms`` or ``s`` (the seed: weight 10 000 per ``s``) |
 | ``reward_mode`` | ``"delta"`` | ``delta`` or ``absolute`` |
@@ -181,6 +190,7 @@ DEFAULT_UNHEALTHY_PENALTY = -100.0 * N_ENDPOINTS
 
 REWARD_MODES = ("delta", "absolute")
 LOAD_DRAWS = ("per_env", "per_episode")
+LOAD_SEEDS = ("per_run", "per_episode")
 INIT_MODES = ("seed_fixed", "seed_random", "istio_default")
 
 #: Every env_config key and its default. Keys not listed here are rejected.
@@ -191,6 +201,7 @@ DEFAULT_ENV_CONFIG: dict[str, Any] = {
     "users_range": (10, 20),
     "requests_per_user": 80,
     "load_draw": "per_env",
+    "load_seed": "per_run",
     "latency_weight": 0.1,
     "latency_unit": "ms",
     "reward_mode": "delta",
@@ -228,6 +239,7 @@ class EnvSettings:
     users_range: tuple[int, int]
     requests_per_user: int
     load_draw: str
+    load_seed: str
     weights: RewardWeights
     reward_mode: str
     episode_len: int
@@ -286,6 +298,7 @@ class EnvSettings:
             users_range=(int(users[0]), int(users[1])),
             requests_per_user=_int(c, "requests_per_user", 1),
             load_draw=_choice(c, "load_draw", LOAD_DRAWS),
+            load_seed=_choice(c, "load_seed", LOAD_SEEDS),
             weights=weights,
             reward_mode=_choice(c, "reward_mode", REWARD_MODES),
             episode_len=_int(c, "episode_len", 1),
@@ -450,7 +463,9 @@ class MeshEnv(gym.Env):
         self._init_rng = np.random.default_rng(init_seq)
         self._default_episode_seed = int(episode_seq.generate_state(1)[0])
         self._fixed_init: MeshConfig | None = None
+        self._episode_load_seed = 0
         self._config: MeshConfig = {}
+        self._episode_initial: MeshConfig = {}
         self._t = 0
         self._episode_over = True
         self._prev_score = 0.0
@@ -502,6 +517,16 @@ class MeshEnv(gym.Env):
         """The configuration applied now (service → pool); a copy."""
         return dict(self._config)
 
+    @property
+    def initial_config(self) -> MeshConfig:
+        """The configuration the current episode started from (service → pool); a copy."""
+        return dict(self._episode_initial)
+
+    @property
+    def load_spec(self) -> LoadSpec:
+        """The load every run of the current episode drives through the mesh."""
+        return self._load_spec()
+
     def current_rules(self) -> list[DestinationRule]:
         """The DestinationRules the env has applied now."""
         return rules_for(self._config)
@@ -524,6 +549,9 @@ class MeshEnv(gym.Env):
             self._users = int(self.np_random.integers(s.users_range[0], s.users_range[1],
                                                       endpoint=True))
         self._config = self._initial_config()
+        self._episode_initial = dict(self._config)
+        if s.load_seed == "per_episode":
+            self._episode_load_seed = self._draw_load_seed()
         report = self._run_load()
         self._t = 0
         self._episode_over = False
@@ -583,9 +611,15 @@ class MeshEnv(gym.Env):
         return LoadSpec(users=self.users, requests=self.requests,
                         hatch_rate_per_s=HATCH_RATE_PER_S)
 
-    def _load_seed(self) -> int:
-        """The next run's load seed, from the episode's generator."""
+    def _draw_load_seed(self) -> int:
         return int(self.np_random.integers(0, 2**31 - 1))
+
+    def _load_seed(self) -> int:
+        """The next run's load seed: a fresh draw from the episode's generator (``per_run``) or
+        the one drawn at reset (``per_episode``, common random numbers; module doc, Load)."""
+        if self.settings.load_seed == "per_episode":
+            return self._episode_load_seed
+        return self._draw_load_seed()
 
     def _check_report(self, report: LoadReport) -> None:
         if report.num_requests == 0:

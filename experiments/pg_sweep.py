@@ -14,14 +14,23 @@ What it does:
    latency weight: the eval-score gain of an episode is its final minus its initial
    configuration's ``envs.reward.evaluation_score``. ASHA uses that gain on the training
    episodes (``env_runners/eval_score_gain``); the final ranking uses it on validation episodes
-   (seeds from 2 000 000, the same for every trial) run with each trial's last checkpoint;
+   (seeds from 2 000 000, the same for every trial) run greedily with each trial's last
+   checkpoint;
 3. tests the best trial's policy on other held-out seeds (from 1 000 000; never used in
-   training or validation) — sampled as trained, and greedily — against the uniform random
-   policy, on the same seeds;
+   training or validation) — greedily, and sampled as trained — against the uniform random
+   policy, on the same seeds. Validation and test score each episode's initial and final
+   configuration over ``--measure-runs`` fresh load runs (``rl.evaluation``), so a gain is the
+   configurations' difference, not one run's luck;
 4. writes into ``--output``: ``results.md`` (trials table and held-out evaluation),
    ``results.json`` (the same numbers, the best checkpoint's path), ``learning_curves.png``,
-   ``best_destination_rules.yaml`` (the best policy's final DestinationRules on the first held-out
-   episode) and the Tune experiment (``tune/pg_sweep``, with TensorBoard event files).
+   ``best_destination_rules.yaml`` (the greedy policy's final DestinationRules on the first
+   held-out episode) and the Tune experiment (``tune/pg_sweep``, with TensorBoard event files).
+
+Training (the REINFORCE settings every trial shares): each episode starts from a new random
+initial configuration and load, and replays one load seed in all its runs (``load_seed``
+``per_episode``), so a step's reward is what its action changed; returns-to-go with
+``gamma`` = :data:`GAMMA`, shaped into per-step centred ranks (``rank_returns``), an entropy
+bonus of :data:`ENTROPY_COEFF`.
 
 Files are written as soon as their inputs exist, so whatever was produced stays on disk if a
 later step fails. Ray: ``--address`` connects to a running cluster; without it, a job submitted
@@ -52,12 +61,16 @@ RANK_LAST_N = 3
 #: Training reward latency weights swept (points per ms of one endpoint's p99).
 LATENCY_WEIGHTS_PER_MS = (0.03, 0.1)
 #: Adam learning rates swept (``--smoke``: the first only).
-LEARNING_RATES = (3e-3, 6e-3)
+LEARNING_RATES = (1e-3, 3e-3)
 #: Entropy bonus weight of every trial (keeps 144 actions explored while the policy sharpens).
 ENTROPY_COEFF = 0.01
+#: Discount of the returns-to-go. With the delta reward and a replayed load (``load_seed``
+#: ``per_episode``) a step's reward already is its action's whole effect on the score; what
+#: later steps add is other actions' doing, so a short horizon gives each action its own credit.
+GAMMA = 0.5
 CPUS_PER_TRIAL = 1.0
 #: Checkpoint every this many iterations (and at the end, also when ASHA stops a trial).
-CHECKPOINT_EVERY = 5
+CHECKPOINT_EVERY = 25
 
 
 class SweepError(RuntimeError):
@@ -77,6 +90,7 @@ class SweepSettings:
     episode_len: int | None
     validation_episodes: int
     eval_episodes: int
+    measure_runs: int
     max_concurrent_trials: int
     seed: int
     output: Path
@@ -94,15 +108,18 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     p.add_argument("--samples", type=int, default=None,
                    help="repeats of the lr × latency-weight grid (default 1; smoke 1)")
     p.add_argument("--iterations", type=int, default=None,
-                   help="max training iterations per trial (default 40; smoke 2)")
+                   help="max training iterations per trial (default 200; smoke 2)")
     p.add_argument("--episodes-per-batch", type=int, default=None,
-                   help="complete episodes per REINFORCE update (default 32; smoke 2)")
+                   help="complete episodes per REINFORCE update (default 16; smoke 2)")
     p.add_argument("--episode-len", type=int, default=None,
                    help="steps per episode (default: the env's; smoke 5)")
     p.add_argument("--validation-episodes", type=int, default=None,
                    help="validation episodes per trial, to rank them (default 16; smoke 2)")
     p.add_argument("--eval-episodes", type=int, default=None,
                    help="held-out test episodes per policy (default 30; smoke 3)")
+    p.add_argument("--measure-runs", type=int, default=None,
+                   help="fresh load runs that score each validation / test episode's initial "
+                        "and final configuration (default 5; smoke 1)")
     p.add_argument("--max-concurrent-trials", type=int, default=2,
                    help="trials run at once (each takes 1 CPU; default 2)")
     p.add_argument("--seed", type=int, default=0, help="seed of search, training (default 0)")
@@ -128,11 +145,12 @@ def settings_from_args(args: argparse.Namespace) -> SweepSettings:
         num_env_runners=pick(args.num_env_runners, 2, 1),
         samples=pick(args.samples, 1, 1),
         learning_rates=LEARNING_RATES[:1] if smoke else LEARNING_RATES,
-        iterations=pick(args.iterations, 40, 2),
-        episodes_per_batch=pick(args.episodes_per_batch, 32, 2),
+        iterations=pick(args.iterations, 200, 2),
+        episodes_per_batch=pick(args.episodes_per_batch, 16, 2),
         episode_len=pick(args.episode_len, None, 5),
         validation_episodes=pick(args.validation_episodes, 16, 2),
         eval_episodes=pick(args.eval_episodes, 30, 3),
+        measure_runs=pick(args.measure_runs, 5, 1),
         max_concurrent_trials=args.max_concurrent_trials,
         seed=args.seed,
         output=args.output.resolve(),
@@ -140,7 +158,8 @@ def settings_from_args(args: argparse.Namespace) -> SweepSettings:
         resume=args.resume,
     )
     for name in ("num_env_runners", "samples", "iterations", "episodes_per_batch",
-                 "validation_episodes", "eval_episodes", "max_concurrent_trials"):
+                 "validation_episodes", "eval_episodes", "measure_runs",
+                 "max_concurrent_trials"):
         if getattr(settings, name) < 1:
             raise SweepError(f"--{name.replace('_', '-')} must be >= 1, "
                              f"got {getattr(settings, name)}")
@@ -198,7 +217,11 @@ def base_env_config(settings: SweepSettings) -> dict[str, Any]:
                               "seed": settings.seed,
                               # A new random initial configuration and load every episode, so
                               # the policy learns moves that help any configuration, not one.
-                              "init": "seed_random", "load_draw": "per_episode"}
+                              "init": "seed_random", "load_draw": "per_episode",
+                              # Every run of an episode replays the same load (common random
+                              # numbers): a step's reward is then what its action changed, not
+                              # the load's run-to-run noise (envs.mesh_env, Load).
+                              "load_seed": "per_episode"}
     if settings.episode_len is not None:
         config["episode_len"] = settings.episode_len
     return config
@@ -222,9 +245,11 @@ def build_param_space(settings: SweepSettings) -> Any:
                      num_cpus_per_env_runner=CPUS_PER_TRIAL / 2 / runners)
         .learners(num_learners=0, num_cpus_per_learner=CPUS_PER_TRIAL / 2)
         .resources(num_cpus_for_main_process=CPUS_PER_TRIAL / 2)
-        .training(lr=tune.grid_search(list(settings.learning_rates)), gamma=0.99,
+        .training(lr=tune.grid_search(list(settings.learning_rates)), gamma=GAMMA,
                   num_episodes_per_train_batch=settings.episodes_per_batch,
-                  normalize_returns=True, per_step_baseline=True,
+                  # Centred ranks per step: one repair of a broken mesh (+1 500 points) must
+                  # not drown the +10..60 of ordinary good steps (rl.connectors).
+                  normalize_returns=True, rank_returns=True,
                   entropy_coeff=ENTROPY_COEFF)
         .callbacks(MeshMetricsCallback)
         # Training seeds (runner r resets first with seed + r) stay far below the held-out ones.
@@ -357,11 +382,13 @@ def sort_rows(rows: list[dict[str, Any]]) -> None:
               reverse=True)
 
 
-def validate_trials(rows: list[dict[str, Any]], seeds: list[int]) -> None:
+def validate_trials(rows: list[dict[str, Any]], seeds: list[int], measure_runs: int) -> None:
     """Set each trial's ``validation_gain``: mean eval-score gain of its last checkpoint's
-    policy (sampled, as trained) on the validation ``seeds`` — the same for all trials — then
-    re-sort ``rows``. A trial whose every validation episode ended unhealthy keeps NaN (no
-    gain was measured) and ranks last."""
+    policy (greedy: the policy one deploys) on the validation ``seeds`` — the same for all
+    trials — each
+    configuration scored over ``measure_runs`` fresh runs (``rl.evaluation``), then re-sort
+    ``rows``. A trial whose every validation episode ended unhealthy keeps NaN (no gain was
+    measured) and ranks last."""
     from rl.evaluation import evaluate, module_actor, summarise
 
     mesh_env = import_mesh_env()
@@ -370,8 +397,8 @@ def validate_trials(rows: list[dict[str, Any]], seeds: list[int]) -> None:
             continue
         module = load_policy_module(row["checkpoint"])
         outcomes = evaluate(lambda seed, cfg=row["env_config"]: mesh_env({**cfg, "seed": seed}),
-                            lambda env, seed, m=module: module_actor(m, greedy=False, seed=seed),
-                            seeds)
+                            lambda env, seed, m=module: module_actor(m, greedy=True),
+                            seeds, measure_runs=measure_runs)
         row["validation_unhealthy"] = sum(1 for o in outcomes if not o.healthy_end)
         if row["validation_unhealthy"] < len(outcomes):
             row["validation_gain"] = summarise(outcomes).mean
@@ -453,12 +480,13 @@ EVAL_POLICIES = {
 
 
 def held_out_evaluation(module: Any, env_config: dict[str, Any], seeds: list[int],
-                        rules_path: Path | None = None) -> dict[str, Any]:
+                        measure_runs: int, rules_path: Path | None = None) -> dict[str, Any]:
     """Evaluate ``module`` and the uniform random policy on the same held-out seeds.
 
     The module is run two ways: sampling its softmax (seeded by the episode's seed — the
-    policy as it was trained) and greedily. Writes the sampled policy's final DestinationRules
-    of the first seed to ``rules_path`` (YAML).
+    policy as it was trained) and greedily. Each episode's initial and final configuration are
+    scored over ``measure_runs`` fresh load runs (the same loads for every policy). Writes the
+    greedy policy's final DestinationRules of the first seed to ``rules_path`` (YAML).
     """
     from envs.istio import dump_rules
     from rl.evaluation import (
@@ -489,15 +517,17 @@ def held_out_evaluation(module: Any, env_config: dict[str, Any], seeds: list[int
         "greedy": lambda env, seed: module_actor(module, greedy=True),
         "random": lambda env, seed: uniform_random_actor(env.action_space, seed),
     }
-    result: dict[str, Any] = {"seeds": seeds}
+    result: dict[str, Any] = {"seeds": seeds, "measure_runs": measure_runs}
     summaries = {}
     for key, make_actor in actors.items():
         outcomes = evaluate(make_env, make_actor, seeds,
-                            on_episode_end=save_rules if key == "policy" else None)
+                            on_episode_end=save_rules if key == "greedy" else None,
+                            measure_runs=measure_runs)
         summaries[key] = summarise(outcomes)
         result[key] = asdict(summaries[key])
         result[f"{key}_episodes"] = outcomes_to_records(outcomes)
     result["welch_t_policy_minus_random"] = welch_t(summaries["policy"], summaries["random"])
+    result["welch_t_greedy_minus_random"] = welch_t(summaries["greedy"], summaries["random"])
     return result
 
 
@@ -508,17 +538,23 @@ def evaluation_markdown(evaluation: dict[str, Any]) -> str:
         f"{evaluation['seeds'][0]}..{evaluation['seeds'][-1]} (never used in training or "
         "validation), the "
         "same seeds (initial configuration, load) for every row; eval-score gain = final − "
-        "initial configuration's evaluation score (higher is better).",
+        "initial configuration's evaluation score (higher is better), each configuration "
+        f"scored as the mean of {evaluation['measure_runs']} fresh load runs (the same "
+        "loads for both and for every policy).",
         "",
-        "| policy | mean gain | std | median | min | max | healthy ends | unhealthy ends |",
-        "|---|---:|---:|---:|---:|---:|---:|---:|",
+        "| policy | mean gain | 95 % CI of the mean | std | median | improved | min | max "
+        "| healthy ends | unhealthy ends |",
+        "|---|---:|---|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for key, label in EVAL_POLICIES.items():
         s = evaluation[key]
-        lines.append(f"| {label} | {s['mean']:+.2f} | {s['std']:.2f} | {s['median']:+.2f} "
-                     f"| {s['min']:+.2f} | {s['max']:+.2f} | {s['n']} | {s['unhealthy']} |")
-    lines += ["", f"Welch t (sampled policy − random): "
-                  f"{evaluation['welch_t_policy_minus_random']:.2f}"]
+        lines.append(f"| {label} | {s['mean']:+.2f} | {s['ci95_low']:+.2f} .. "
+                     f"{s['ci95_high']:+.2f} | {s['std']:.2f} | {s['median']:+.2f} "
+                     f"| {s['improved']:.0%} | {s['min']:+.2f} | {s['max']:+.2f} | {s['n']} "
+                     f"| {s['unhealthy']} |")
+    lines += ["", f"Welch t against random: greedy "
+                  f"{evaluation['welch_t_greedy_minus_random']:.2f}, sampled "
+                  f"{evaluation['welch_t_policy_minus_random']:.2f}."]
     return "\n".join(lines)
 
 
@@ -554,7 +590,7 @@ def run(settings: SweepSettings) -> dict[str, Any]:
         print(f"[pg_sweep] validating {len(rows)} trials on {len(validation_seeds)} seeds ...",
               flush=True)
         t1 = time.monotonic()
-        validate_trials(rows, validation_seeds)
+        validate_trials(rows, validation_seeds, settings.measure_runs)
         summary["validation_wall_s"] = time.monotonic() - t1
         summary["validation_seeds"] = validation_seeds
         write_json(settings.output / "results.json", summary)
@@ -573,7 +609,7 @@ def run(settings: SweepSettings) -> dict[str, Any]:
               f"{len(seeds)} seeds ...", flush=True)
         t2 = time.monotonic()
         evaluation = held_out_evaluation(load_policy_module(best["checkpoint"]),
-                                         best["env_config"], seeds,
+                                         best["env_config"], seeds, settings.measure_runs,
                                          settings.output / "best_destination_rules.yaml")
         summary["held_out_eval_wall_s"] = time.monotonic() - t2
         summary["held_out"] = evaluation
@@ -582,7 +618,7 @@ def run(settings: SweepSettings) -> dict[str, Any]:
         print("\n" + text, flush=True)
         (settings.output / "results.md").write_text(
             f"# pg_sweep results\n\nTrials, best first: ranked by the validation gain (mean "
-            f"eval-score gain of the trial's final policy, sampled, over validation seeds "
+            f"eval-score gain of the trial's final policy, greedy, over validation seeds "
             f"{validation_seeds[0]}..{validation_seeds[-1]}); the training gain is "
             f"{RANK_METRIC} averaged over the last {RANK_LAST_N} iterations (what ASHA "
             f"used).\n\n{table}\n\nBest trial: {best['trial']} (lr {best['lr']:.2e}, latency "

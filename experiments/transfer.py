@@ -119,16 +119,19 @@ class BackendRun:
     wall_s: float
 
 
-def run_backend(env_config: dict[str, Any], module: Any, seed: int) -> BackendRun:
+def run_backend(env_config: dict[str, Any], module: Any, seed: int,
+                measure_runs: int = 0) -> BackendRun:
     """One greedy episode of ``module`` on ``MeshEnv(env_config)`` from ``reset(seed)``; the
-    env (and a local replica it started) is closed whatever happens."""
+    env (and a local replica it started) is closed whatever happens. With ``measure_runs`` > 0
+    the initial and final eval scores are the means of that many fresh runs of each
+    configuration (``rl.evaluation.run_episode``), the same load seeds on every backend."""
     from envs.mesh_env import MeshEnv
     from rl.evaluation import module_actor, run_episode
 
     t0 = time.monotonic()
     env = RecordingWrapper(MeshEnv(env_config))
     try:
-        outcome, _ = run_episode(env, module_actor(module, greedy=True), seed)
+        outcome, _ = run_episode(env, module_actor(module, greedy=True), seed, measure_runs)
         mesh = env.unwrapped
         return BackendRun(
             backend=env_config["backend"], users=mesh.users, requests=mesh.requests,
@@ -203,6 +206,9 @@ def parse_args(argv: Sequence[str]) -> argparse.Namespace:
                    help="steps (default: the checkpoint's env config, 20 if unset)")
     p.add_argument("--replica", type=int, default=DEFAULT_REPLICA,
                    help="local mesh replica (ports 21000 + 200·K ...)")
+    p.add_argument("--measure-runs", type=int, default=3,
+                   help="fresh load runs scoring the initial and the final configuration on "
+                        "each backend (default 3; 0: the episode's own single runs)")
     p.add_argument("--benchmarks", type=Path, default=REPO / "BENCHMARKS.md")
     p.add_argument("--no-append", action="store_true", help="do not append to BENCHMARKS.md")
     args = p.parse_args(argv)
@@ -210,6 +216,8 @@ def parse_args(argv: Sequence[str]) -> argparse.Namespace:
         p.error(f"--episode-len must be >= 1, got {args.episode_len}")
     if args.replica < 0:
         p.error(f"--replica must be >= 0, got {args.replica}")
+    if args.measure_runs < 0:
+        p.error(f"--measure-runs must be >= 0, got {args.measure_runs}")
     return args
 
 
@@ -240,7 +248,7 @@ def run(args: argparse.Namespace, argv: Sequence[str]) -> str:
         config = {**base, "backend": backend, "backend_kwargs": {}, **extra}
         print(f"[transfer] {backend}: running ...", flush=True)
         try:
-            result = run_backend(config, policy.module, args.seed)
+            result = run_backend(config, policy.module, args.seed, args.measure_runs)
         except ReplicaTakenError as exc:
             raise TransferError(f"replica {args.replica} is leased by another env: {exc}") \
                 from exc
@@ -269,8 +277,12 @@ def run(args: argparse.Namespace, argv: Sequence[str]) -> str:
           f"{'yes' if same_load else 'NO'}. Initial configuration identical on both "
           f"backends: {'yes' if same_init else 'NO (a draw failed one health check)'}. "
           f"Same action sequence: {'yes' if same_actions else f'no, first differs at step {first_diff + 1}' if first_diff is not None else 'no (different lengths)'}. "  # noqa: E501
-          f"Eval score: `envs.reward.evaluation_score`, higher is better; p99 = largest "
-          f"endpoint p99. Wall time includes starting/stopping the local replica. After the "
+          f"Eval score: `envs.reward.evaluation_score`, higher is better"
+          + (f", initial and final each the mean of {args.measure_runs} fresh runs of that "
+             f"configuration after the episode (the same load seeds on both backends)"
+             if args.measure_runs else ", the episode's own single runs")
+          + f"; failure % and p99 (largest endpoint p99) are the episode's reset and last "
+          f"runs. Wall time includes starting/stopping the local replica. After the "
           f"run, ports of replica {args.replica} still accepting connections: "
           f"{still_open or 'none'}.", "",
           table(runs, catalogue.describe), ""]

@@ -8,6 +8,9 @@ Settings beyond RLlib's own (``lr``, ``gamma``, ``train_batch_size``...), all se
 * ``normalize_returns`` — standardise the batch's returns-to-go (a constant baseline);
 * ``per_step_baseline`` — first subtract the batch's mean return-to-go at each step index
   (a time-dependent baseline for fixed-length episodes);
+* ``rank_returns`` — replace each return-to-go by its centred rank among the batch's at the same
+  step index (fitness shaping, :func:`rl.connectors.per_step_centered_ranks`; robust to the
+  heavy-tailed returns of the mesh; takes the place of ``per_step_baseline``);
 * ``entropy_coeff`` — weight of the entropy bonus (0 = plain REINFORCE).
 
 The policy network defaults to the seed notebook's (see :mod:`rl.module`).
@@ -20,7 +23,7 @@ from typing import Any, Self
 from ray.rllib.algorithms.algorithm_config import AlgorithmConfig, NotProvided
 from ray.rllib.core.rl_module.rl_module import RLModuleSpec
 
-from rl.module import DEFAULT_POLICY_CONFIG, SoftmaxPolicyModule
+from rl.module import SoftmaxPolicyModule
 
 
 class ReinforceConfig(AlgorithmConfig):
@@ -35,6 +38,7 @@ class ReinforceConfig(AlgorithmConfig):
         self.num_episodes_per_train_batch: int = 8
         self.normalize_returns: bool = True
         self.per_step_baseline: bool = True
+        self.rank_returns: bool = False
         self.entropy_coeff: float = 0.0
         self.lr = 1e-3
         self.gamma = 0.99
@@ -45,6 +49,7 @@ class ReinforceConfig(AlgorithmConfig):
     def training(self, *, num_episodes_per_train_batch: int | Any = NotProvided,
                  normalize_returns: bool | Any = NotProvided,
                  per_step_baseline: bool | Any = NotProvided,
+                 rank_returns: bool | Any = NotProvided,
                  entropy_coeff: float | Any = NotProvided, **kwargs: Any) -> Self:
         """RLlib's training settings plus the REINFORCE ones (see the module docstring)."""
         super().training(**kwargs)
@@ -54,6 +59,8 @@ class ReinforceConfig(AlgorithmConfig):
             self.normalize_returns = normalize_returns
         if per_step_baseline is not NotProvided:
             self.per_step_baseline = per_step_baseline
+        if rank_returns is not NotProvided:
+            self.rank_returns = rank_returns
         if entropy_coeff is not NotProvided:
             self.entropy_coeff = entropy_coeff
         return self
@@ -78,9 +85,14 @@ class ReinforceConfig(AlgorithmConfig):
             raise ValueError(f"only framework='torch' is supported, got {self.framework_str!r}")
 
     def get_default_rl_module_spec(self) -> RLModuleSpec:
-        """The seed's softmax policy (overridable via ``.rl_module(model_config=...)``)."""
-        return RLModuleSpec(module_class=SoftmaxPolicyModule,
-                            model_config=dict(DEFAULT_POLICY_CONFIG))
+        """The seed's softmax policy (:data:`rl.module.DEFAULT_POLICY_CONFIG`), overridable via
+        ``.rl_module(model_config=...)``.
+
+        The spec carries no ``model_config`` of its own: RLlib gives a spec's own settings
+        priority over the config's ``model_config``, so one here would silently override the
+        user's. The module fills in the defaults for keys the user does not set.
+        """
+        return RLModuleSpec(module_class=SoftmaxPolicyModule)
 
     def get_default_learner_class(self) -> type:
         """:class:`rl.learner.ReinforceTorchLearner`."""

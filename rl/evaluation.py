@@ -1,10 +1,22 @@
 """Held-out evaluation: run whole episodes with a policy and measure what they changed.
 
 An episode's outcome is the change of the weight-independent evaluation score between the
-episode's initial configuration and the configuration the policy leaves behind
-(``info["eval_score"] - info["initial_eval_score"]`` at the last step; > 0 is an improvement).
-The same seeds give the same episodes, so a policy and the uniform random policy can be compared
-on identical loads and initial configurations.
+episode's initial configuration and the configuration the policy leaves behind (> 0 is an
+improvement). The same seeds give the same episodes, so a policy and the uniform random policy
+can be compared on identical loads and initial configurations.
+
+Two ways to measure that change:
+
+* ``measure_runs=0``: the episode's own runs, ``info["eval_score"] - info["initial_eval_score"]``
+  at the last step — one load run each, so one run's noise is in the gain (on the simulator
+  the score of one run of 800–1 600 requests varies by ~20 points typically, by hundreds when
+  the front-end crashes);
+* ``measure_runs=R``: after the episode, the initial and the final configuration are each
+  applied again and scored as the mean of ``R`` fresh runs of the episode's load, with the same
+  ``R`` load seeds for both (:func:`measurement_seeds`, derived from the episode's seed and
+  never used by the episode itself). The gain is then the configurations' difference, with the
+  load's noise averaged and paired away; every policy evaluated on a seed is measured on the
+  same loads.
 """
 
 from __future__ import annotations
@@ -18,6 +30,9 @@ import gymnasium as gym
 import numpy as np
 import torch
 from ray.rllib.core.columns import Columns
+
+from envs.istio import rules_for
+from envs.reward import evaluation_score
 
 #: A policy as evaluation sees it: observation -> action index.
 Actor = Callable[[np.ndarray], int]
@@ -37,6 +52,9 @@ class EpisodeOutcome:
         final_failure_pct: failure rate of the last step's load test, in %.
         final_p99_ms: p99 latency of the last step's load test, in ms.
         num_steps: steps taken.
+        measure_runs: 0 if the scores are the episode's own runs (reset and last step); else
+            the number of fresh runs each of ``initial_eval_score`` and ``final_eval_score`` is
+            the mean of (module doc).
     """
 
     seed: int
@@ -47,12 +65,15 @@ class EpisodeOutcome:
     final_failure_pct: float | None
     final_p99_ms: float | None
     num_steps: int
+    measure_runs: int = 0
 
 
 @dataclass(frozen=True)
 class GainSummary:
     """Mean and spread of ``eval_score_gain`` over the episodes that ended healthy (``std`` is
-    the sample std); ``unhealthy`` counts the others, which have no gain."""
+    the sample std; ``ci95_low``..``ci95_high`` the 95 % bootstrap interval of the mean, 10 000
+    seeded resamples; ``improved`` the share of those episodes with a gain > 0); ``unhealthy``
+    counts the others, which have no gain."""
 
     n: int
     unhealthy: int
@@ -61,15 +82,39 @@ class GainSummary:
     median: float
     min: float
     max: float
+    ci95_low: float = math.nan
+    ci95_high: float = math.nan
+    improved: float = math.nan
 
     def __str__(self) -> str:
-        return f"{self.mean:+.2f} ± {self.std:.2f} (n={self.n}, min {self.min:+.2f}, " \
-               f"max {self.max:+.2f}, {self.unhealthy} unhealthy ends)"
+        return f"{self.mean:+.2f} ± {self.std:.2f} (n={self.n}, 95 % CI {self.ci95_low:+.2f}.." \
+               f"{self.ci95_high:+.2f}, min {self.min:+.2f}, max {self.max:+.2f}, " \
+               f"{self.unhealthy} unhealthy ends)"
+
+
+#: Bootstrap resamples of :func:`bootstrap_ci95`.
+BOOTSTRAP_RESAMPLES = 10_000
+
+
+def bootstrap_ci95(values: np.ndarray, seed: int = 0) -> tuple[float, float]:
+    """95 % percentile-bootstrap interval of the mean of ``values`` (seeded, so reproducible)."""
+    values = np.asarray(values, dtype=np.float64)
+    if len(values) < 2:
+        return math.nan, math.nan
+    rng = np.random.default_rng(seed)
+    means = values[rng.integers(0, len(values), (BOOTSTRAP_RESAMPLES, len(values)))].mean(1)
+    low, high = np.percentile(means, [2.5, 97.5])
+    return float(low), float(high)
 
 
 def module_actor(module: Any, *, greedy: bool = True, seed: int = 0) -> Actor:
-    """An :data:`Actor` from an RLModule: argmax of its logits, or a seeded sample from them."""
+    """An :data:`Actor` from an RLModule: argmax of its logits, or a seeded sample from them.
+
+    Puts ``module`` in eval mode (no dropout): the evaluated policy is the trained network
+    itself, deterministic given the seed.
+    """
     generator = torch.Generator().manual_seed(seed)
+    module.eval()
 
     def act(obs: np.ndarray) -> int:
         batch = {Columns.OBS: torch.as_tensor(np.asarray(obs, dtype=np.float32)[None])}
@@ -89,11 +134,47 @@ def uniform_random_actor(action_space: gym.spaces.Discrete, seed: int) -> Actor:
     return lambda obs: int(rng.integers(n))
 
 
-def run_episode(env: gym.Env, actor: Actor, seed: int) -> tuple[EpisodeOutcome, dict[str, Any]]:
+#: Stream of ``SeedSequence([episode seed, MEASURE_STREAM])`` the re-measurement seeds come from.
+MEASURE_STREAM = 0x6D65_6173
+
+
+def measurement_seeds(seed: int, runs: int) -> list[int]:
+    """The ``runs`` load seeds re-measuring the configurations of the episode with ``seed``."""
+    if runs < 1:
+        raise ValueError(f"need at least one measurement run, got {runs}")
+    state = np.random.SeedSequence([seed, MEASURE_STREAM]).generate_state(runs)
+    return [int(x) & 0x7FFF_FFFF for x in state]
+
+
+def measure_config(env: Any, config: Any, seeds: list[int]) -> float | None:
+    """Mean evaluation score of ``config`` over one run of ``env``'s episode load per seed.
+
+    ``env`` is a :class:`envs.mesh_env.MeshEnv` (its ``backend`` and ``load_spec`` are used, so
+    this works on every backend). Returns None if the mesh fails its health check with
+    ``config`` (no load ran, no score exists). Leaves ``config`` applied; closing the env
+    restores the mesh.
+    """
+    backend = env.backend
+    backend.apply(rules_for(config))
+    if not backend.healthy():
+        return None
+    scores = []
+    for load_seed in seeds:
+        report = backend.run_load(env.load_spec, seed=load_seed)
+        if report.num_requests == 0:
+            raise RuntimeError(f"re-measurement run (load seed {load_seed}) completed no request")
+        scores.append(evaluation_score(report))
+    return float(np.mean(scores))
+
+
+def run_episode(env: gym.Env, actor: Actor, seed: int,
+                measure_runs: int = 0) -> tuple[EpisodeOutcome, dict[str, Any]]:
     """Reset ``env`` with ``seed`` and step ``actor`` until the episode ends.
 
-    Returns the outcome and the last ``info``. Raises ``KeyError`` if the env's info lacks the
-    evaluation keys (no score is made up).
+    With ``measure_runs`` > 0 (``env`` must then be a MeshEnv) the initial and the final
+    configuration are re-measured afterwards (module doc). Returns the outcome and the last
+    ``info``. Raises ``KeyError`` if the env's info lacks the evaluation keys, ``RuntimeError``
+    if the initial configuration fails the health check when re-measured (no score is made up).
     """
     obs, info = env.reset(seed=seed)
     steps = 0
@@ -111,6 +192,19 @@ def run_episode(env: gym.Env, actor: Actor, seed: int) -> tuple[EpisodeOutcome, 
     if missing:
         raise KeyError(f"env info of a healthy step lacks {missing} (got {info})")
     final = float(info["eval_score"])
+    if measure_runs > 0:
+        seeds = measurement_seeds(seed, measure_runs)
+        mesh = env.unwrapped  # the MeshEnv under any wrappers
+        # The final configuration is measured last, so it is what stays applied.
+        initial_measured = measure_config(mesh, mesh.initial_config, seeds)
+        final_measured = measure_config(mesh, mesh.config, seeds)
+        if initial_measured is None:
+            raise RuntimeError(f"episode {seed}: the initial configuration fails the health "
+                               "check when re-measured")
+        if final_measured is None:  # healthy at the last step, not when applied again
+            return EpisodeOutcome(seed, False, initial_measured, None, None, None, None, steps,
+                                  measure_runs), info
+        initial, final = initial_measured, final_measured
     outcome = EpisodeOutcome(
         seed=seed,
         healthy_end=True,
@@ -120,6 +214,7 @@ def run_episode(env: gym.Env, actor: Actor, seed: int) -> tuple[EpisodeOutcome, 
         final_failure_pct=float(info["failure_pct"]),
         final_p99_ms=float(info["p99_ms"]),
         num_steps=steps,
+        measure_runs=measure_runs,
     )
     return outcome, info
 
@@ -127,8 +222,9 @@ def run_episode(env: gym.Env, actor: Actor, seed: int) -> tuple[EpisodeOutcome, 
 def evaluate(make_env: Callable[[int], gym.Env], make_actor: Callable[[gym.Env, int], Actor],
              seeds: Iterable[int],
              on_episode_end: Callable[[gym.Env, EpisodeOutcome], None] | None = None,
-             ) -> list[EpisodeOutcome]:
-    """One episode per seed, each on a fresh env ``make_env(seed)`` with ``make_actor(env, seed)``.
+             measure_runs: int = 0) -> list[EpisodeOutcome]:
+    """One episode per seed, each on a fresh env ``make_env(seed)`` with ``make_actor(env, seed)``
+    (``measure_runs``: see :func:`run_episode`).
 
     ``on_episode_end(env, outcome)`` is called before the env is closed (e.g. to read its rules).
     """
@@ -136,7 +232,7 @@ def evaluate(make_env: Callable[[int], gym.Env], make_actor: Callable[[gym.Env, 
     for seed in seeds:
         env = make_env(seed)
         try:
-            outcome, _ = run_episode(env, make_actor(env, seed), seed)
+            outcome, _ = run_episode(env, make_actor(env, seed), seed, measure_runs)
             if on_episode_end is not None:
                 on_episode_end(env, outcome)
         finally:
@@ -155,9 +251,11 @@ def summarise(outcomes: list[EpisodeOutcome]) -> GainSummary:
     if len(gains) == 0:
         raise ValueError(f"no episode ended healthy ({unhealthy} unhealthy): no gain to summarise")
     std = float(gains.std(ddof=1)) if len(gains) > 1 else 0.0
+    low, high = bootstrap_ci95(gains)
     return GainSummary(n=len(gains), unhealthy=unhealthy, mean=float(gains.mean()), std=std,
                        median=float(np.median(gains)), min=float(gains.min()),
-                       max=float(gains.max()))
+                       max=float(gains.max()), ci95_low=low, ci95_high=high,
+                       improved=float((gains > 0).mean()))
 
 
 def outcomes_to_records(outcomes: list[EpisodeOutcome]) -> list[dict[str, Any]]:

@@ -40,7 +40,8 @@ class ReinforceTorchLearner(TorchLearner):
         if self.config.add_default_connectors_to_learner_pipeline:
             self._learner_connector.prepend(DiscountedReturnsToGo(
                 gamma=self.config.gamma, normalize=self.config.normalize_returns,
-                per_step_baseline=self.config.per_step_baseline))
+                per_step_baseline=self.config.per_step_baseline,
+                rank_returns=self.config.rank_returns))
 
     def compute_loss_for_module(self, *, module_id: ModuleID, config: ReinforceConfig,
                                 batch: dict[str, Any],

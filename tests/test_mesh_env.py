@@ -369,6 +369,50 @@ def test_load_draw_per_env_fixed_per_episode_varies():
         env.close()
 
 
+def _inert_action(env: MeshEnv) -> int:
+    """An action that leaves what Envoy enforces unchanged (http.* on a TCP destination)."""
+    return env.catalogue.inert_indices()[0]
+
+
+def test_load_seed_per_episode_replays_the_episode_load_every_run():
+    env = make(load_seed="per_episode", init="seed_random")
+    try:
+        _, info = env.reset(seed=11)
+        initial = env.last_report
+        for _ in range(2):
+            _, reward, _, _, info = env.step(_inert_action(env))
+            assert reward == 0.0  # the same configuration under the same load: no change
+            assert env.last_report == initial
+        assert info["eval_score"] == info["initial_eval_score"]
+    finally:
+        env.close()
+
+
+def test_load_seed_per_run_draws_a_new_load_every_run():
+    env = make(init="seed_random")
+    try:
+        assert env.settings.load_seed == "per_run"
+        env.reset(seed=11)
+        initial = env.last_report
+        env.step(_inert_action(env))
+        assert env.last_report != initial
+    finally:
+        env.close()
+
+
+def test_initial_config_and_load_spec_describe_the_episode():
+    env = make(init="seed_random")
+    try:
+        env.reset(seed=3)
+        start = env.initial_config
+        assert start == env.config
+        env.step(0)
+        assert env.initial_config == start != env.config
+        assert (env.load_spec.users, env.load_spec.requests) == (env.users, env.requests)
+    finally:
+        env.close()
+
+
 @pytest.mark.parametrize("mode", ["delta", "absolute"])
 def test_unhealthy_config_terminates_with_the_penalty(mode):
     """session-db's connectTimeout driven to 1 ms (act 7: -50 ms, floor 1 ms): the sim's
@@ -451,6 +495,7 @@ def test_unknown_backend_is_named():
     ("reward_mode", "relative", r"env_config\['reward_mode'\] must be one of"),
     ("init", "zeros", r"env_config\['init'\] must be one of"),
     ("load_draw", "always", r"env_config\['load_draw'\] must be one of"),
+    ("load_seed", "per_step", r"env_config\['load_seed'\] must be one of"),
     ("users_range", (5, 2), r"env_config\['users_range'\]"),
     ("latency_unit", "us", "latency_unit must be one of"),
     ("latency_weight", -1.0, "latency_weight must be finite and >= 0"),

@@ -59,12 +59,33 @@ def local_ray() -> Iterator[None]:
     ray.shutdown()
 
 
+def test_model_config_reaches_the_policy_network(local_ray: None) -> None:
+    from ray.rllib.core import DEFAULT_MODULE_ID
+
+    def layers(model_config: dict | None) -> list[str]:
+        config = ReinforceConfig().environment(ContextBandit).env_runners(num_env_runners=0)
+        if model_config is not None:
+            config = config.rl_module(model_config=model_config)
+        algo = config.build_algo()
+        try:
+            net = algo.learner_group._learner.module[DEFAULT_MODULE_ID].policy_net
+            return [repr(layer) for layer in net]
+        finally:
+            algo.stop()
+
+    custom = layers({"hidden_sizes": [16], "dropout": 0.0})
+    assert [x for x in custom if "Dropout" in x] == []
+    assert "out_features=16" in custom[0]
+    default = layers(None)  # the seed's: Dense 250, ReLU, Dropout 0.2
+    assert "out_features=250" in default[0] and "Dropout(p=0.2" in default[2]
+
+
 @pytest.mark.slow
 def test_reinforce_learns_a_contextual_bandit(local_ray: None) -> None:
     config = (ReinforceConfig().environment(ContextBandit)
               .env_runners(num_env_runners=0)
               .training(lr=1e-2, num_episodes_per_train_batch=32)
-              .rl_module(model_config={"hidden_sizes": [16], "dropout": 0.0})
+              .rl_module(model_config={"hidden_sizes": [64], "dropout": 0.0})
               .debugging(seed=3))
     algo = config.build_algo()
     try:

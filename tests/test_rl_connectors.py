@@ -9,7 +9,9 @@ from ray.rllib.env.single_agent_episode import SingleAgentEpisode
 
 from rl.connectors import (
     DiscountedReturnsToGo,
+    average_ranks,
     discounted_returns_to_go,
+    per_step_centered_ranks,
     standardise,
     subtract_per_step_mean,
 )
@@ -91,3 +93,38 @@ def test_connector_applies_the_per_step_baseline_before_standardising() -> None:
     first, second = _column(batch, episodes)
     np.testing.assert_allclose(first, [-1.0, 0.0])  # returns [2, 1] and [4, 1]
     np.testing.assert_allclose(second, [1.0, 0.0])
+
+
+def test_average_ranks_share_ties() -> None:
+    np.testing.assert_allclose(average_ranks(np.array([3.0, 1.0, 1.0, 2.0])), [3.0, 0.5, 0.5, 2.0])
+    np.testing.assert_allclose(average_ranks(np.array([7.0, 7.0, 7.0])), [1.0, 1.0, 1.0])
+
+
+def test_centered_ranks_are_per_step_and_ignore_the_scale_of_outliers() -> None:
+    a, b, c = np.array([1.0, 5.0, 0.0]), np.array([2.0, 5.0]), np.array([0.0, 5.0, 1.0])
+    out = per_step_centered_ranks([a, b, c])
+    np.testing.assert_allclose(out[0], [0.0, 0.0, -0.5])  # t=0: 1 is the middle of 0, 1, 2
+    np.testing.assert_allclose(out[1], [0.5, 0.0])        # t=1: a three-way tie
+    np.testing.assert_allclose(out[2], [-0.5, 0.0, 0.5])  # t=2: two episodes, 0 < 1
+    # A 1 500-point repair and a 30-point step rank the same against a 0: only order counts.
+    huge = per_step_centered_ranks([np.array([1500.0]), np.array([0.0]), np.array([-5.0])])
+    small = per_step_centered_ranks([np.array([30.0]), np.array([0.0]), np.array([-5.0])])
+    np.testing.assert_allclose(np.concatenate(huge), np.concatenate(small))
+    np.testing.assert_allclose(np.concatenate(huge), [0.5, 0.0, -0.5])
+
+
+def test_a_step_only_one_episode_reached_gets_no_signal() -> None:
+    out = per_step_centered_ranks([np.array([1.0, 9.0]), np.array([2.0])])
+    np.testing.assert_allclose(out[0], [-0.5, 0.0])
+    np.testing.assert_allclose(out[1], [0.5])
+
+
+def test_connector_ranks_returns_to_go_instead_of_the_mean_baseline() -> None:
+    episodes = [_episode([1.0, 1.0]), _episode([3.0, 100.0]), _episode([0.0, -1.0])]
+    batch = DiscountedReturnsToGo(gamma=1.0, normalize=False, per_step_baseline=True,
+                                  rank_returns=True)(rl_module=None, batch={}, episodes=episodes)
+    # returns-to-go: [2, 1], [103, 100], [-1, -1] -> ranks per step index, centred
+    first, second, third = _column(batch, episodes)
+    np.testing.assert_allclose(first, [0.0, 0.0])
+    np.testing.assert_allclose(second, [0.5, 0.5])
+    np.testing.assert_allclose(third, [-0.5, -0.5])
