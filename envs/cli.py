@@ -51,6 +51,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="total requests (default 1600)")
     p.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
     p.add_argument("--json", action="store_true", help="print the report as JSON")
+    p.add_argument("--platform", choices=("cluster", "loopback"), default="cluster",
+                   help="per-hop network and sidecar costs: the calibrated cluster (default) or "
+                        "the local mesh's loopback Envoys (envs.backends.sim.profile)")
     p.set_defaults(target="envs.backends.sim.cli:cmd_simulate")
 
     p = sub.add_parser("cluster", help="Kubernetes manifests (see docs/cluster.md)")

@@ -8,7 +8,8 @@ A *case* is what one training episode is: a random initial configuration (the se
 seed knob of every tunable service in 1..100) and a load, drawn by ``MeshEnv.reset(seed=s)``
 with ``init="seed_random"``, ``load_draw="per_episode"``. The case seeds (:data:`SCENARIOS`)
 are never used in training (``pg_sweep.py`` trains with env seed ``--seed`` and reset seeds
-``--seed + runner index``, evaluates its own trials on 1 000 000+) — :func:`training_seeds`
+``--seed + runner index``, ranks its trials on validation seeds 2 000 000+ and tests the
+best on 1 000 000+) — :func:`training_seeds`
 lists them and the test suite checks the sets are disjoint. Scenarios:
 
 * ``in_range``: users 10..20 as in training;
@@ -123,12 +124,12 @@ class Scenario:
 
 
 SCENARIOS: tuple[Scenario, ...] = (
-    Scenario("in_range", "users 10..20 (training range)", (10, 20), (), 2_000_000),
-    Scenario("users_40", "40 users (outside training range)", (40, 40), (), 2_100_000),
+    Scenario("in_range", "users 10..20 (training range)", (10, 20), (), 3_000_000),
+    Scenario("users_40", "40 users (outside training range)", (40, 40), (), 3_100_000),
     Scenario("carts_down", "users 10..20, carts down 3-6 s of each run", (10, 20),
-             (ServiceDown("carts", 3.0, 6.0),), 2_200_000),
+             (ServiceDown("carts", 3.0, 6.0),), 3_200_000),
     Scenario("catalogue_slow", "users 10..20, catalogue x8 slower 2-8 s of each run", (10, 20),
-             (LatencySpike("catalogue", 2.0, 8.0, 8.0),), 2_300_000),
+             (LatencySpike("catalogue", 2.0, 8.0, 8.0),), 3_300_000),
 )
 
 

@@ -34,7 +34,7 @@ def test_gap_closed_arithmetic() -> None:
 
 
 def test_held_out_case_seeds_are_disjoint_from_training_seeds() -> None:
-    from rl.evaluation import held_out_seeds
+    from rl.evaluation import VALIDATION_FIRST_SEED, held_out_seeds
 
     cases = [s for sc in ev.SCENARIOS for s in ev.case_seeds(sc, 1000)]
     assert len(cases) == len(set(cases)), "two scenarios share a case seed"
@@ -44,6 +44,8 @@ def test_held_out_case_seeds_are_disjoint_from_training_seeds() -> None:
     assert ev.training_seeds(0, 2) == {0, 1, 2, 1_000_000, 1_000_001, 1_000_002}
     assert not training & set(cases)
     assert not set(held_out_seeds(1000)) & set(cases)  # pg_sweep's own evaluation seeds
+    # ... and its validation seeds, which pick the best trial: a case there would be selected on
+    assert not set(held_out_seeds(1000, VALIDATION_FIRST_SEED)) & set(cases)
 
 
 def test_load_seed_ranges_never_overlap() -> None:

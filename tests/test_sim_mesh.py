@@ -224,6 +224,21 @@ def test_cli_json_with_rules(tmp_path, capsys: pytest.CaptureFixture[str]) -> No
     assert data["services"]["carts"]["uo_count"] > 0
 
 
+def test_cli_platform_changes_the_per_hop_costs(capsys: pytest.CaptureFixture[str]) -> None:
+    argv = ["simulate", "--users", "5", "--requests", "200", "--seed", "1", "--json"]
+    reports = {}
+    for platform in ("cluster", "loopback"):
+        assert main([*argv, "--platform", platform]) == 0
+        reports[platform] = json.loads(capsys.readouterr().out)
+    assert main(argv) == 0
+    assert json.loads(capsys.readouterr().out) == reports["cluster"]  # the default
+    # Loopback hops are cheaper (sub-ms sidecar passes and connects): lower latencies.
+    assert reports["loopback"]["endpoints"]["GET /catalogue"]["median_ms"] < \
+        reports["cluster"]["endpoints"]["GET /catalogue"]["median_ms"]
+    with pytest.raises(SystemExit):
+        main([*argv, "--platform", "moon"])
+
+
 @pytest.mark.parametrize("argv, code, message", [
     (["--users", "-1"], 2, "--users must be positive"),
     (["--requests", "0"], 2, "--requests must be positive"),

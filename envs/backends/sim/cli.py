@@ -15,8 +15,9 @@ from envs.backends.base import LoadSpec
 
 def cmd_simulate(args: argparse.Namespace) -> int:
     """Simulate ``args.requests`` requests of ``args.users`` closed-loop users under the rules
-    of ``args.rules`` (optional) with seed ``args.seed``; print Locust's table, or the JSON
-    report with ``args.json``. Returns 0, 1 for invalid rules, 2 for invalid arguments."""
+    of ``args.rules`` (optional) with seed ``args.seed`` on platform ``args.platform``; print
+    Locust's table, or the JSON report with ``args.json``. Returns 0, 1 for invalid rules, 2
+    for invalid arguments."""
     if args.users <= 0:
         print(f"meshtune simulate: --users must be positive, got {args.users}", file=sys.stderr)
         return 2
@@ -34,7 +35,7 @@ def cmd_simulate(args: argparse.Namespace) -> int:
     from envs.backends.sim import SimMesh
 
     try:
-        mesh = SimMesh(rules)
+        mesh = SimMesh(rules, platform=getattr(args, "platform", "cluster"))
     except ValueError as e:
         print(f"{args.rules}: {e}", file=sys.stderr)
         return 1
