@@ -19,9 +19,16 @@ are the same on both backends as long as the first draw passes each backend's he
 held-out test seeds (``held_out_seeds``: 1 000 000+) whose load draw is the smallest of the
 training range (10 users × 80 requests = 800 requests), so a local step takes ~10 s.
 
-Prints a table (backend, initial → final evaluation score, failure %, p99, the actions taken,
-wall time) and appends it, with the command and date, to ``BENCHMARKS.md`` (``--no-append``
-to skip).
+Then, for ``--cases`` more held-out seeds (default 6, from 1 000 010), the policy's greedy
+episode runs on the simulator and the configuration it starts from and the one it ends with are
+both measured on each backend (``--measure-runs`` fresh runs each, the same load seeds on both):
+is the change the policy makes on the simulator a change for the better on the real data plane
+too? (The policy is not re-run on the local mesh for these: 20 steps of real load per case
+would take ~4 min; the single episode above checks that it acts the same there.)
+
+Prints the tables (backend, initial → final evaluation score, failure %, p99, the actions taken,
+wall time; per case the two backends' gains) and appends them, with the command and date, to
+``BENCHMARKS.md`` (``--no-append`` to skip).
 """
 
 from __future__ import annotations
@@ -48,6 +55,8 @@ REPO = Path(__file__).resolve().parents[1]
 DEFAULT_SWEEP_RESULTS = Path("results/pg_sweep/results.json")
 DEFAULT_SEED = 1_000_003
 DEFAULT_REPLICA = 5
+#: First seed of the ``--cases`` comparisons (pg_sweep's held-out test seeds, after the default).
+CASES_FIRST_SEED = 1_000_010
 
 
 class TransferError(RuntimeError):
@@ -148,6 +157,92 @@ def run_backend(env_config: dict[str, Any], module: Any, seed: int,
         env.close()
 
 
+@dataclass(frozen=True)
+class CaseTransfer:
+    """One held-out case: the sim-trained policy's start and end configuration measured on both
+    backends (eval scores, means of ``measure_runs`` fresh runs; None: unhealthy there)."""
+
+    seed: int
+    users: int
+    distinct_actions: int
+    sim_initial: float
+    sim_final: float | None
+    other_initial: float | None
+    other_final: float | None
+
+    @staticmethod
+    def _gain(initial: float | None, final: float | None) -> float | None:
+        return None if initial is None or final is None else final - initial
+
+    @property
+    def sim_gain(self) -> float | None:
+        """Final − initial on the simulator."""
+        return self._gain(self.sim_initial, self.sim_final)
+
+    @property
+    def other_gain(self) -> float | None:
+        """Final − initial on the other backend."""
+        return self._gain(self.other_initial, self.other_final)
+
+
+def transfer_cases(env_config: dict[str, Any], module: Any, seeds: list[int], measure_runs: int,
+                   other_config: dict[str, Any]) -> list[CaseTransfer]:
+    """Per seed, the greedy episode of ``module`` on the simulator (``env_config``), then its
+    initial and final configuration measured ``measure_runs`` times on the simulator and on
+    ``MeshEnv(other_config)``'s backend, under the episode's load and the same load seeds."""
+    from envs.mesh_env import MeshEnv
+    from rl.evaluation import measurement_seeds, module_actor, run_episode, score_config
+
+    episodes = []
+    for seed in seeds:
+        env = RecordingWrapper(MeshEnv({**env_config, "backend": "sim", "replica": None}))
+        try:
+            outcome, _ = run_episode(env, module_actor(module, greedy=True), seed, measure_runs)
+            mesh = env.unwrapped
+            episodes.append((seed, outcome, mesh.load_spec, env.initial_config, mesh.config,
+                             len(set(env.actions))))
+        finally:
+            env.close()
+    cases = []
+    other = MeshEnv(other_config)
+    try:
+        for seed, outcome, load, initial, final, distinct in episodes:
+            load_seeds = measurement_seeds(seed, measure_runs)
+            other_initial = score_config(other.backend, load, initial, load_seeds)
+            other_final = score_config(other.backend, load, final, load_seeds)
+            cases.append(CaseTransfer(seed, load.users, distinct, outcome.initial_eval_score,
+                                      outcome.final_eval_score, other_initial, other_final))
+            print(f"[transfer] case {seed}: sim {_fmt(cases[-1].sim_gain, '+.0f')}, "
+                  f"{other_config['backend']} {_fmt(cases[-1].other_gain, '+.0f')}", flush=True)
+    finally:
+        other.close()
+    return cases
+
+
+def cases_table(cases: list[CaseTransfer], other: str) -> str:
+    """Markdown: one row per case, then the mean gains and how often the signs agree."""
+    lines = [f"| seed | users | actions | sim initial → final | sim gain | {other} initial → final "
+             f"| {other} gain |", "|---:|---:|---:|---:|---:|---:|---:|"]
+    for c in cases:
+        lines.append(f"| {c.seed} | {c.users} | {c.distinct_actions} distinct | "
+                     f"{c.sim_initial:.0f} → {_fmt(c.sim_final, '.0f')} | "
+                     f"{_fmt(c.sim_gain, '+.0f')} | {_fmt(c.other_initial, '.0f')} → "
+                     f"{_fmt(c.other_final, '.0f')} | {_fmt(c.other_gain, '+.0f')} |")
+    both = [c for c in cases if c.sim_gain is not None and c.other_gain is not None]
+    if both:
+        sim_mean = sum(c.sim_gain for c in both) / len(both)
+        other_mean = sum(c.other_gain for c in both) / len(both)
+        agree = sum(1 for c in both if (c.sim_gain > 0) == (c.other_gain > 0))
+        improved = sum(1 for c in both if c.other_gain > 0)
+        lines += ["", f"Mean gain over the {len(both)} cases measured on both: sim "
+                      f"{sim_mean:+.1f}, {other} {other_mean:+.1f}; improved on {other} in "
+                      f"{improved} of {len(both)}; same sign in {agree} of {len(both)}."]
+    missing = len(cases) - len(both)
+    if missing:
+        lines.append(f"{missing} case(s) unhealthy on a backend: no gain there.")
+    return "\n".join(lines)
+
+
 def listening_ports(replica: int) -> list[int]:
     """Ports of ``replica``'s block on 127.0.0.1 that still accept a connection."""
     from envs.backends.local.ports import BASE_PORT, BLOCK_SIZE, HOST
@@ -209,6 +304,9 @@ def parse_args(argv: Sequence[str]) -> argparse.Namespace:
     p.add_argument("--measure-runs", type=int, default=3,
                    help="fresh load runs scoring the initial and the final configuration on "
                         "each backend (default 3; 0: the episode's own single runs)")
+    p.add_argument("--cases", type=int, default=6,
+                   help="held-out cases whose start and end configurations are also compared "
+                        f"on both backends (default 6, seeds from {CASES_FIRST_SEED}; 0: none)")
     p.add_argument("--benchmarks", type=Path, default=REPO / "BENCHMARKS.md")
     p.add_argument("--no-append", action="store_true", help="do not append to BENCHMARKS.md")
     args = p.parse_args(argv)
@@ -218,6 +316,10 @@ def parse_args(argv: Sequence[str]) -> argparse.Namespace:
         p.error(f"--replica must be >= 0, got {args.replica}")
     if args.measure_runs < 0:
         p.error(f"--measure-runs must be >= 0, got {args.measure_runs}")
+    if args.cases < 0:
+        p.error(f"--cases must be >= 0, got {args.cases}")
+    if args.cases and args.measure_runs < 1:
+        p.error("--cases needs --measure-runs >= 1 (each configuration is measured afresh)")
     return args
 
 
@@ -257,6 +359,19 @@ def run(args: argparse.Namespace, argv: Sequence[str]) -> str:
               f"{result.requests // result.users} requests, initial "
               f"{result.initial_eval_score:.0f} → final {_fmt(result.final_eval_score, '.0f')} "
               f"in {result.wall_s:.0f} s", flush=True)
+    cases: list[CaseTransfer] = []
+    if args.cases:
+        print(f"[transfer] {args.cases} more cases: greedy episode on sim, its start and end "
+              f"configuration measured on both backends ...", flush=True)
+        case_seeds = list(range(CASES_FIRST_SEED, CASES_FIRST_SEED + args.cases))
+        local_config = {**base, "backend": "local", "backend_kwargs": {},
+                        "replica": args.replica}
+        try:
+            cases = transfer_cases(base, policy.module, case_seeds, args.measure_runs,
+                                   local_config)
+        except ReplicaTakenError as exc:
+            raise TransferError(f"replica {args.replica} is leased by another env: {exc}") \
+                from exc
     still_open = listening_ports(args.replica)
     sim, local = runs
     same_init = sim.initial_config == local.initial_config
@@ -286,6 +401,13 @@ def run(args: argparse.Namespace, argv: Sequence[str]) -> str:
           f"run, ports of replica {args.replica} still accepting connections: "
           f"{still_open or 'none'}.", "",
           table(runs, catalogue.describe), ""]
+    if cases:
+        md += [f"The policy's change on {len(cases)} more held-out cases (seeds "
+               f"{cases[0].seed}..{cases[-1].seed}): its greedy episode on the simulator, then "
+               f"the configuration it started from and the one it ended with, each measured as "
+               f"the mean of {args.measure_runs} fresh runs of the case's load on each backend "
+               f"(the same load seeds on both). Gain = final − initial eval score.", "",
+               cases_table(cases, "local"), ""]
     text = "\n".join(md)
     print("\n" + text, flush=True)
     if not args.no_append:

@@ -77,6 +77,7 @@ def test_run_backend_re_measures_both_configurations_when_asked() -> None:
 
 
 _REAL_RUN_BACKEND = tr.run_backend
+_REAL_TRANSFER_CASES = tr.transfer_cases
 
 
 def _sim_run(config: dict[str, Any], module: Any, seed: int, measure_runs: int = 0) -> Any:
@@ -108,11 +109,21 @@ def test_run_compares_both_episodes_and_appends_once(tmp_path: Path,
     monkeypatch.setattr(tr, "listening_ports", lambda replica: [])
     bench = tmp_path / "BENCHMARKS.md"
     bench.write_text("# Benchmarks\n")
+    cases_seen: list[tuple] = []
+
+    def sim_cases(env_config: dict[str, Any], module: Any, seeds: list[int], runs: int,
+                  other: dict[str, Any]) -> list:
+        cases_seen.append((tuple(seeds), runs, other["backend"], other["replica"]))
+        return _REAL_TRANSFER_CASES(env_config, module, seeds, runs,
+                                    {**other, "backend": "sim", "replica": None})
+
+    monkeypatch.setattr(tr, "transfer_cases", sim_cases)
     argv = ["--checkpoint", str(tmp_path / "ckpt"), "--episode-len", "2", "--replica", "7",
-            "--benchmarks", str(bench)]
+            "--cases", "2", "--benchmarks", str(bench)]
     for _ in range(2):
         assert tr.main(argv) == 0
     assert seen == ["sim", "local", "sim", "local"]
+    assert cases_seen == [((1_000_010, 1_000_011), 3, "local", 7)] * 2
     text = bench.read_text()
     assert text.count("## Transfer") == 1 and text.count("### ") == 2
     assert "123 env steps" in text and "replica 7" in text
@@ -123,6 +134,7 @@ def test_run_compares_both_episodes_and_appends_once(tmp_path: Path,
     rows = [ln for ln in text.splitlines() if ln.startswith("| sim ") or ln.startswith("| local ")]
     assert len(rows) == 4
     assert rows[0].split("|")[2:5] == rows[1].split("|")[2:5]  # same scores and improvement
+    assert text.count("| 1000010 |") == 2 and "same sign in 2 of 2" in text
 
 
 def test_still_listening_ports_are_an_error(tmp_path: Path,
@@ -133,7 +145,7 @@ def test_still_listening_ports_are_an_error(tmp_path: Path,
     monkeypatch.setattr(tr, "run_backend", _sim_run)
     monkeypatch.setattr(tr, "listening_ports", lambda replica: [22000])
     code = tr.main(["--checkpoint", str(tmp_path / "ckpt"), "--episode-len", "1",
-                    "--no-append"])
+                    "--cases", "0", "--no-append"])
     assert code == 2
 
 
@@ -158,3 +170,25 @@ def test_action_summary_and_table() -> None:
                         final_p99_ms=None, actions=[0], healthy_end=False, wall_s=3.0)
     row = tr.table([run], str).splitlines()[-1]
     assert row.startswith("| local (unhealthy end) | -300 | — | — |")
+
+
+def test_transfer_cases_measure_both_configurations_on_the_other_backend() -> None:
+    n = _n_actions()
+    cases = tr.transfer_cases(ENV_CONFIG, FixedPolicy(1, n), [5, 6], 2,
+                              {**ENV_CONFIG, "backend": "sim", "replica": None})
+    assert [c.seed for c in cases] == [5, 6] and all(c.distinct_actions == 1 for c in cases)
+    for c in cases:
+        # The simulator standing in for the other backend, same loads: the same numbers.
+        assert (c.other_initial, c.other_final) == (c.sim_initial, c.sim_final)
+        assert c.other_gain == c.sim_gain == c.sim_final - c.sim_initial
+    table = tr.cases_table(cases, "local")
+    assert "| 5 |" in table and "same sign in 2 of 2" in table
+    broken = tr.CaseTransfer(7, 3, 1, -100.0, -90.0, -120.0, None)
+    assert broken.other_gain is None
+    assert "1 case(s) unhealthy" in tr.cases_table([*cases, broken], "local")
+
+
+def test_cases_need_fresh_measurements(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit):
+        tr.parse_args(["--cases", "2", "--measure-runs", "0"])
+    assert "--cases needs --measure-runs" in capsys.readouterr().err
