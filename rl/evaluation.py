@@ -13,10 +13,10 @@ Two ways to measure that change:
   the front-end crashes);
 * ``measure_runs=R``: after the episode, the initial and the final configuration are each
   applied again and scored as the mean of ``R`` fresh runs of the episode's load, with the same
-  ``R`` load seeds for both (:func:`measurement_seeds`, derived from the episode's seed and
-  never used by the episode itself). The gain is then the configurations' difference, with the
-  load's noise averaged and paired away; every policy evaluated on a seed is measured on the
-  same loads.
+  ``R`` load seeds for both (:func:`measurement_seeds`, derived from the episode's seed on a
+  stream of their own, independent of the load seeds the episode drew). The gain is then the
+  configurations' difference, with the load's noise averaged and paired away; every policy
+  evaluated on a seed is measured on the same loads.
 """
 
 from __future__ import annotations
