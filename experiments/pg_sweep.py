@@ -385,10 +385,9 @@ def sort_rows(rows: list[dict[str, Any]]) -> None:
 def validate_trials(rows: list[dict[str, Any]], seeds: list[int], measure_runs: int) -> None:
     """Set each trial's ``validation_gain``: mean eval-score gain of its last checkpoint's
     policy (greedy: the policy one deploys) on the validation ``seeds`` — the same for all
-    trials — each
-    configuration scored over ``measure_runs`` fresh runs (``rl.evaluation``), then re-sort
-    ``rows``. A trial whose every validation episode ended unhealthy keeps NaN (no gain was
-    measured) and ranks last."""
+    trials — each configuration scored over ``measure_runs`` fresh runs (``rl.evaluation``),
+    then re-sort ``rows``. A trial whose every validation episode ended unhealthy keeps NaN
+    (no gain was measured) and ranks last."""
     from rl.evaluation import evaluate, module_actor, summarise
 
     mesh_env = import_mesh_env()
