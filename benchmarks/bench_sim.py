@@ -28,9 +28,18 @@ import tempfile
 import time
 from pathlib import Path
 
+# benchmarks/ is a folder of scripts, not a package: its shared helper is imported from beside
+# this file, whether the script runs as ``python benchmarks/...`` or is loaded by a test.
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from benchmarks_md import append_to_section
+
 ROOT = Path(__file__).resolve().parents[1]
 BENCHMARKS_MD = ROOT / "BENCHMARKS.md"
 SECTION = "## Simulator speed"
+#: What the section measures, written under its heading when it is created.
+INTRO = ("Measured by `benchmarks/bench_sim.py`: how fast the `sim` backend runs one RL "
+         "step (20 users, 1 600 requests) on one core. Target: >= 500 steps/s (<= 2 ms per "
+         "step). Newest run last.")
 TARGET_STEPS_PER_S = 500.0
 USERS, REQUESTS = 20, 1600
 
@@ -126,18 +135,8 @@ def render(results: dict[str, float], cold_s: float | None, cached_s: float | No
 
 
 def append_to_benchmarks(entry: str) -> None:
-    """Add ``entry`` at the end of the ``## Simulator speed`` section of BENCHMARKS.md."""
-    text = BENCHMARKS_MD.read_text() if BENCHMARKS_MD.exists() else "# Benchmarks\n"
-    if SECTION not in text:
-        text = text.rstrip("\n") + (
-            f"\n\n{SECTION}\n\nMeasured by `benchmarks/bench_sim.py`: how fast the `sim` "
-            "backend runs one RL step (20 users, 1 600 requests) on one core. Target: >= 500 "
-            "steps/s (<= 2 ms per step). Newest run last.\n")
-    start = text.index(SECTION) + len(SECTION)
-    nxt = text.find("\n## ", start)
-    end = len(text) if nxt < 0 else nxt + 1
-    section = text[:end].rstrip("\n") + "\n\n" + entry
-    BENCHMARKS_MD.write_text(section + ("\n" + text[end:] if end < len(text) else ""))
+    """Add ``entry`` at the end of this benchmark's section of BENCHMARKS.md."""
+    append_to_section(BENCHMARKS_MD, SECTION, INTRO, entry)
 
 
 def main(argv: list[str] | None = None) -> int:
