@@ -243,19 +243,25 @@ def fit(direct: Sequence[float], via: Sequence[float], via_new: Sequence[float],
         sidecar_pass_sigma=pass_sigma, connect_median_ms=conn_median, connect_sigma=conn_sigma)
 
 
+def sidecar_stats(ports: ReplicaPorts, query: str) -> list[dict[str, Any]]:
+    """Every sidecar's admin ``/stats?format=json&<query>`` document, one per proxy."""
+    from envs.backends.local import envoy_config as ec
+
+    docs = []
+    for proxy in ec.PROXIES:
+        url = f"http://{HOST}:{ec.admin_port(ports, proxy)}/stats?format=json&{query}"
+        with urllib.request.urlopen(url, timeout=5) as resp:
+            docs.append(json.loads(resp.read()))
+    return docs
+
+
 def envoy_connect_counts(ports: ReplicaPorts) -> dict[int, int]:
     """Connections set up so far by every sidecar's outbound clusters, by whole ms: Envoy
     records ``upstream_cx_connect_ms`` as an integer count of milliseconds (truncated), so
     ``k`` means a set-up time in ``[k, k + 1)`` ms. Read from each admin's detailed histogram
     (cumulative since the Envoy started)."""
-    from envs.backends.local import envoy_config as ec
-
     counts: dict[int, int] = {}
-    for proxy in ec.PROXIES:
-        url = (f"http://{HOST}:{ec.admin_port(ports, proxy)}/stats?format=json"
-               "&histogram_buckets=detailed&filter=upstream_cx_connect_ms$")
-        with urllib.request.urlopen(url, timeout=5) as resp:
-            doc = json.loads(resp.read())
+    for doc in sidecar_stats(ports, "histogram_buckets=detailed&filter=upstream_cx_connect_ms$"):
         for entry in doc.get("stats", []):
             for hist in entry.get("histograms", {}).get("details", []):
                 if not hist.get("name", "").startswith("cluster.outbound|"):
@@ -299,14 +305,8 @@ def connect_timeout_counters(ports: ReplicaPorts,
                              destinations: Sequence[str]) -> tuple[int, int]:
     """(connections started, connect timeouts) so far of every sidecar's outbound clusters
     to ``destinations``: Envoy's ``upstream_cx_total`` and ``upstream_cx_connect_timeout``."""
-    from envs.backends.local import envoy_config as ec
-
     total = timeouts = 0
-    for proxy in ec.PROXIES:
-        url = (f"http://{HOST}:{ec.admin_port(ports, proxy)}/stats?format=json&filter="
-               "(upstream_cx_total|upstream_cx_connect_timeout)$")
-        with urllib.request.urlopen(url, timeout=5) as resp:
-            doc = json.loads(resp.read())
+    for doc in sidecar_stats(ports, "filter=(upstream_cx_total|upstream_cx_connect_timeout)$"):
         for stat in doc.get("stats", []):
             name = stat.get("name", "")
             if not name.startswith("cluster.outbound|"):
