@@ -87,20 +87,18 @@ def best_checkpoint(results_json: Path) -> Path:
 
 
 class RecordingWrapper(gym.Wrapper):
-    """Keeps what ``run_episode`` does not return: the reset info, every action and the
-    configuration the episode started from."""
+    """Keeps what ``run_episode`` does not return: the reset info and every action (the
+    configurations are the MeshEnv's own ``initial_config`` and ``config``)."""
 
     def __init__(self, env: gym.Env) -> None:
         super().__init__(env)
         self.reset_info: dict[str, Any] = {}
         self.actions: list[int] = []
-        self.initial_config: Any = None
 
     def reset(self, **kwargs: Any) -> tuple[Any, dict[str, Any]]:
         obs, info = self.env.reset(**kwargs)
         self.reset_info = dict(info)
         self.actions = []
-        self.initial_config = self.env.unwrapped.config
         return obs, info
 
     def step(self, action: Any) -> tuple[Any, float, bool, bool, dict[str, Any]]:
@@ -134,6 +132,12 @@ def run_backend(env_config: dict[str, Any], module: Any, seed: int,
     env (and a local replica it started) is closed whatever happens. With ``measure_runs`` > 0
     the initial and final eval scores are the means of that many fresh runs of each
     configuration (``rl.evaluation.run_episode``), the same load seeds on every backend."""
+    return _greedy_episode(env_config, module, seed, measure_runs)[0]
+
+
+def _greedy_episode(env_config: dict[str, Any], module: Any, seed: int,
+                    measure_runs: int) -> tuple[BackendRun, Any, Any]:
+    """:func:`run_backend`'s episode, plus the configuration it ended with and its load."""
     from envs.mesh_env import MeshEnv
     from rl.evaluation import module_actor, run_episode
 
@@ -144,7 +148,7 @@ def run_backend(env_config: dict[str, Any], module: Any, seed: int,
         mesh = env.unwrapped
         return BackendRun(
             backend=env_config["backend"], users=mesh.users, requests=mesh.requests,
-            initial_config=env.initial_config,
+            initial_config=mesh.initial_config,
             initial_eval_score=outcome.initial_eval_score,
             final_eval_score=outcome.final_eval_score,
             initial_failure_pct=float(env.reset_info["failure_pct"]),
@@ -152,7 +156,7 @@ def run_backend(env_config: dict[str, Any], module: Any, seed: int,
             initial_p99_ms=float(env.reset_info["p99_ms"]),
             final_p99_ms=outcome.final_p99_ms,
             actions=list(env.actions), healthy_end=outcome.healthy_end,
-            wall_s=time.monotonic() - t0)
+            wall_s=time.monotonic() - t0), mesh.config, mesh.load_spec
     finally:
         env.close()
 
@@ -191,27 +195,21 @@ def transfer_cases(env_config: dict[str, Any], module: Any, seeds: list[int], me
     initial and final configuration measured ``measure_runs`` times on the simulator and on
     ``MeshEnv(other_config)``'s backend, under the episode's load and the same load seeds."""
     from envs.mesh_env import MeshEnv
-    from rl.evaluation import measurement_seeds, module_actor, run_episode, score_config
+    from rl.evaluation import measurement_seeds, score_config
 
-    episodes = []
-    for seed in seeds:
-        env = RecordingWrapper(MeshEnv({**env_config, "backend": "sim", "replica": None}))
-        try:
-            outcome, _ = run_episode(env, module_actor(module, greedy=True), seed, measure_runs)
-            mesh = env.unwrapped
-            episodes.append((seed, outcome, mesh.load_spec, env.initial_config, mesh.config,
-                             len(set(env.actions))))
-        finally:
-            env.close()
+    sim_config = {**env_config, "backend": "sim", "replica": None}
+    episodes = [(seed, *_greedy_episode(sim_config, module, seed, measure_runs))
+                for seed in seeds]
     cases = []
     other = MeshEnv(other_config)
     try:
-        for seed, outcome, load, initial, final, distinct in episodes:
+        for seed, run, final, load in episodes:
             load_seeds = measurement_seeds(seed, measure_runs)
-            other_initial = score_config(other.backend, load, initial, load_seeds)
+            other_initial = score_config(other.backend, load, run.initial_config, load_seeds)
             other_final = score_config(other.backend, load, final, load_seeds)
-            cases.append(CaseTransfer(seed, load.users, distinct, outcome.initial_eval_score,
-                                      outcome.final_eval_score, other_initial, other_final))
+            cases.append(CaseTransfer(seed, load.users, len(set(run.actions)),
+                                      run.initial_eval_score, run.final_eval_score,
+                                      other_initial, other_final))
             print(f"[transfer] case {seed}: sim {_fmt(cases[-1].sim_gain, '+.0f')}, "
                   f"{other_config['backend']} {_fmt(cases[-1].other_gain, '+.0f')}", flush=True)
     finally:
