@@ -1,6 +1,6 @@
-"""Time the simulator: one RL step = one ``SimMesh.run_load`` of the seed's load.
+"""Time the simulator: one RL step = one ``SimMesh.run_load`` of the notebook's load.
 
-The step is the seed's environment step: 20 users, 80 requests per user = 1 600 requests,
+The step is the notebook's environment step: 20 users, 80 requests per user = 1 600 requests,
 Istio's defaults, Locust's statistics reset after hatching (the default). The script
 
 * measures the one-off cost of getting the Numba core ready, both a cold compile (a fresh,

@@ -3,7 +3,7 @@
 An action is one discrete step on one knob of one service's ``connectionPool`` (or, in the
 extended catalogue, a global no-op). :class:`ActionCatalogue` numbers the actions, applies one to
 a :data:`MeshConfig` (service → :class:`~envs.istio.ConnectionPool`) and describes it. This module
-also builds the seed's random initial configuration (:func:`seed_initial_config`).
+also builds the notebook's random initial configuration (:func:`classic_initial_config`).
 
 Tunable services
 ----------------
@@ -13,22 +13,22 @@ payment, rabbitmq, session-db, shipping, user, user-db. Left out:
 
 * ``front-end``: its DestinationRule governs the ingress gateway → front-end hop, which every
   request crosses; one bad value there takes the whole shop down and fails the health check.
-  That is why the seed skipped it (``if i != 4``).
+  That is why the notebook skipped it (``if i != 4``).
 * ``queue-master``: nobody calls it. It consumes rabbitmq asynchronously, so its DestinationRule
   acts on no traffic and actions on it would be dead actions.
 
 Callers may pass another list (validated: an unknown service is a ValueError naming it), e.g.
-:data:`SEED_SERVICES`, the seed's 13 (all but front-end), for comparison with the original.
+:data:`CLASSIC_SERVICES`, the notebook's 13 (all but front-end), for comparison with the original.
 
-The seed's own indexing was broken: it meant ``index = service × 12 + act`` over 13 services
+The notebook's own indexing was broken: it meant ``index = service × 12 + act`` over 13 services
 (156 actions) but computed ``service = action // 13`` and ``act = action % 13``; so ``act`` 12
 fell into maxRetries −10, orders (index 5) was hit twice as often (``if i == 4: i += 1``) and
 user and user-db were never tuned. Here ``index = service_index × actions_per_service + act``.
 
 Catalogues
 ----------
-``seed``: the seed's 12 actions per service, in the seed's order; 12 × 12 = 144 actions on the
-default services. Each row is one ``act`` (the offset inside a service's block):
+``classic``: the notebook's 12 actions per service, in the notebook's order; 12 × 12 = 144
+actions on the default services. Each row is one ``act`` (the offset inside a service's block):
 
 | act | knob | change |
 |---:|---|---|
@@ -45,10 +45,11 @@ default services. Each row is one ``act`` (the offset inside a service's block):
 | 10 | http.maxRetries | +40 |
 | 11 | http.maxRetries | -10 |
 
-``extended``: the seed's 12, then every other knob the seed's configurator exposes (tcpKeepalive
-probes / time / interval, http idleTimeout, useClientProtocol), 21 actions per service, and one
-global no-op as the **last** index (so ``index = service × 21 + act`` keeps the seed's form and
-the no-op is ``len(catalogue) - 1``); 12 × 21 + 1 = 253 actions on the default services:
+``extended``: the notebook's 12, then every other knob the notebook's configurator exposes
+(tcpKeepalive probes / time / interval, http idleTimeout, useClientProtocol), 21 actions per
+service, and one global no-op as the **last** index (so ``index = service × 21 + act`` keeps the
+notebook's form and the no-op is ``len(catalogue) - 1``); 12 × 21 + 1 = 253 actions on the default
+services:
 
 | act | knob | change |
 |---:|---|---|
@@ -75,7 +76,7 @@ the no-op is ``len(catalogue) - 1``); 12 × 21 + 1 = 253 actions on the default 
 | 20 | http.useClientProtocol | toggle |
 | last | (none) | no-op |
 
-Step sizes of the extended knobs (the seed's are kept as they were):
+Step sizes of the extended knobs (the notebook's are kept as they were):
 
 * keepalive probes ±1: the natural unit on a small range (Linux default 9, kernel maximum 127).
 * keepalive time ±300 s: keepalive only matters against middleboxes that drop idle flows after
@@ -89,16 +90,16 @@ Step sizes of the extended knobs (the seed's are kept as they were):
   bites near its floor (1 ms), where every idle gap costs a reconnect.
 * useClientProtocol: a boolean, so one toggle action.
 
-(The seed's configurator exposed these knobs but never used them in an action; its
+(The notebook's configurator exposed these knobs but never used them in an action; its
 ``set_tcp_keeplive_probes`` wrote ``tcpKeepalive.time`` instead of the probe count. Here
 probes is a count and time / interval are durations.)
 
-Symmetric steps: unlike the seed's limits (where raising is safe and lowering is not), none of
+Symmetric steps: unlike the notebook's limits (where raising is safe and lowering is not), none of
 these has a safe direction.
 
 The ``http.*`` actions change the YAML of TCP-only destinations (the databases and rabbitmq) too:
-the seed did the same, Istio accepts it, and Envoy ignores those settings on TCP traffic, so those
-actions have no effect (:meth:`ActionCatalogue.inert_indices` lists them).
+the notebook did the same, Istio accepts it, and Envoy ignores those settings on TCP traffic, so
+those actions have no effect (:meth:`ActionCatalogue.inert_indices` lists them).
 
 What an action does to a field
 ------------------------------
@@ -122,10 +123,10 @@ below 1 ms) is a ValueError naming the service and field.
 
 Initial configuration
 ---------------------
-:func:`seed_initial_config` reproduces the seed's ``__make_init_config``: for every tunable
-service, the six :data:`SEED_KNOBS` drawn uniformly from 1..upper (connectTimeout in ms). The
-seed also set the http.* fields of TCP-only services; that is kept (Istio accepts them, they have
-no effect there). :func:`istio_default_config` is the empty configuration: no rules.
+:func:`classic_initial_config` reproduces the notebook's ``__make_init_config``: for every tunable
+service, the six :data:`CLASSIC_KNOBS` drawn uniformly from 1..upper (connectTimeout in ms). The
+notebook also set the http.* fields of TCP-only services; that is kept (Istio accepts them, they
+have no effect there). :func:`istio_default_config` is the empty configuration: no rules.
 """
 
 from __future__ import annotations
@@ -154,8 +155,8 @@ MeshConfig: TypeAlias = dict[str, ConnectionPool]
 #: The 12 services that receive traffic on the request path (complete-demo.yaml order).
 TUNABLE_SERVICES: tuple[str, ...] = tuple(
     s.name for s in SERVICES if s.on_request_path and s.name != ENTRY_SERVICE)
-#: The seed's 13 services: every service but front-end (queue-master included).
-SEED_SERVICES: tuple[str, ...] = tuple(s.name for s in SERVICES if s.name != ENTRY_SERVICE)
+#: The notebook's 13 services: every service but front-end (queue-master included).
+CLASSIC_SERVICES: tuple[str, ...] = tuple(s.name for s in SERVICES if s.name != ENTRY_SERVICE)
 
 #: Largest keepalive probe count the Linux kernel accepts (MAX_TCP_KEEPCNT).
 MAX_KEEPALIVE_PROBES = 127
@@ -184,12 +185,12 @@ class Knob(StrEnum):
     USE_CLIENT_PROTOCOL = "http.useClientProtocol"
 
 
-#: The six knobs the seed randomises, in the order :func:`seed_initial_config` draws them.
-SEED_KNOBS: tuple[Knob, ...] = (
+#: The six knobs the notebook randomises, in the order :func:`classic_initial_config` draws them.
+CLASSIC_KNOBS: tuple[Knob, ...] = (
     Knob.MAX_CONNECTIONS, Knob.CONNECT_TIMEOUT_MS, Knob.HTTP1_MAX_PENDING_REQUESTS,
     Knob.HTTP2_MAX_REQUESTS, Knob.MAX_REQUESTS_PER_CONNECTION, Knob.MAX_RETRIES,
 )
-#: The knobs the extended catalogue adds to :data:`SEED_KNOBS`.
+#: The knobs the extended catalogue adds to :data:`CLASSIC_KNOBS`.
 EXTENDED_KNOBS: tuple[Knob, ...] = (
     Knob.KEEPALIVE_PROBES, Knob.KEEPALIVE_TIME_MS, Knob.KEEPALIVE_INTERVAL_MS,
     Knob.HTTP_IDLE_TIMEOUT_MS, Knob.USE_CLIENT_PROTOCOL,
@@ -393,7 +394,7 @@ class Action:
 
 # One service's block of actions: (knob, delta in the knob's unit, kind).
 _Template = tuple[Knob, int, ActionKind]
-_SEED_BLOCK: tuple[_Template, ...] = (
+_CLASSIC_BLOCK: tuple[_Template, ...] = (
     (Knob.MAX_CONNECTIONS, +20, ActionKind.ADD),
     (Knob.MAX_CONNECTIONS, -5, ActionKind.ADD),
     (Knob.HTTP1_MAX_PENDING_REQUESTS, +40, ActionKind.ADD),
@@ -408,7 +409,7 @@ _SEED_BLOCK: tuple[_Template, ...] = (
     (Knob.MAX_RETRIES, -10, ActionKind.ADD),
 )
 _EXTENDED_BLOCK: tuple[_Template, ...] = (
-    *_SEED_BLOCK,
+    *_CLASSIC_BLOCK,
     (Knob.KEEPALIVE_PROBES, +1, ActionKind.ADD),
     (Knob.KEEPALIVE_PROBES, -1, ActionKind.ADD),
     (Knob.KEEPALIVE_TIME_MS, +300 * _MS_PER_S, ActionKind.ADD),
@@ -419,10 +420,11 @@ _EXTENDED_BLOCK: tuple[_Template, ...] = (
     (Knob.HTTP_IDLE_TIMEOUT_MS, -60 * _MS_PER_S, ActionKind.ADD),
     (Knob.USE_CLIENT_PROTOCOL, 0, ActionKind.TOGGLE),
 )
-CatalogueName = Literal["seed", "extended"]
-_BLOCKS: dict[str, tuple[_Template, ...]] = {"seed": _SEED_BLOCK, "extended": _EXTENDED_BLOCK}
-_KNOBS: dict[str, tuple[Knob, ...]] = {"seed": SEED_KNOBS, "extended": SEED_KNOBS + EXTENDED_KNOBS}
-_HAS_NOOP: dict[str, bool] = {"seed": False, "extended": True}
+CatalogueName = Literal["classic", "extended"]
+_BLOCKS: dict[str, tuple[_Template, ...]] = {"classic": _CLASSIC_BLOCK, "extended": _EXTENDED_BLOCK}
+_KNOBS: dict[str, tuple[Knob, ...]] = {"classic": CLASSIC_KNOBS,
+                                       "extended": CLASSIC_KNOBS + EXTENDED_KNOBS}
+_HAS_NOOP: dict[str, bool] = {"classic": False, "extended": True}
 #: The catalogue names :func:`make_catalogue` accepts.
 CATALOGUE_NAMES: tuple[str, ...] = tuple(_BLOCKS)
 
@@ -455,7 +457,7 @@ class ActionCatalogue:
     """A numbered set of actions over some services.
 
     Attributes:
-        name: ``seed`` or ``extended``.
+        name: ``classic`` or ``extended``.
         services: the tunable services, in index order.
         actions: every action; ``index = service_index × actions_per_service + act``, then the
             global no-op last (extended only).
@@ -530,9 +532,10 @@ class ActionCatalogue:
         return tuple(i for i, a in enumerate(self.actions) if a.inert)
 
 
-def make_catalogue(name: CatalogueName = "seed",
+def make_catalogue(name: CatalogueName = "classic",
                    services: Sequence[str] | None = None) -> ActionCatalogue:
-    """The ``seed`` or ``extended`` catalogue over ``services`` (default :data:`TUNABLE_SERVICES`).
+    """The ``classic`` or ``extended`` catalogue over ``services`` (default
+    :data:`TUNABLE_SERVICES`).
 
     Raises:
         ValueError: an unknown catalogue name, or unknown / repeated services.
@@ -562,14 +565,14 @@ def render_action_table(name: CatalogueName) -> str:
     return "\n".join(lines)
 
 
-def seed_initial_config(rng: np.random.Generator,
+def classic_initial_config(rng: np.random.Generator,
                         services: Sequence[str] = TUNABLE_SERVICES,
                         upper: int = 100) -> MeshConfig:
-    """The seed's random initial configuration: every :data:`SEED_KNOBS` of every service drawn
-    uniformly from ``1..upper`` (connectTimeout in ms).
+    """The notebook's random initial configuration: every :data:`CLASSIC_KNOBS` of every service
+    drawn uniformly from ``1..upper`` (connectTimeout in ms).
 
     One draw ``rng.integers(1, upper, size=(len(services), 6), endpoint=True)``: row = service
-    in the given order, column = :data:`SEED_KNOBS` order. The same generator state gives the
+    in the given order, column = :data:`CLASSIC_KNOBS` order. The same generator state gives the
     same configuration.
 
     Raises:
@@ -582,11 +585,11 @@ def seed_initial_config(rng: np.random.Generator,
     names = check_services(services)
     if isinstance(upper, bool) or not 1 <= operator.index(upper) <= INT32_MAX:
         raise ValueError(f"upper must be an integer in 1..{INT32_MAX}, got {upper!r}")
-    draws = rng.integers(1, upper, size=(len(names), len(SEED_KNOBS)), endpoint=True)
+    draws = rng.integers(1, upper, size=(len(names), len(CLASSIC_KNOBS)), endpoint=True)
     config: MeshConfig = {}
     for service, row in zip(names, draws, strict=True):
         pool = ConnectionPool()
-        for knob, value in zip(SEED_KNOBS, row, strict=True):
+        for knob, value in zip(CLASSIC_KNOBS, row, strict=True):
             pool = with_knob(pool, knob, int(value))
         config[service] = pool
     return config

@@ -29,7 +29,7 @@ Facts checked against Istio's source: ``pilot/pkg/networking/core/cluster_traffi
 timeout) and ``pkg/config/validation/validation.go`` (``validateConnectionPool``,
 ``validateOutlierDetection``, ``ValidateDuration``, ``ValidatePercent``).
 
-Bugs of the seed notebook's ``IstioConfig`` that this module does not repeat:
+Bugs of the original notebook's ``IstioConfig`` that this module does not repeat:
 
 1. ``set_tcp_keeplive_probes`` wrote ``tcpKeepalive.time`` (as an ``"Nms"`` string) instead of
    the integer ``probes``.
@@ -1036,7 +1036,7 @@ class RuleFileSnapshot:
 
 
 class RuleFile:
-    """A DestinationRule YAML file being tuned: the seed's ``IstioConfig``, done right.
+    """A DestinationRule YAML file being tuned: the notebook's ``IstioConfig``, done right.
 
     Open a file (a missing file is an empty rule list), change pools in memory, :meth:`save`
     (validated, atomic), and :meth:`snapshot` / :meth:`restore` to put back exactly the bytes

@@ -3,22 +3,23 @@
 The environment drives one mesh replica through the :class:`~envs.backends.base.Backend`
 interface only (``apply`` · ``healthy`` · ``run_load`` · ``close``); which backend it is
 (``sim``, ``local``, ``k8s``) is a name in ``env_config``. Each env leases its replica
-(:mod:`envs.lease`), so no two envs — across runners, Tune trials and evaluation — share one.
+(:mod:`envs.backends.lease`), so no two envs — across runners, Tune trials and evaluation —
+share one.
 
 Each step applies one action of the catalogue (:mod:`envs.actions`) to the current
-configuration, checks the front-end answers (the seed's ``check_fail``), drives the episode's
+configuration, checks the front-end answers (the notebook's ``check_fail``), drives the episode's
 load through the mesh and scores the report (:mod:`envs.reward`).
 
 ## Action space
 
 ``Discrete(len(catalogue))``; ``index = service_index × actions_per_service + act`` — the tables
-of the ``seed`` (12 acts per service, 144 actions on the 12 default services) and ``extended``
+of the ``classic`` (12 acts per service, 144 actions on the 12 default services) and ``extended``
 (21 acts per service + a global no-op, 253 actions) catalogues are in :mod:`envs.actions`.
 
 ## Observation space
 
 ``Box(float32)`` of length ``3·18 + 2·14 + 8 + S·K + 2`` (S tunable services, K catalogue
-knobs; 164 for the default ``seed`` catalogue: S=12, K=6). Channel names in order are
+knobs; 164 for the default ``classic`` catalogue: S=12, K=6). Channel names in order are
 :attr:`MeshEnv.observation_names`. A statistic the run did not produce (an endpoint or service
 that saw no request; every measurement on an unhealthy step, when no load ran) is encoded as
 0 **with its ``seen`` channel 0**; nothing is invented.
@@ -46,11 +47,11 @@ milliseconds, or 0/1; an unset field reads as Istio's default, unlimited as INT3
 
 With ``score(report) = -18 · (failure % of all requests + latency_weight · traffic-weighted
 mean endpoint p99 in latency_unit)`` (:func:`envs.reward.score`, which explains the form: the
-seed's sums over endpoints, made robust to endpoints the load never reached):
+notebook's sums over endpoints, made robust to endpoints the load never reached):
 
 | reward_mode | healthy step *t* | unhealthy step *t* |
 |---|---|---|
-| ``delta`` (the seed's) | ``score_t - score_{t-1}`` (``score_0``: the reset's run) | penalty |
+| ``delta`` (the notebook's) | ``score_t - score_{t-1}`` (``score_0``: the reset's run) | penalty |
 | ``absolute`` | ``score_t`` | penalty × (episode_len - t + 1) |
 
 (penalty = ``unhealthy_penalty``.)
@@ -68,21 +69,21 @@ load once; the observation describes that run and ``info["initial_score"]`` its 
 
 | init | initial configuration |
 |---|---|
-| ``seed_fixed`` (the seed's) | the seed's random draw, made once per env, restored at every reset |
-| ``seed_random`` | the same draw, made anew at each reset from the episode's generator |
+| ``classic_fixed`` (the notebook's) | the notebook's draw, made once per env, restored at reset |
+| ``classic_random`` | the same draw, made anew at each reset from the episode's generator |
 | ``istio_default`` | no DestinationRules (Istio's defaults everywhere) |
 
-The seed's draw (``actions.seed_initial_config``): each of the six seed knobs of each service
-uniform in 1..``init_upper``. For ``seed_fixed`` it comes from ``env_config["seed"]`` and the
-worker index (see Seeding).
+The notebook's draw (``actions.classic_initial_config``): each of the six classic knobs of each
+service uniform in 1..``init_upper``. For ``classic_fixed`` it comes from ``env_config["seed"]``
+and the worker index (see Seeding).
 
-A drawn configuration that fails the health check is drawn again (as the seed did), at most
+A drawn configuration that fails the health check is drawn again (as the notebook did), at most
 :data:`MAX_INIT_DRAWS` times; Istio's defaults failing it, or the fixed configuration failing at
 a later reset, is a :class:`~envs.backends.base.BackendError`.
 
 Load (``load_draw``): ``users`` uniform in ``users_range`` (inclusive), ``requests =
-requests_per_user × users`` (the seed: 10..20 users, 80 requests each); drawn once per env
-(``per_env``, the seed's) or at every reset (``per_episode``), constant within an episode.
+requests_per_user × users`` (the notebook: 10..20 users, 80 requests each); drawn once per env
+(``per_env``, the notebook's) or at every reset (``per_episode``), constant within an episode.
 
 Load seed (``load_seed``): the seed of the backend's load generator (the simulator's random
 draws; Locust's user behaviour on ``local``). ``per_run`` (default): a new one for every run,
@@ -125,13 +126,13 @@ None.
 | ``load_draw`` | ``"per_env"`` | ``per_env`` or ``per_episode`` |
 | ``load_seed`` | ``"per_run"`` | ``per_run`` or ``per_episode`` (see Load) |
 | ``latency_weight`` | 0.1 | score points per ``latency_unit`` of one endpoint's p99 |
-| ``latency_unit`` | ``"ms"`` | ``ms`` or ``s`` (the seed: weight 10 000 per ``s``) |
+| ``latency_unit`` | ``"ms"`` | ``ms`` or ``s`` (the notebook: weight 10 000 per ``s``) |
 | ``reward_mode`` | ``"delta"`` | ``delta`` or ``absolute`` |
 | ``episode_len`` | 20 | steps before truncation |
-| ``catalogue`` | ``"seed"`` | ``seed`` or ``extended`` (:mod:`envs.actions`) |
+| ``catalogue`` | ``"classic"`` | ``classic`` or ``extended`` (:mod:`envs.actions`) |
 | ``services`` | None | tunable services; None: ``actions.TUNABLE_SERVICES`` |
-| ``init`` | ``"seed_fixed"`` | ``seed_fixed``, ``seed_random`` or ``istio_default`` |
-| ``init_upper`` | 100 | upper bound of the seed's initial draw |
+| ``init`` | ``"classic_fixed"`` | ``classic_fixed``, ``classic_random`` or ``istio_default`` |
+| ``init_upper`` | 100 | upper bound of the notebook's initial draw |
 | ``seed`` | 0 | seeds the per-env draws (with the worker index) |
 | ``unhealthy_penalty`` | -1800.0 | reward of an unhealthy step (see Rewards); <= 0 |
 
@@ -162,17 +163,17 @@ import numpy as np
 from envs.actions import (
     ActionCatalogue,
     MeshConfig,
+    classic_initial_config,
     istio_default_config,
     knob_range,
     knob_value,
     make_catalogue,
-    seed_initial_config,
 )
 from envs.backends import BACKENDS, make_backend
 from envs.backends.base import Backend, BackendError, LoadSpec
+from envs.backends.lease import ReplicaLease, acquire_replica
 from envs.backends.report import LoadReport
 from envs.istio import DestinationRule, rules_for
-from envs.lease import ReplicaLease, acquire_replica
 from envs.reward import N_ENDPOINTS, RewardWeights, evaluation_score, score
 from envs.sockshop import HATCH_RATE_PER_S, SERVICE_NAMES, SERVICES, Protocol, endpoint_names
 
@@ -191,7 +192,7 @@ DEFAULT_UNHEALTHY_PENALTY = -100.0 * N_ENDPOINTS
 REWARD_MODES = ("delta", "absolute")
 LOAD_DRAWS = ("per_env", "per_episode")
 LOAD_SEEDS = ("per_run", "per_episode")
-INIT_MODES = ("seed_fixed", "seed_random", "istio_default")
+INIT_MODES = ("classic_fixed", "classic_random", "istio_default")
 
 #: Every env_config key and its default. Keys not listed here are rejected.
 DEFAULT_ENV_CONFIG: dict[str, Any] = {
@@ -206,9 +207,9 @@ DEFAULT_ENV_CONFIG: dict[str, Any] = {
     "latency_unit": "ms",
     "reward_mode": "delta",
     "episode_len": 20,
-    "catalogue": "seed",
+    "catalogue": "classic",
     "services": None,
-    "init": "seed_fixed",
+    "init": "classic_fixed",
     "init_upper": 100,
     "seed": 0,
     "unhealthy_penalty": DEFAULT_UNHEALTHY_PENALTY,
@@ -434,7 +435,7 @@ class MeshEnv(gym.Env):
 
     Raises:
         ValueError: an unknown key or bad value in ``env_config`` (named in the message).
-        envs.lease.ReplicaTakenError: the requested replica is leased by another env.
+        envs.backends.lease.ReplicaTakenError: the requested replica is leased by another env.
     """
 
     metadata: ClassVar[dict[str, Any]] = {"render_modes": []}
@@ -631,10 +632,10 @@ class MeshEnv(gym.Env):
         return bool(self.backend.healthy())
 
     def _draw_healthy(self, rng: np.random.Generator) -> MeshConfig:
-        """The seed's random initial configuration, redrawn until the mesh passes the check."""
+        """The notebook's random initial configuration, redrawn until the mesh passes the check."""
         s = self.settings
         for _ in range(MAX_INIT_DRAWS):
-            config = seed_initial_config(rng, self.catalogue.services, s.init_upper)
+            config = classic_initial_config(rng, self.catalogue.services, s.init_upper)
             if self._apply_healthy(config):
                 return config
         raise BackendError(f"{MAX_INIT_DRAWS} random initial configurations (knobs in "
@@ -648,7 +649,7 @@ class MeshEnv(gym.Env):
             if not self._apply_healthy(config):
                 raise BackendError("the mesh fails the health check with Istio's defaults")
             return config
-        if s.init == "seed_random":
+        if s.init == "classic_random":
             return self._draw_healthy(self.np_random)
         if self._fixed_init is None:
             self._fixed_init = self._draw_healthy(self._init_rng)

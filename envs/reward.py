@@ -1,6 +1,6 @@
 """The objective: how good one load run through the mesh was. The one place it lives.
 
-The seed scored a run as ``-(Σ endpoint failure % + 10000 · Σ p99 latencies in s)`` and
+The notebook scored a run as ``-(Σ endpoint failure % + 10000 · Σ p99 latencies in s)`` and
 rewarded the *change* of that score from one step to the next. meshtune keeps that form, makes
 the weight and the latency unit explicit, and aggregates over the endpoints by traffic:
 
@@ -8,8 +8,8 @@ the weight and the latency unit explicit, and aggregates over the endpoints by t
                               + w.latency_weight · traffic-weighted mean endpoint p99 in unit )
 
 with ``N`` = :data:`N_ENDPOINTS` = 18, the reference load test's Locust request names, a fixed
-constant. When all 18 endpoints saw requests, at one failure rate and one p99, it is the seed's
-``Σ_e failure %(e) + w · Σ_e p99(e)``, so weights keep the seed's meaning: points per unit of
+constant. When all 18 endpoints saw requests, at one failure rate and one p99, it is the notebook's
+``Σ_e failure %(e) + w · Σ_e p99(e)``, so weights keep the notebook's meaning: points per unit of
 *one endpoint's* p99, and one failure percentage point of one endpoint costs 1 point.
 
 Why not the plain sums over the report's endpoints: the reference load test aborts a user's
@@ -25,7 +25,7 @@ Failing fast still trades against latency: the latency term includes failed requ
 Locust's statistics do), so a large enough latency weight prefers a broken, fast shop. On the
 simulator the crossover is near 0.36 points per ms (20 users × 80 requests: every request
 failing at a mean p99 of 85 ms against 1.7 % failures at 362 ms with Istio's defaults); the
-seed's 10 000 per s (= 10 per ms) is far above it, :data:`EVALUATION_WEIGHTS` below it.
+notebook's 10 000 per s (= 10 per ms) is far above it, :data:`EVALUATION_WEIGHTS` below it.
 
 :func:`evaluation_score` is the formula with :data:`EVALUATION_WEIGHTS`, fixed once for the
 project, so runs trained with different reward weights can be ranked on one scale.
@@ -56,7 +56,7 @@ class RewardWeights:
         latency_weight: score points per ``latency_unit`` of endpoint p99 (one failure
             percentage point of one endpoint costs 1 point). Non-negative and finite.
         latency_unit: ``"s"`` or ``"ms"``: the unit p99 latencies are expressed in before
-            weighting. The seed used 10 000 points per second, i.e.
+            weighting. The notebook used 10 000 points per second, i.e.
             ``RewardWeights(10_000, "s")`` (= ``RewardWeights(10, "ms")``).
     """
 
@@ -79,8 +79,8 @@ class RewardWeights:
         return self.latency_weight / _MS_PER_UNIT[self.latency_unit]
 
 
-#: The seed's weights: 10 000 points per second of p99.
-SEED_WEIGHTS = RewardWeights(latency_weight=10_000.0, latency_unit="s")
+#: The notebook's weights: 10 000 points per second of p99.
+CLASSIC_WEIGHTS = RewardWeights(latency_weight=10_000.0, latency_unit="s")
 
 #: Fixed weights of :func:`evaluation_score`: 0.1 point per ms of one endpoint's p99, i.e. one
 #: failure percentage point is worth 10 ms of p99. With these weights failing every request
@@ -139,6 +139,16 @@ def evaluation_score(report: LoadReport) -> float:
     return score(report, EVALUATION_WEIGHTS)
 
 
-__all__ = ["EVALUATION_WEIGHTS", "LATENCY_UNITS", "N_ENDPOINTS", "SEED_WEIGHTS", "LatencyUnit",
-           "RewardWeights", "evaluation_score", "failure_term", "latency_term_ms", "mean_p99_ms",
-           "score"]
+__all__ = [
+    "CLASSIC_WEIGHTS",
+    "EVALUATION_WEIGHTS",
+    "LATENCY_UNITS",
+    "N_ENDPOINTS",
+    "LatencyUnit",
+    "RewardWeights",
+    "evaluation_score",
+    "failure_term",
+    "latency_term_ms",
+    "mean_p99_ms",
+    "score",
+]

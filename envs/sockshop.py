@@ -65,7 +65,7 @@ class Service:
         return self.target_port or self.port
 
 
-#: The 14 services, in the order of complete-demo.yaml (the seed's document order).
+#: The 14 services, in the order of complete-demo.yaml (the notebook's document order).
 SERVICES: tuple[Service, ...] = (
     Service("carts", 80, "http", Protocol.HTTP, "http", "weaveworksdemos/carts:0.4.8",
             100, 300, "cart API (Java 8 Spring Boot, -Xmx128m)"),

@@ -4,9 +4,9 @@
     python experiments/evaluate.py --quick               # ~1 min, every step, tiny sizes
     python experiments/evaluate.py --checkpoint PATH     # another REINFORCE checkpoint
 
-A *case* is what one training episode is: a random initial configuration (the seed's draw, every
+A *case* is what one training episode is: a random initial configuration (the notebook's draw, every
 seed knob of every tunable service in 1..100) and a load, drawn by ``MeshEnv.reset(seed=s)``
-with ``init="seed_random"``, ``load_draw="per_episode"``. The case seeds (:data:`SCENARIOS`)
+with ``init="classic_random"``, ``load_draw="per_episode"``. The case seeds (:data:`SCENARIOS`)
 are never used in training (``pg_sweep.py`` trains with env seed ``--seed`` and reset seeds
 ``--seed + runner index``, ranks its trials on validation seeds 2 000 000+ and tests the
 best on 1 000 000+) — :func:`training_seeds`
@@ -32,7 +32,7 @@ Methods, each leaving one final configuration per case:
   REINFORCE got a sweep over lr and reward weight), run the same way (greedy);
 * ``random_actions`` — uniform random catalogue actions for one episode (seeded);
 * ``initial`` and ``istio_default`` (no DestinationRule);
-* ``random_N`` / ``tpe_N`` — random search and Optuna TPE (:mod:`envs.search`) over the
+* ``random_N`` / ``tpe_N`` — random search and Optuna TPE (:mod:`rl.baselines`) over the
   agent's knob space with N = 1 + episode_len load runs (the start configuration, then as many
   new configurations as the agent's steps) and N = 1 + 10 × episode_len;
 * ``oracle`` — the best configuration a long search finds: a (1+1)-ES local search
@@ -75,7 +75,7 @@ import numpy as np
 from envs.actions import MeshConfig, istio_default_config, make_catalogue
 from envs.backends import make_backend
 from envs.backends.base import Fault, LatencySpike, LoadSpec, ServiceDown
-from envs.search import (
+from rl.baselines import (
     FAILED_RUN_SCORE,
     LoadTester,
     SearchSpace,
@@ -378,7 +378,7 @@ def case_env_config(base: dict[str, Any], scenario: Scenario, case_seed: int) ->
     """The MeshEnv config of a case: the training config with the case's seed, load range and
     fault; a new random initial configuration and load per reset, as in training."""
     config = {k: v for k, v in base.items() if k != "replica"}
-    config.update(seed=case_seed, init="seed_random", load_draw="per_episode",
+    config.update(seed=case_seed, init="classic_random", load_draw="per_episode",
                   users_range=scenario.users_range)
     if scenario.faults:
         if config.get("backend", "sim") != "sim":
@@ -462,7 +462,7 @@ class FreshScores:
 
     @property
     def objectives(self) -> list[float]:
-        """Evaluation scores, a failed run counted as ``envs.search.FAILED_RUN_SCORE``."""
+        """Evaluation scores, a failed run counted as ``rl.baselines.FAILED_RUN_SCORE``."""
         return [FAILED_RUN_SCORE if s is None else s for s in self.eval_scores]
 
     @property
@@ -793,7 +793,7 @@ def run(settings: EvalSettings, argv: Sequence[str]) -> dict[str, Any]:
     # every method (and PPO's training) runs on the simulator
     base = {**policy.env_config, "backend": "sim", "backend_kwargs": {}}
     episode_len = int(base.get("episode_len", 20))
-    space = reachable_space(base.get("catalogue", "seed"), base.get("services"),
+    space = reachable_space(base.get("catalogue", "classic"), base.get("services"),
                             int(base.get("init_upper", 100)), episode_len)
     print(f"[evaluate] REINFORCE checkpoint {policy.path} (trained {policy.env_steps_trained} "
           f"env steps), episode_len {episode_len}, search space {space.dim} knobs", flush=True)
@@ -815,7 +815,7 @@ def run(settings: EvalSettings, argv: Sequence[str]) -> dict[str, Any]:
         print(f"[evaluate] PPO: {ppo_info['env_steps']} env steps in "
               f"{ppo_info['wall_s']:.0f} s", flush=True)
 
-    catalogue = make_catalogue(base.get("catalogue", "seed"), base.get("services"))
+    catalogue = make_catalogue(base.get("catalogue", "classic"), base.get("services"))
     n_actions = len(catalogue)
     index = 0
     by_scenario: dict[str, tuple[list[Case], list[dict[str, MethodResult]]]] = {}

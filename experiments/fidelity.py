@@ -7,8 +7,8 @@ the platform the local mesh is (``--sim-platform loopback``: the per-hop costs m
 local Envoys, ``envs.backends.local.platform_probe``); the calibrated cluster platform is run
 beside it for comparison.
 
-**Configurations** (declared here, seeded, none left out): Istio's defaults, then the seed's
-draw (``actions.seed_initial_config``: every knob uniform in ``1..upper``) with ``upper``
+**Configurations** (declared here, seeded, none left out): Istio's defaults, then the notebook's
+draw (``actions.classic_initial_config``: every knob uniform in ``1..upper``) with ``upper``
 cycling through :data:`UPPERS` — steps of ~√2 from 4 to 64, where these loads start to meet
 the limits, then 128, 256 and 1000 (loose) — so the set spans tight to loose with configurations
 in between, not only broken and healthy ones.
@@ -52,14 +52,14 @@ from pathlib import Path
 import numpy as np
 from scipy.stats import spearmanr
 
-from envs.actions import seed_initial_config
+from envs.actions import classic_initial_config
 from envs.backends.base import BackendError, LoadSpec
 from envs.backends.report import LoadReport
 from envs.backends.sim import SimMesh, profile
 from envs.istio import DestinationRule, rules_for
 from envs.reward import evaluation_score
 
-#: Upper bounds of the seed's draw, cycled over the configurations (tight → loose).
+#: Upper bounds of the notebook's draw, cycled over the configurations (tight → loose).
 UPPERS = (4, 6, 8, 11, 16, 22, 32, 45, 64, 128, 256, 1000)
 #: Endpoints compared one by one (the detail pages are left out, see the module docstring).
 COMPARED = ("GET /catalogue", "GET /", "GET /login", "GET /category.html", "DELETE /cart",
@@ -116,7 +116,7 @@ def configurations(n: int, seed: int) -> list[tuple[int | None, list[Destination
     out: list[tuple[int | None, list[DestinationRule]]] = [(None, [])]
     for i in range(1, n):
         upper = UPPERS[(i - 1) % len(UPPERS)]
-        config = seed_initial_config(np.random.default_rng([seed, i]), upper=upper)
+        config = classic_initial_config(np.random.default_rng([seed, i]), upper=upper)
         out.append((upper, rules_for(config)))
     return out
 
@@ -209,7 +209,7 @@ def markdown(scores: list[ConfigScores], pairs: list[Pair], loads: list[LoadSpec
                      f"{s['local_spread_median']:.0f} | {s['median_failure_error_pts']:.1f} | "
                      f"{s['median_p99_ratio']:.2f} |")
     lines += ["", "Per configuration (score = `evaluation_score`, higher is better: mean, and "
-              "[min–max] of the local repeats; upper = bound of the seed's draw, – = Istio's "
+              "[min–max] of the local repeats; upper = bound of the notebook's draw, – = Istio's "
               "defaults; fail % = mean over the runs):", "",
               "| load | config | upper | sim score | local score [min–max] | "
               "sim score, cluster platform | sim fail % | local fail % | "

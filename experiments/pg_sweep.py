@@ -217,7 +217,7 @@ def base_env_config(settings: SweepSettings) -> dict[str, Any]:
                               "seed": settings.seed,
                               # A new random initial configuration and load every episode, so
                               # the policy learns moves that help any configuration, not one.
-                              "init": "seed_random", "load_draw": "per_episode",
+                              "init": "classic_random", "load_draw": "per_episode",
                               # Every run of an episode replays the same load (common random
                               # numbers): a step's reward is then what its action changed, not
                               # the load's run-to-run noise (envs.mesh_env, Load).
@@ -232,7 +232,7 @@ def build_param_space(settings: SweepSettings) -> Any:
     from ray import tune
 
     from rl.callbacks import MeshMetricsCallback
-    from rl.config import ReinforceConfig
+    from rl.reinforce import ReinforceConfig
 
     mesh_env = import_mesh_env()
     runners = settings.num_env_runners
@@ -306,7 +306,7 @@ def run_sweep(settings: SweepSettings) -> Any:
     from ray.tune.schedulers import ASHAScheduler
     from ray.tune.search.basic_variant import BasicVariantGenerator
 
-    from rl.algorithm import Reinforce
+    from rl.reinforce import Reinforce
 
     storage, experiment = experiment_paths(settings)
     check_experiment_dir(settings)

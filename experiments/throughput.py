@@ -3,8 +3,8 @@
     python experiments/throughput.py            # ~1-2 min
     python experiments/throughput.py --quick    # ~30 s (smaller counts)
 
-Layers, each on the same load (``--users`` concurrent users × 80 requests, the seed catalogue,
-Istio's defaults for the bare simulator, the seed's random initial configuration in the env):
+Layers, each on the same load (``--users`` concurrent users × 80 requests, the classic catalogue,
+Istio's defaults for the bare simulator, the notebook's random initial configuration in the env):
 
 1. **bare simulator** — ``SimMesh.run_load`` alone, one call per step;
 2. **bare MeshEnv** — ``MeshEnv.step`` with seeded uniform random actions in a plain loop:
@@ -12,7 +12,7 @@ Istio's defaults for the bare simulator, the seed's random initial configuration
    request), scoring and the observation; resets are included in the time, as they are for
    RLlib, and not counted as steps;
 3. **RLlib sampling, 1 and 2 env runners** — the REINFORCE agent's algorithm
-   (``rl.config.ReinforceConfig``) with remote env runners, each calling
+   (``rl.reinforce.ReinforceConfig``) with remote env runners, each calling
    ``EnvRunner.sample(num_timesteps=...)`` concurrently: MeshEnv plus RLlib's connectors, the
    policy's forward pass and the episode bookkeeping, minus the learner;
 4. **RLlib training, 1 and 2 env runners** — whole ``Algorithm.train()`` iterations (sampling
@@ -89,8 +89,8 @@ def median_round(rounds: list[Layer]) -> Layer:
 
 
 def env_config(users: int) -> dict[str, Any]:
-    """MeshEnv config of every layer: fixed load, the seed's random initial configuration."""
-    return {"users_range": (users, users), "init": "seed_random", "load_draw": "per_env",
+    """MeshEnv config of every layer: fixed load, the notebook's random initial configuration."""
+    return {"users_range": (users, users), "init": "classic_random", "load_draw": "per_env",
             "seed": 0}
 
 
@@ -134,7 +134,7 @@ def time_rllib(users: int, num_env_runners: int, sample_steps: int, train_iterat
     """RLlib sampling and training throughput of the REINFORCE agent with ``num_env_runners``
     remote runners (see the module docstring). Ray must be initialised."""
     from envs.mesh_env import MeshEnv
-    from rl.config import ReinforceConfig
+    from rl.reinforce import ReinforceConfig
 
     episodes_per_batch = 4 * num_env_runners
     config = (

@@ -326,7 +326,7 @@ def run(args: argparse.Namespace, argv: Sequence[str]) -> str:
     import torch
 
     from envs.actions import make_catalogue
-    from envs.lease import ReplicaTakenError
+    from envs.backends.lease import ReplicaTakenError
 
     torch.set_num_threads(1)
     evaluate = _load_evaluate_script()
@@ -339,7 +339,7 @@ def run(args: argparse.Namespace, argv: Sequence[str]) -> str:
     if args.episode_len is not None:
         base["episode_len"] = args.episode_len
     episode_len = int(base.get("episode_len", 20))
-    catalogue = make_catalogue(base.get("catalogue", "seed"), base.get("services"))
+    catalogue = make_catalogue(base.get("catalogue", "classic"), base.get("services"))
     print(f"[transfer] checkpoint {policy.path}; seed {args.seed}; episode_len {episode_len}; "
           f"local replica {args.replica}", flush=True)
 
@@ -385,7 +385,7 @@ def run(args: argparse.Namespace, argv: Sequence[str]) -> str:
           f"greedy policy; one episode of {episode_len} steps from held-out seed {args.seed} "
           f"on each backend; local = replica {args.replica} (real Envoy, Locust, Prometheus "
           f"on 127.0.0.1). Load: {local.users} users × {local.requests // local.users} "
-          f"requests = {local.requests} requests per run (the seed's draw from the training "
+          f"requests = {local.requests} requests per run (the notebook's draw from the training "
           f"range {tuple(base.get('users_range', (10, 20)))}); same load on both: "
           f"{'yes' if same_load else 'NO'}. Initial configuration identical on both "
           f"backends: {'yes' if same_init else 'NO (a draw failed one health check)'}. "

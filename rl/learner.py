@@ -17,7 +17,7 @@ from ray.rllib.utils.typing import ModuleID, TensorType
 from rl.connectors import DiscountedReturnsToGo
 
 if TYPE_CHECKING:
-    from rl.config import ReinforceConfig
+    from rl.reinforce import ReinforceConfig
 
 POLICY_LOSS_KEY = "policy_loss"
 ENTROPY_KEY = "entropy"

@@ -1,9 +1,9 @@
 """The policy network: an MLP over the observation with a softmax over the discrete actions.
 
-The default is the seed notebook's agent — ``Dense(250, relu) -> Dropout(0.2) -> Dense(n_actions,
-softmax)`` — written as a :class:`TorchRLModule`. The softmax is implicit: the module outputs
-logits and RLlib's ``TorchCategorical`` turns them into action probabilities. Dropout is active
-only in ``forward_train`` (RLlib puts the module in ``eval()`` mode for acting).
+The default is the original notebook's agent — ``Dense(250, relu) -> Dropout(0.2) ->
+Dense(n_actions, softmax)`` — written as a :class:`TorchRLModule`. The softmax is implicit: the
+module outputs logits and RLlib's ``TorchCategorical`` turns them into action probabilities.
+Dropout is active only in ``forward_train`` (RLlib puts the module in ``eval()`` mode for acting).
 """
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ import torch
 from ray.rllib.core.columns import Columns
 from ray.rllib.core.rl_module.torch import TorchRLModule
 
-#: The seed notebook's network. Override any key through ``config.rl_module(model_config=...)``.
+#: The original notebook's network. Override any key through ``config.rl_module(model_config=...)``.
 DEFAULT_POLICY_CONFIG: dict[str, Any] = {
     "hidden_sizes": (250,),
     "activation": "relu",

@@ -50,8 +50,8 @@ class LoadSpec:
 
     Attributes:
         users: closed loop: concurrent virtual users each running the reference 9-request loop
-            (the seed's ``num_clients``).
-        requests: total requests to complete, over all users (the seed's ``num_reqs``).
+            (the notebook's ``num_clients``).
+        requests: total requests to complete, over all users (the notebook's ``num_reqs``).
         mode: ``closed`` (users, no think time) or ``open`` (Poisson arrivals of loops).
         arrival_rate_rps: open loop only: request arrival rate, requests per second.
         hatch_rate_per_s: users started per second (the load test's 5/s).
@@ -104,7 +104,7 @@ class Backend(Protocol):
         ...
 
     def healthy(self) -> bool:
-        """The seed's health check: does the front-end answer ``GET /catalogue`` with 200?"""
+        """The notebook's health check: does the front-end answer ``GET /catalogue`` with 200?"""
         ...
 
     def close(self) -> None:

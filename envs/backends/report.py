@@ -2,7 +2,7 @@
 
 Two views of the same run, whichever backend produced it:
 
-* per endpoint, what Locust prints (the seed's table): request and failure counts and latency
+* per endpoint, what Locust prints (the notebook's table): request and failure counts and latency
   statistics as seen by the load generator, plus p95 and p99;
 * per service, what Prometheus would give from the sidecars' telemetry: request count, p99,
   error ratio and the counts of circuit-breaker rejections (UO) and connect failures (UF).
@@ -145,7 +145,7 @@ class LoadReport:
         )
 
     def to_locust_table(self) -> str:
-        """Locust's console table (the seed's columns plus p95 and p99), with a total row."""
+        """Locust's console table (the notebook's columns plus p95 and p99), with a total row."""
         head = (f"{'Name':<60} {'# reqs':>7} {'# fails':>14} {'Avg':>7} {'Min':>7} "
                 f"{'Max':>7} {'Median':>7} {'p95':>7} {'p99':>7} {'req/s':>7}")
         lines = [head, "-" * len(head)]

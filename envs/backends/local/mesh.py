@@ -306,7 +306,7 @@ class LocalMesh:
         self._control("POST", "/reset")
 
     def healthy(self) -> bool:
-        """The seed's check: does the front-end answer ``GET /catalogue`` with 200? Like the
+        """The notebook's check: does the front-end answer ``GET /catalogue`` with 200? Like the
         simulator's, it checks the current configuration from a fresh start (a front-end
         still restarting after a crash in the previous run is brought back first)."""
         self._check_alive()

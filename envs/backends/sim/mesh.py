@@ -3,7 +3,7 @@
 It implements :class:`envs.backends.base.Backend`: ``apply`` DestinationRules (kept as the
 current configuration, never touching anything outside the process), ``run_load`` drives the
 reference load test through the simulated mesh (``envs.backends.sim.core``) and returns a
-:class:`~envs.backends.report.LoadReport`, ``healthy`` is the seed's one ``GET /catalogue``
+:class:`~envs.backends.report.LoadReport`, ``healthy`` is the notebook's one ``GET /catalogue``
 check, ``close`` restores the configuration found at construction.
 """
 
@@ -97,7 +97,7 @@ class SimMesh:
     Args:
         rules: the DestinationRules in force at construction (default: none, i.e. Istio's
             defaults everywhere). ``close()`` puts these back.
-        reset_stats_after_hatch: like the seed's Locust (0.7, which resets its statistics
+        reset_stats_after_hatch: like the notebook's Locust (0.7, which resets its statistics
             once all users are hatched), count the requests only after the last user started;
             the run then covers hatching plus ``LoadSpec.requests`` counted requests. False
             counts from the first request.
@@ -177,7 +177,7 @@ class SimMesh:
     # ----- load ------------------------------------------------------------------------------
 
     def healthy(self) -> bool:
-        """The seed's check: one ``GET /catalogue`` through the current configuration answers
+        """The notebook's check: one ``GET /catalogue`` through the current configuration answers
         200. Deterministic (seed :data:`HEALTH_CHECK_SEED`); a cold mesh, so with a tiny
         ``connectTimeout`` the first connections may fail."""
         out = self._run(LoadSpec(users=1, requests=1), seed=HEALTH_CHECK_SEED)

@@ -3,13 +3,13 @@ real-Envoy backend) read.
 
 Every number says where it came from. Three kinds of source:
 
-* **measured** — the seed notebook's Locust table (50 users, 1 000 requests, the original system
+* **measured** — the original notebook's Locust table (50 users, 1 000 requests, the original system
   on GKE) or the machine notes (``../shared/reference/machine-notes.md``);
 * **documented** — Istio / Envoy / driver documentation and source (``istio-envoy.md``,
   ``sockshop.md``);
-* **fitted** — chosen so that the simulator reproduces the seed's table
+* **fitted** — chosen so that the simulator reproduces the notebook's table
   (``experiments/calibrate_sim.py`` checks it); these are the front-end's and the services'
-  CPU demand per operation, whose split between services the seed table cannot pin down.
+  CPU demand per operation, whose split between services the notebook's table cannot pin down.
 
 Units: durations in milliseconds, CPU work in *milliseconds of one full core* (a service with a
 300 m CPU limit needs ``work / 0.3`` ms of wall time when it runs alone), capacities in cores.
@@ -133,7 +133,7 @@ _LOOPBACK_INBOUND_CONNECT_MS = 0.019
 _LOOPBACK_SOURCE = ("measured: python -m envs.backends.local.platform_probe (2026-11-27, "
                     "envs/backends/local/measurements/loopback_probe_2026-11-27.json)")
 
-#: A Kubernetes cluster with Istio's sidecars and mTLS (the seed's GKE setting): the constants
+#: A Kubernetes cluster with Istio's sidecars and mTLS (the notebook's GKE setting): the constants
 #: above. The simulator's default platform; ``calibrate_sim.py`` holds on it.
 CLUSTER = Platform(
     name="cluster",
@@ -227,7 +227,7 @@ SERVICE_PROFILES: dict[str, ServiceProfile] = {
 # ---------------------------------------------------------------------------------------------
 
 #: Work the callee does for one operation before it answers (or before its first downstream
-#: call). Fitted to the seed table; orders of magnitude from the runtimes: a Go handler with a
+#: call). Fitted to the notebook's table; orders of magnitude from the runtimes: a Go handler with a
 #: Mongo/MySQL query ~1-3 ms, a Spring Boot handler ~3-8 ms (Java 8, -Xmx128m, GC), a
 #: MongoDB/MySQL point query ~0.3-1 ms, a redis command ~0.1 ms.
 OPERATION_WORK_MS: dict[tuple[str, str], float] = {
@@ -272,7 +272,7 @@ OPERATION_CONT_MS: dict[tuple[str, str], float] = {
 #: The front-end (Node.js 4, one event loop, 300 m CPU limit): CPU work per route, split into
 #: the chunk that handles the incoming request (for static pages: serving the file) and the
 #: chunk that handles each backend reply (JSON parse, session save, building the response).
-#: Fitted: the seed's static pages take ~230 ms at 50 users, the API routes 400-830 ms, and the
+#: Fitted: the notebook's static pages take ~230 ms at 50 users, the API routes 400-830 ms, and the
 #: whole loop runs ~12 times per second, which makes the front-end the bottleneck: one loop
 #: needs ~24.4 ms of CPU, so 12 loops/s use ~98 % of its 0.3 core.
 FRONTEND_WORK_MS: dict[str, tuple[float, float]] = {

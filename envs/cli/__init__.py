@@ -1,17 +1,18 @@
 """The ``meshtune`` command line.
 
-Subcommands (each implemented next to the code it exposes):
+Subcommands, one module each in this package (the parser lives here and imports a command's
+module only when it runs, so ``validate`` never loads the simulator):
 
 * ``meshtune validate FILE...`` — check DestinationRule files against Istio's rules
-  (``envs.istio_cli``);
+  (``envs.cli.validate``);
 * ``meshtune envoy FILE`` — print the Envoy clusters Istio would program, as JSON
-  (``envs.istio_cli``);
+  (``envs.cli.envoy``);
 * ``meshtune simulate`` — run the reference load through the simulator and print Locust's table
-  (``envs.backends.sim.cli``).
+  (``envs.cli.simulate``).
 * ``meshtune cluster render --namespaces N --out DIR`` — the Kubernetes manifests of N SockShop
-  namespaces, Prometheus, RBAC and the KubeRay sweep (``envs.cluster_cli``).
+  namespaces, Prometheus, RBAC and the KubeRay sweep (``envs.cli.cluster``).
 * ``meshtune mesh up --replica K`` / ``meshtune mesh down [--replica K]`` — start / stop a
-  local replica of the mesh: real Envoy sidecars, Prometheus, on 127.0.0.1 (``envs.mesh_cli``).
+  local replica of the mesh: real Envoy sidecars, Prometheus, on 127.0.0.1 (``envs.cli.mesh``).
 """
 
 from __future__ import annotations
@@ -35,13 +36,13 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("validate", help="validate DestinationRule YAML files")
     p.add_argument("files", nargs="+", metavar="FILE")
-    p.set_defaults(target="envs.istio_cli:cmd_validate")
+    p.set_defaults(target="envs.cli.validate:cmd_validate")
 
     p = sub.add_parser("envoy", help="print the Envoy clusters Istio would program, as JSON")
     p.add_argument("file", metavar="FILE")
     p.add_argument("--namespace", default="sock-shop",
                    help="namespace of the SockShop services (default: sock-shop)")
-    p.set_defaults(target="envs.istio_cli:cmd_envoy")
+    p.set_defaults(target="envs.cli.envoy:cmd_envoy")
 
     p = sub.add_parser("simulate", help="run the reference load through the simulator")
     p.add_argument("--rules", metavar="FILE",
@@ -54,7 +55,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--platform", choices=("cluster", "loopback"), default="cluster",
                    help="per-hop network and sidecar costs: the calibrated cluster (default) or "
                         "the local mesh's loopback Envoys (envs.backends.sim.profile)")
-    p.set_defaults(target="envs.backends.sim.cli:cmd_simulate")
+    p.set_defaults(target="envs.cli.simulate:cmd_simulate")
 
     p = sub.add_parser("cluster", help="Kubernetes manifests (see docs/cluster.md)")
     cluster = p.add_subparsers(dest="cluster_command", required=True)
@@ -72,7 +73,7 @@ def build_parser() -> argparse.ArgumentParser:
                         "per service without a traffic policy)")
     p.add_argument("--locustfile", metavar="FILE", default=None,
                    help="load test for the ConfigMap (default cluster/load/locustfile.py)")
-    p.set_defaults(target="envs.cluster_cli:cmd_cluster_render")
+    p.set_defaults(target="envs.cli.cluster:cmd_cluster_render")
 
     p = sub.add_parser("mesh", help="start / stop a local mesh replica (real Envoy, loopback)")
     mesh = p.add_subparsers(dest="mesh_command", required=True)
@@ -82,10 +83,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--rules", metavar="FILE",
                    help="DestinationRule YAML to start with (default: Istio's defaults)")
     p.add_argument("--seed", type=int, default=0, help="seed of the services' work draws")
-    p.set_defaults(target="envs.mesh_cli:cmd_mesh_up")
+    p.set_defaults(target="envs.cli.mesh:cmd_mesh_up")
     p = mesh.add_parser("down", help="stop replica K (default: every replica that is up)")
     p.add_argument("--replica", type=int, default=None, metavar="K")
-    p.set_defaults(target="envs.mesh_cli:cmd_mesh_down")
+    p.set_defaults(target="envs.cli.mesh:cmd_mesh_down")
     return parser
 
 

@@ -35,7 +35,7 @@ from envs.istio import (
 )
 from envs.sockshop import SERVICE_NAMES
 
-DATA = Path(__file__).parent / "data" / "istio_rules.yaml"
+DATA = Path(__file__).resolve().parents[3] / "tests" / "data" / "istio_rules.yaml"
 HTTP_OPTS = "envoy.extensions.upstreams.http.v3.HttpProtocolOptions"
 
 

@@ -10,7 +10,7 @@ import gymnasium as gym
 import numpy as np
 import pytest
 
-from rl.config import ReinforceConfig
+from rl.reinforce import ReinforceConfig
 
 ray = pytest.importorskip("ray")
 
@@ -76,7 +76,7 @@ def test_model_config_reaches_the_policy_network(local_ray: None) -> None:
     custom = layers({"hidden_sizes": [16], "dropout": 0.0})
     assert [x for x in custom if "Dropout" in x] == []
     assert "out_features=16" in custom[0]
-    default = layers(None)  # the seed's: Dense 250, ReLU, Dropout 0.2
+    default = layers(None)  # the notebook's: Dense 250, ReLU, Dropout 0.2
     assert "out_features=250" in default[0] and "Dropout(p=0.2" in default[2]
 
 
@@ -102,7 +102,7 @@ def test_mesh_env_training_reports_custom_metrics(local_ray: None) -> None:
     from rl.callbacks import EPISODE_METRICS, MeshMetricsCallback
 
     config = (ReinforceConfig()
-              .environment(MeshEnv, env_config={"episode_len": 3, "init": "seed_random",
+              .environment(MeshEnv, env_config={"episode_len": 3, "init": "classic_random",
                                                 "load_draw": "per_episode"})
               .env_runners(num_env_runners=2, num_cpus_per_env_runner=0.5)
               .learners(num_cpus_per_learner=0.5)

@@ -126,7 +126,7 @@ def test_count_growth_is_the_difference_per_ms() -> None:
 
 
 
-MEASUREMENTS = Path(__file__).resolve().parents[1] / "envs/backends/local/measurements"
+MEASUREMENTS = Path(__file__).resolve().parents[4] / "envs/backends/local/measurements"
 
 
 def test_loopback_figures_refit_from_the_recorded_samples() -> None:

@@ -5,9 +5,8 @@ from __future__ import annotations
 import pytest
 import torch
 
-from rl.algorithm import episodes_per_runner
-from rl.config import ReinforceConfig
 from rl.learner import reinforce_loss
+from rl.reinforce import ReinforceConfig, episodes_per_runner
 
 
 def _step(returns: torch.Tensor, entropy_coeff: float = 0.0) -> torch.Tensor:

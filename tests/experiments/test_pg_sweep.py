@@ -11,7 +11,8 @@ from typing import Any
 
 import pytest
 import yaml
-from _scripts import REPO, load_script
+
+from tests._scripts import REPO, load_script
 
 SCRIPT = REPO / "experiments" / "pg_sweep.py"
 
@@ -65,9 +66,9 @@ def test_backend_that_cannot_start_is_a_clear_error_not_a_traceback(tmp_path: Pa
 def test_unregistered_backend_names_the_missing_module(
         backend: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
         capsys: pytest.CaptureFixture[str]) -> None:
-    import envs.backends
+    import envs.backends.registry
 
-    monkeypatch.delitem(envs.backends.BACKENDS, backend, raising=False)
+    monkeypatch.delitem(envs.backends.registry.BACKENDS, backend, raising=False)
     status = pg_sweep.main(["--smoke", "--backend", backend, "--output", str(tmp_path / "o")])
     err = capsys.readouterr().err
     assert status == 2

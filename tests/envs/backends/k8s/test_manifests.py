@@ -25,11 +25,11 @@ import yaml
 
 from envs import cli, istio
 from envs.backends.k8s import PROXY_STATS_ANNOTATION, locust_job_manifest
-from envs.cluster_cli import BACKEND_RULES, DEFAULT_LOCUSTFILE, render, sweep_entrypoint
+from envs.cli.cluster import BACKEND_RULES, DEFAULT_LOCUSTFILE, render, sweep_entrypoint
 from envs.sockshop import SERVICES, Protocol
 
-ROOT = Path(__file__).resolve().parents[1]
-DATA = Path(__file__).resolve().parent / "data"
+ROOT = Path(__file__).resolve().parents[4]
+DATA = Path(__file__).resolve().parents[4] / "tests" / "data"
 K8S_VERSIONS = ("1.29.0", kubernetes_validate.utils.latest_version())
 N = 4
 

@@ -10,8 +10,8 @@ from gymnasium.utils.env_checker import check_env
 
 from envs.actions import make_catalogue
 from envs.backends.base import BackendError
+from envs.backends.lease import ReplicaTakenError, leased_replicas
 from envs.istio import pools_of
-from envs.lease import ReplicaTakenError, leased_replicas
 from envs.mesh_env import (
     DEFAULT_ENV_CONFIG,
     DEFAULT_UNHEALTHY_PENALTY,
@@ -55,7 +55,7 @@ def test_check_env_passes_on_the_simulator():
 def test_spaces():
     env = make()
     try:
-        assert env.action_space.n == len(make_catalogue("seed")) == 144
+        assert env.action_space.n == len(make_catalogue("classic")) == 144
         assert env.observation_space.shape == (3 * 18 + 2 * 14 + 8 + 12 * 6 + 2,) == (164,)
         assert len(env.observation_names) == env.observation_space.shape[0]
         assert len(set(env.observation_names)) == len(env.observation_names)
@@ -221,7 +221,7 @@ def test_same_seed_same_episode_other_seed_other_episode():
 
 
 def test_reset_seed_fixes_the_per_episode_draws_too():
-    env = make(init="seed_random", load_draw="per_episode", users_range=(1, 40))
+    env = make(init="classic_random", load_draw="per_episode", users_range=(1, 40))
     try:
         obs_a, info_a = env.reset(seed=21)
         config_a = env.config
@@ -236,12 +236,12 @@ def test_reset_seed_fixes_the_per_episode_draws_too():
 
 
 def test_seed_fixed_init_is_drawn_once_and_restored_at_every_reset():
-    env = make(init="seed_fixed", seed=7)
-    twin = make(init="seed_fixed", seed=7)
+    env = make(init="classic_fixed", seed=7)
+    twin = make(init="classic_fixed", seed=7)
     try:
         env.reset(seed=1)
         initial = env.config
-        # The seed's draw: the six seed knobs of every tunable service, each in 1..100.
+        # The notebook's draw: the six classic knobs of every tunable service, each in 1..100.
         assert set(initial) == set(env.catalogue.services)
         for pool in initial.values():
             values = [pool.tcp.max_connections, pool.tcp.connect_timeout_ms,
@@ -323,7 +323,7 @@ def test_envs_built_from_one_env_context_differ_deterministically():
 
 
 def test_seed_random_init_differs_per_episode():
-    env = make(init="seed_random")
+    env = make(init="classic_random")
     try:
         env.reset(seed=1)
         first = env.config
@@ -375,7 +375,7 @@ def _inert_action(env: MeshEnv) -> int:
 
 
 def test_load_seed_per_episode_replays_the_episode_load_every_run():
-    env = make(load_seed="per_episode", init="seed_random")
+    env = make(load_seed="per_episode", init="classic_random")
     try:
         _, info = env.reset(seed=11)
         initial = env.last_report
@@ -389,7 +389,7 @@ def test_load_seed_per_episode_replays_the_episode_load_every_run():
 
 
 def test_load_seed_per_run_draws_a_new_load_every_run():
-    env = make(init="seed_random")
+    env = make(init="classic_random")
     try:
         assert env.settings.load_seed == "per_run"
         env.reset(seed=11)
@@ -401,7 +401,7 @@ def test_load_seed_per_run_draws_a_new_load_every_run():
 
 
 def test_initial_config_and_load_spec_describe_the_episode():
-    env = make(init="seed_random")
+    env = make(init="classic_random")
     try:
         env.reset(seed=3)
         start = env.initial_config
@@ -524,7 +524,7 @@ def test_default_config_is_the_seed_setup():
     assert DEFAULT_ENV_CONFIG["users_range"] == (10, 20)
     assert DEFAULT_ENV_CONFIG["requests_per_user"] == 80
     assert DEFAULT_ENV_CONFIG["episode_len"] == 20
-    assert DEFAULT_ENV_CONFIG["init"] == "seed_fixed"
+    assert DEFAULT_ENV_CONFIG["init"] == "classic_fixed"
     assert DEFAULT_ENV_CONFIG["reward_mode"] == "delta"
     assert DEFAULT_UNHEALTHY_PENALTY == -1800.0
 

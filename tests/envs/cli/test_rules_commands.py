@@ -1,5 +1,5 @@
-"""Tests of ``meshtune validate`` and ``meshtune envoy`` (envs.istio_cli), in process through
-``envs.cli.main`` and as the installed console script."""
+"""Tests of ``meshtune validate`` and ``meshtune envoy`` (envs.cli.validate, envs.cli.envoy), in
+process through ``envs.cli.main`` and as the installed console script."""
 
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ import pytest
 from envs.cli import main
 from envs.sockshop import SERVICE_NAMES
 
-DATA = Path(__file__).parent / "data" / "istio_rules.yaml"
+DATA = Path(__file__).resolve().parents[3] / "tests" / "data" / "istio_rules.yaml"
 
 BAD = """\
 apiVersion: networking.istio.io/v1

@@ -15,8 +15,9 @@ would: a search never proposes something it has not measured, and keeps the star
 measured better.
 
 The search space (:func:`reachable_space`) is what the agent can touch: the six knobs of the
-``seed`` catalogue (:data:`envs.actions.SEED_KNOBS`) of every tunable service, each an integer in
-``1..high`` where ``high`` is the largest value an episode can reach from the seed's initial draw
+``classic`` catalogue (:data:`envs.actions.CLASSIC_KNOBS`) of every tunable service, each an
+integer in ``1..high`` where ``high`` is the largest value an episode can reach from the
+notebook's initial draw
 (``init_upper + episode_len × the catalogue's largest raise of that knob``: maxConnections
 1..500, http1MaxPendingRequests / maxRequestsPerConnection / maxRetries 1..900,
 connectTimeout / http2MaxRequests 1..4100 with the defaults 100 and 20). The searches may
@@ -36,7 +37,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from envs.actions import SEED_KNOBS, Knob, MeshConfig, knob_value, make_catalogue, with_knob
+from envs.actions import CLASSIC_KNOBS, Knob, MeshConfig, knob_value, make_catalogue, with_knob
 from envs.backends.base import Backend, BackendError, LoadSpec
 from envs.backends.report import LoadReport
 from envs.istio import ConnectionPool, rules_for
@@ -63,10 +64,10 @@ class SearchSpace:
     high: Mapping[Knob, int]
 
     def __post_init__(self) -> None:
-        unknown = [k for k in self.knobs if k not in SEED_KNOBS]
+        unknown = [k for k in self.knobs if k not in CLASSIC_KNOBS]
         if unknown:
             raise ValueError(f"knobs {[k.value for k in unknown]} cannot be searched; "
-                             f"searchable (integer knobs): {[k.value for k in SEED_KNOBS]}")
+                             f"searchable (integer knobs): {[k.value for k in CLASSIC_KNOBS]}")
         if not self.services:
             raise ValueError("a search space needs at least one service")
         for k in self.knobs:
@@ -129,9 +130,9 @@ class SearchSpace:
         return 0.0, math.log(self.high[self._knob_of(name)])
 
 
-def reachable_space(catalogue: str = "seed", services: Sequence[str] | None = None,
+def reachable_space(catalogue: str = "classic", services: Sequence[str] | None = None,
                     init_upper: int = 100, episode_len: int = 20) -> SearchSpace:
-    """The seed knobs the ``catalogue`` moves, each in ``1..init_upper + episode_len × its
+    """The classic knobs the ``catalogue`` moves, each in ``1..init_upper + episode_len × its
     largest raise`` (see the module docstring).
 
     Raises:
@@ -143,9 +144,9 @@ def reachable_space(catalogue: str = "seed", services: Sequence[str] | None = No
     cat = make_catalogue(catalogue, services)  # type: ignore[arg-type]
     raise_by: dict[Knob, int] = {}
     for action in cat.actions:
-        if action.knob in SEED_KNOBS and action.delta > 0:
+        if action.knob in CLASSIC_KNOBS and action.delta > 0:
             raise_by[action.knob] = max(raise_by.get(action.knob, 0), action.delta)
-    knobs = tuple(k for k in SEED_KNOBS if k in raise_by)
+    knobs = tuple(k for k in CLASSIC_KNOBS if k in raise_by)
     return SearchSpace(services=cat.services, knobs=knobs,
                        high={k: init_upper + episode_len * raise_by[k] for k in knobs})
 

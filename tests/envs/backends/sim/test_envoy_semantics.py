@@ -201,7 +201,7 @@ def test_unset_fields_are_istio_defaults(mesh: SimMesh, default_report) -> None:
 
 
 def test_seed_style_random_configs_always_complete(mesh: SimMesh) -> None:
-    # the seed's initial configurations: six fields drawn from 1..100 on every service but the
+    # the notebook's initial configurations: six fields drawn from 1..100 on every service but the
     # front-end; every run must finish with exactly the requested count, reproducibly
     import random
 

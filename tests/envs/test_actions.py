@@ -1,4 +1,5 @@
-"""Tests of envs.actions: the numbered action catalogues and the seed's initial configuration."""
+"""Tests of envs.actions: the numbered action catalogues and the notebook's initial
+configuration."""
 
 from __future__ import annotations
 
@@ -9,17 +10,17 @@ import pytest
 
 from envs import actions
 from envs.actions import (
-    SEED_KNOBS,
-    SEED_SERVICES,
+    CLASSIC_KNOBS,
+    CLASSIC_SERVICES,
     TUNABLE_SERVICES,
     Action,
     ActionKind,
     Knob,
+    classic_initial_config,
     istio_default_config,
     knob_value,
     make_catalogue,
     render_action_table,
-    seed_initial_config,
 )
 from envs.istio import (
     INT32_MAX,
@@ -35,7 +36,7 @@ from envs.sockshop import ROUTES, SERVICE_BY_NAME, Protocol, callees
 S = 1_000  # ms per second
 
 # The tables written out independently of the module: (knob, delta) per act.
-SEED_TABLE = [
+NOTEBOOK_TABLE = [
     (Knob.MAX_CONNECTIONS, 20), (Knob.MAX_CONNECTIONS, -5),
     (Knob.HTTP1_MAX_PENDING_REQUESTS, 40), (Knob.HTTP1_MAX_PENDING_REQUESTS, -10),
     (Knob.MAX_REQUESTS_PER_CONNECTION, 40), (Knob.MAX_REQUESTS_PER_CONNECTION, -10),
@@ -44,7 +45,7 @@ SEED_TABLE = [
     (Knob.MAX_RETRIES, 40), (Knob.MAX_RETRIES, -10),
 ]
 EXTENDED_TABLE = [
-    *SEED_TABLE,
+    *NOTEBOOK_TABLE,
     (Knob.KEEPALIVE_PROBES, 1), (Knob.KEEPALIVE_PROBES, -1),
     (Knob.KEEPALIVE_TIME_MS, 300 * S), (Knob.KEEPALIVE_TIME_MS, -300 * S),
     (Knob.KEEPALIVE_INTERVAL_MS, 15 * S), (Knob.KEEPALIVE_INTERVAL_MS, -15 * S),
@@ -110,7 +111,7 @@ def apply_one(name: str, act: int, pool: ConnectionPool | None) -> ConnectionPoo
 
 
 def index_of(name: str, knob: Knob, delta: int | None) -> int:
-    table = SEED_TABLE if name == "seed" else EXTENDED_TABLE
+    table = NOTEBOOK_TABLE if name == "classic" else EXTENDED_TABLE
     return table.index((knob, delta))
 
 
@@ -125,33 +126,33 @@ def test_tunable_services_are_the_twelve_on_the_request_path() -> None:
 
 
 def test_seed_services_are_all_but_front_end() -> None:
-    assert len(SEED_SERVICES) == 13
-    assert tuple(s for s in SERVICE_BY_NAME if s != "front-end") == SEED_SERVICES
-    assert len(make_catalogue("seed", SEED_SERVICES)) == 13 * 12  # the seed's 156
+    assert len(CLASSIC_SERVICES) == 13
+    assert tuple(s for s in SERVICE_BY_NAME if s != "front-end") == CLASSIC_SERVICES
+    assert len(make_catalogue("classic", CLASSIC_SERVICES)) == 13 * 12  # the notebook's 156
 
 
 @pytest.mark.parametrize("bad", [["carts", "cart"], ["nope"], ["carts", "frontend"]])
 def test_unknown_service_is_an_error_naming_it(bad: list[str]) -> None:
     wrong = next(s for s in bad if s not in SERVICE_BY_NAME)
     with pytest.raises(ValueError, match=wrong):
-        make_catalogue("seed", bad)
+        make_catalogue("classic", bad)
     with pytest.raises(ValueError, match=wrong):
-        seed_initial_config(np.random.default_rng(0), bad)
+        classic_initial_config(np.random.default_rng(0), bad)
 
 
 def test_bad_service_lists_are_rejected() -> None:
     with pytest.raises(ValueError, match="more than once"):
-        make_catalogue("seed", ["carts", "user", "carts"])
+        make_catalogue("classic", ["carts", "user", "carts"])
     with pytest.raises(ValueError, match="at least one"):
         make_catalogue("extended", [])
     with pytest.raises(TypeError, match="string"):
-        make_catalogue("seed", "carts")
+        make_catalogue("classic", "carts")
     with pytest.raises(ValueError, match="unknown action catalogue"):
         make_catalogue("bigger")  # type: ignore[arg-type]
 
 
 def test_caller_chosen_services_keep_their_order() -> None:
-    catalogue = make_catalogue("seed", ["user", "front-end"])
+    catalogue = make_catalogue("classic", ["user", "front-end"])
     assert catalogue.services == ("user", "front-end")
     assert catalogue.describe(0) == "user: tcp.maxConnections +20"
     assert catalogue.describe(12) == "front-end: tcp.maxConnections +20"
@@ -161,17 +162,18 @@ def test_caller_chosen_services_keep_their_order() -> None:
 
 def test_catalogue_sizes() -> None:
     seed = make_catalogue()
-    assert seed.name == "seed"
+    assert seed.name == "classic"
     assert (len(seed), seed.actions_per_service, seed.noop_index) == (144, 12, None)
     extended = make_catalogue("extended")
     assert (len(extended), extended.actions_per_service) == (12 * 21 + 1, 21)
     assert extended.noop_index == len(extended) - 1 == 252
-    assert seed.knobs == SEED_KNOBS
+    assert seed.knobs == CLASSIC_KNOBS
     assert set(extended.knobs) == set(Knob)
     assert len(extended.knobs) == len(Knob)
 
 
-@pytest.mark.parametrize(("name", "table"), [("seed", SEED_TABLE), ("extended", EXTENDED_TABLE)])
+@pytest.mark.parametrize(("name", "table"),
+                         [("classic", NOTEBOOK_TABLE), ("extended", EXTENDED_TABLE)])
 def test_every_index_moves_the_right_field_of_the_right_service(name: str, table: list) -> None:
     catalogue = make_catalogue(name)
     config = {s: full_pool() for s in DEFAULT_TWELVE}
@@ -200,15 +202,15 @@ def test_index_of_inverts_the_numbering() -> None:
     for i in range(len(catalogue)):
         assert catalogue.index_of(catalogue.actions[i]) == i
     with pytest.raises(ValueError, match="not in"):
-        make_catalogue("seed").index_of(Action("carts", Knob.KEEPALIVE_PROBES, 1))
+        make_catalogue("classic").index_of(Action("carts", Knob.KEEPALIVE_PROBES, 1))
 
 
-@pytest.mark.parametrize("name", ["seed", "extended"])
+@pytest.mark.parametrize("name", ["classic", "extended"])
 def test_rendered_table_is_the_one_in_the_docstring(name: str) -> None:
     table = render_action_table(name)
     assert table in actions.__doc__
     rows = table.splitlines()[2:]
-    expected = EXTENDED_TABLE if name == "extended" else SEED_TABLE
+    expected = EXTENDED_TABLE if name == "extended" else NOTEBOOK_TABLE
     assert len(rows) == len(expected) + (name == "extended")
     assert rows[0] == "| 0 | tcp.maxConnections | +20 |"
     assert rows[7] == "| 7 | tcp.connectTimeout | -50ms |"
@@ -228,7 +230,7 @@ def test_describe() -> None:
 
 @pytest.mark.parametrize("index", [-1, 144, 10_000])
 def test_out_of_range_index_is_a_value_error(index: int) -> None:
-    catalogue = make_catalogue("seed")
+    catalogue = make_catalogue("classic")
     with pytest.raises(ValueError, match="out of range"):
         catalogue.apply(index, {})
     with pytest.raises(ValueError, match="out of range"):
@@ -236,7 +238,7 @@ def test_out_of_range_index_is_a_value_error(index: int) -> None:
 
 
 def test_index_types() -> None:
-    catalogue = make_catalogue("seed")
+    catalogue = make_catalogue("classic")
     assert catalogue.apply(np.int64(143), {}) == catalogue.apply(143, {})
     with pytest.raises(TypeError):
         catalogue.apply(1.0, {})  # type: ignore[arg-type]
@@ -245,7 +247,7 @@ def test_index_types() -> None:
 
 
 def test_inert_actions_are_http_knobs_of_tcp_services() -> None:
-    seed = make_catalogue("seed")
+    seed = make_catalogue("classic")
     inert = seed.inert_indices()
     tcp_services = [s for s in DEFAULT_TWELVE if SERVICE_BY_NAME[s].protocol is Protocol.TCP]
     assert len(tcp_services) == 6
@@ -328,8 +330,8 @@ def test_unset_field_materialises_the_effective_default(knob: Knob, delta: int,
                                   Knob.HTTP2_MAX_REQUESTS, Knob.MAX_REQUESTS_PER_CONNECTION,
                                   Knob.MAX_RETRIES])
 def test_explicit_zero_limit_means_unlimited(knob: Knob) -> None:
-    negative = next(d for k, d in SEED_TABLE if k is knob and d < 0)
-    pool = apply_one("seed", index_of("seed", knob, negative), pool_of(knob, 0))
+    negative = next(d for k, d in NOTEBOOK_TABLE if k is knob and d < 0)
+    pool = apply_one("classic", index_of("classic", knob, negative), pool_of(knob, 0))
     assert actions._raw(pool, knob) == INT32_MAX + negative
 
 
@@ -393,7 +395,7 @@ def test_config_values_must_be_pools() -> None:
 
 def test_apply_is_pure() -> None:
     catalogue = make_catalogue("extended")
-    config = seed_initial_config(np.random.default_rng(3))
+    config = classic_initial_config(np.random.default_rng(3))
     config["front-end"] = full_pool()  # a service outside the catalogue
     snapshot = copy.deepcopy(config)
     pools_before = {s: id(p) for s, p in config.items()}
@@ -424,7 +426,7 @@ def test_knob_value_reads_effective_values() -> None:
     assert knob_value(None, Knob.HTTP_IDLE_TIMEOUT_MS) == 3_600_000.0
     assert knob_value(None, Knob.USE_CLIENT_PROTOCOL) == 0.0
     pool = full_pool(base=42)
-    for knob in SEED_KNOBS:
+    for knob in CLASSIC_KNOBS:
         assert knob_value(pool, knob) == 42.0
     assert knob_value(pool_of(Knob.KEEPALIVE_TIME_MS, 2_999), Knob.KEEPALIVE_TIME_MS) == 2_000.0
     assert knob_value(pool_of(Knob.USE_CLIENT_PROTOCOL, True), Knob.USE_CLIENT_PROTOCOL) == 1.0
@@ -475,7 +477,7 @@ def istio_rule_violations(service: str, pool: ConnectionPool) -> list[str]:
 def test_random_walks_only_produce_valid_pools() -> None:
     catalogue = make_catalogue("extended")
     rng = np.random.default_rng(11)
-    starts = [istio_default_config(), seed_initial_config(np.random.default_rng(5))]
+    starts = [istio_default_config(), classic_initial_config(np.random.default_rng(5))]
     for config in starts:
         for _ in range(1_500):
             config = catalogue.apply(int(rng.integers(len(catalogue))), config)
@@ -506,15 +508,15 @@ def test_the_checker_catches_violations() -> None:
 # --- initial configurations -------------------------------------------------------------------
 
 def test_seed_initial_config_is_reproducible() -> None:
-    a = seed_initial_config(np.random.default_rng(123))
-    b = seed_initial_config(np.random.default_rng(123))
-    c = seed_initial_config(np.random.default_rng(124))
+    a = classic_initial_config(np.random.default_rng(123))
+    b = classic_initial_config(np.random.default_rng(123))
+    c = classic_initial_config(np.random.default_rng(124))
     assert a == b
     assert a != c
 
 
 def test_seed_initial_config_follows_the_documented_draw_order() -> None:
-    config = seed_initial_config(np.random.default_rng(7))
+    config = classic_initial_config(np.random.default_rng(7))
     draws = np.random.default_rng(7).integers(1, 100, size=(12, 6), endpoint=True)
     assert tuple(config) == DEFAULT_TWELVE
     for row, service in zip(draws, DEFAULT_TWELVE, strict=True):
@@ -527,26 +529,26 @@ def test_seed_initial_config_follows_the_documented_draw_order() -> None:
 def test_seed_initial_config_sets_the_six_knobs_within_range() -> None:
     seen = set()
     for seed in range(20):
-        config = seed_initial_config(np.random.default_rng(seed))
+        config = classic_initial_config(np.random.default_rng(seed))
         for service, pool in config.items():
             fields = {k: v for k, v in raw_fields({service: pool}).items() if v is not None}
-            assert {f for _, f in fields} == {FIELD_OF[k] for k in SEED_KNOBS}
+            assert {f for _, f in fields} == {FIELD_OF[k] for k in CLASSIC_KNOBS}
             assert all(1 <= v <= 100 for v in fields.values())
             seen.update(fields.values())
     assert {1, 100} <= seen  # both ends are drawn
-    # TCP-only services carry the seed's (inert) http fields too
+    # TCP-only services carry the notebook's (inert) http fields too
     assert config["carts-db"].http.max_retries is not None
-    small = seed_initial_config(np.random.default_rng(0), ["user"], upper=1)
+    small = classic_initial_config(np.random.default_rng(0), ["user"], upper=1)
     assert all(v == 1 for v in raw_fields(small).values() if v is not None)
 
 
 def test_seed_initial_config_rejects_bad_arguments() -> None:
     with pytest.raises(TypeError, match="Generator"):
-        seed_initial_config(0)  # type: ignore[arg-type]
+        classic_initial_config(0)  # type: ignore[arg-type]
     with pytest.raises(ValueError, match="upper"):
-        seed_initial_config(np.random.default_rng(0), upper=0)
+        classic_initial_config(np.random.default_rng(0), upper=0)
     with pytest.raises(ValueError, match="upper"):
-        seed_initial_config(np.random.default_rng(0), upper=INT32_MAX + 1)
+        classic_initial_config(np.random.default_rng(0), upper=INT32_MAX + 1)
 
 
 def test_istio_default_config_has_no_rules() -> None:

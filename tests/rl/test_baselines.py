@@ -6,10 +6,10 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from envs.actions import SEED_KNOBS, TUNABLE_SERVICES, Knob, knob_value, seed_initial_config
+from envs.actions import CLASSIC_KNOBS, TUNABLE_SERVICES, Knob, classic_initial_config, knob_value
 from envs.backends.base import LoadSpec, ServiceDown
 from envs.backends.sim import SimMesh
-from envs.search import (
+from rl.baselines import (
     FAILED_RUN_SCORE,
     LoadTester,
     SearchTrace,
@@ -34,9 +34,9 @@ def _bad_start() -> dict:
 
 
 def test_reachable_space_is_what_an_episode_can_reach() -> None:
-    space = reachable_space("seed", init_upper=100, episode_len=20)
+    space = reachable_space("classic", init_upper=100, episode_len=20)
     assert space.services == TUNABLE_SERVICES
-    assert space.knobs == SEED_KNOBS
+    assert space.knobs == CLASSIC_KNOBS
     assert space.dim == 12 * 6
     # 100 + 20 × the catalogue's largest raise of each knob
     assert space.high == {Knob.MAX_CONNECTIONS: 500, Knob.CONNECT_TIMEOUT_MS: 4100,
@@ -49,9 +49,9 @@ def test_reachable_space_is_what_an_episode_can_reach() -> None:
 
 def test_config_point_round_trip_and_clipping() -> None:
     space = reachable_space()
-    initial = seed_initial_config(np.random.default_rng(3))
+    initial = classic_initial_config(np.random.default_rng(3))
     point = space.point_of(initial)
-    assert space.config(point) == initial  # the seed's draw lies inside the box
+    assert space.config(point) == initial  # the notebook's draw lies inside the box
     wild = dict.fromkeys(space.names, 1e9)
     config = space.config(wild)
     assert knob_value(config["carts"], Knob.MAX_CONNECTIONS) == 500

@@ -8,9 +8,9 @@ import pytest
 
 from envs.backends.report import EndpointStats, LoadReport
 from envs.reward import (
+    CLASSIC_WEIGHTS,
     EVALUATION_WEIGHTS,
     N_ENDPOINTS,
-    SEED_WEIGHTS,
     RewardWeights,
     evaluation_score,
     failure_term,
@@ -61,17 +61,18 @@ def test_score_in_ms_and_in_s_agree():
 
 
 def test_uniform_endpoints_give_the_seeds_sums():
-    """All 18 endpoints at one failure rate and one p99: the seed's Σ failure % + w·Σ p99."""
+    """All 18 endpoints at one failure rate and one p99: the notebook's Σ failure % + w·Σ p99."""
     names = endpoint_names()
     report = _report(*(_endpoint(n, 40 if "detail" in n else 400, 4 if "detail" in n else 40,
                                  250.0) for n in names))
-    seed_sum = sum(e.failure_pct for e in report.endpoints.values())
-    seed_latency_s = sum(e.p99_ms for e in report.endpoints.values()) / 1000
-    assert score(report, SEED_WEIGHTS) == pytest.approx(-(seed_sum + 10_000 * seed_latency_s))
+    notebook_sum = sum(e.failure_pct for e in report.endpoints.values())
+    notebook_latency_s = sum(e.p99_ms for e in report.endpoints.values()) / 1000
+    assert score(report, CLASSIC_WEIGHTS) == pytest.approx(
+        -(notebook_sum + 10_000 * notebook_latency_s))
 
 
 def test_seed_weights_are_ten_thousand_per_second():
-    assert score(REPORT, SEED_WEIGHTS) == pytest.approx(-18 * (FAIL_PCT + 10 * MEAN_P99_MS))
+    assert score(REPORT, CLASSIC_WEIGHTS) == pytest.approx(-18 * (FAIL_PCT + 10 * MEAN_P99_MS))
 
 
 def test_zero_weight_is_failures_only():

@@ -27,7 +27,7 @@ from rl.evaluation import (
 )
 from rl.module import SoftmaxPolicyModule
 
-ENV_CONFIG = {"episode_len": 3, "init": "seed_random", "load_draw": "per_episode"}
+ENV_CONFIG = {"episode_len": 3, "init": "classic_random", "load_draw": "per_episode"}
 
 
 def _env(seed: int) -> MeshEnv:

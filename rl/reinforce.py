@@ -1,7 +1,15 @@
-"""``ReinforceConfig``: the AlgorithmConfig of the REINFORCE agent.
+"""REINFORCE on RLlib's new API stack: ``ReinforceConfig`` and ``Reinforce`` in one place.
+
+Laid out like RLlib's own VPG example (``rllib/examples/algorithms/classes/vpg.py``): the config
+names its algorithm and its learner; the learner (:mod:`rl.learner`) and the module
+(:mod:`rl.module`) live beside it.
+
+``Reinforce.training_step`` samples ``num_episodes_per_train_batch`` complete episodes split over
+all env runners (in parallel), updates the policy once on all of them, then pushes the new
+weights to the runners.
 
 Settings beyond RLlib's own (``lr``, ``gamma``, ``train_batch_size``...), all set through
-``.training(...)``:
+``ReinforceConfig.training(...)``:
 
 * ``num_episodes_per_train_batch`` — complete episodes per gradient step, split over all env
   runners;
@@ -13,28 +21,95 @@ Settings beyond RLlib's own (``lr``, ``gamma``, ``train_batch_size``...), all se
   heavy-tailed returns of the mesh; takes the place of ``per_step_baseline``);
 * ``entropy_coeff`` — weight of the entropy bonus (0 = plain REINFORCE).
 
-The policy network defaults to the seed notebook's (see :mod:`rl.module`).
+The policy network defaults to the original notebook's (see :mod:`rl.module`).
 """
 
 from __future__ import annotations
 
 from typing import Any, Self
 
+from ray.rllib.algorithms import Algorithm
 from ray.rllib.algorithms.algorithm_config import AlgorithmConfig, NotProvided
 from ray.rllib.core.rl_module.rl_module import RLModuleSpec
+from ray.rllib.utils.metrics import (
+    ENV_RUNNER_RESULTS,
+    ENV_RUNNER_SAMPLING_TIMER,
+    LEARNER_RESULTS,
+    LEARNER_UPDATE_TIMER,
+    NUM_ENV_STEPS_SAMPLED_LIFETIME,
+    SYNCH_WORKER_WEIGHTS_TIMER,
+    TIMERS,
+)
 
 from rl.module import SoftmaxPolicyModule
 
+#: Attribute set on an env runner after its first ``sample`` (see ``_sample_complete_episodes``).
+_SAMPLED_BEFORE = "_reinforce_sampled_before"
+
+
+def episodes_per_runner(num_episodes: int, num_runners: int) -> list[int]:
+    """Split ``num_episodes`` over ``num_runners`` as evenly as possible (first ones get more)."""
+    if num_runners < 1:
+        raise ValueError(f"num_runners must be >= 1, got {num_runners}")
+    base, extra = divmod(num_episodes, num_runners)
+    return [base + (1 if i < extra else 0) for i in range(num_runners)]
+
+
+class Reinforce(Algorithm):
+    """REINFORCE (Williams 1992) on RLlib's new API stack."""
+
+    @classmethod
+    def get_default_config(cls) -> ReinforceConfig:
+        """A fresh :class:`ReinforceConfig`."""
+        return ReinforceConfig()
+
+    def training_step(self) -> None:
+        """Sample complete episodes from every env runner, update once, sync weights."""
+        with self.metrics.log_time((TIMERS, ENV_RUNNER_SAMPLING_TIMER)):
+            episodes, runner_metrics = self._sample_complete_episodes()
+        self.metrics.aggregate(runner_metrics, key=ENV_RUNNER_RESULTS)
+
+        with self.metrics.log_time((TIMERS, LEARNER_UPDATE_TIMER)):
+            learner_results = self.learner_group.update(
+                episodes=episodes,
+                timesteps={NUM_ENV_STEPS_SAMPLED_LIFETIME: self.metrics.peek(
+                    (ENV_RUNNER_RESULTS, NUM_ENV_STEPS_SAMPLED_LIFETIME), default=0)},
+            )
+        self.metrics.aggregate(learner_results, key=LEARNER_RESULTS)
+
+        with self.metrics.log_time((TIMERS, SYNCH_WORKER_WEIGHTS_TIMER)):
+            self.env_runner_group.sync_weights(
+                from_worker_or_learner_group=self.learner_group, inference_only=True)
+
+    def _sample_complete_episodes(self) -> tuple[list[Any], list[dict[str, Any]]]:
+        """``(episodes, per-runner metrics)``; uses the local runner only if there are no others."""
+        num_remote = self.env_runner_group.num_remote_workers()
+        counts = episodes_per_runner(self.config.num_episodes_per_train_batch, max(1, num_remote))
+
+        def sample(runner: Any) -> tuple[list[Any], dict[str, Any]]:
+            # Remote runners have worker_index 1..N, the local one 0.
+            n = counts[max(runner.worker_index, 1) - 1]
+            if getattr(runner, _SAMPLED_BEFORE, False):
+                # RLlib resets the envs before sampling n episodes and, when config.seed is set,
+                # re-seeds them with the *same* seed on every such call: every iteration would
+                # replay the same episodes. Only the runner's first reset is seeded; later ones
+                # continue the env's own generator (still deterministic).
+                runner._needs_initial_reset = False
+            episodes = runner.sample(num_episodes=n)
+            setattr(runner, _SAMPLED_BEFORE, True)
+            return episodes, runner.get_metrics()
+
+        results = self.env_runner_group.foreach_env_runner(
+            sample, local_env_runner=num_remote <= 0)
+        episodes = [episode for eps, _ in results for episode in eps]
+        return episodes, [metrics for _, metrics in results]
+
 
 class ReinforceConfig(AlgorithmConfig):
-    """Configuration of :class:`rl.algorithm.Reinforce` (new API stack, torch only)."""
+    """Configuration of :class:`rl.reinforce.Reinforce` (new API stack, torch only)."""
 
     def __init__(self, algo_class: type | None = None) -> None:
-        if algo_class is None:
-            from rl.algorithm import Reinforce  # circular: the algorithm names its config
-
-            algo_class = Reinforce
-        super().__init__(algo_class=algo_class)
+        super().__init__(algo_class=algo_class or Reinforce)
         self.num_episodes_per_train_batch: int = 8
         self.normalize_returns: bool = True
         self.per_step_baseline: bool = True
@@ -85,7 +160,7 @@ class ReinforceConfig(AlgorithmConfig):
             raise ValueError(f"only framework='torch' is supported, got {self.framework_str!r}")
 
     def get_default_rl_module_spec(self) -> RLModuleSpec:
-        """The seed's softmax policy (:data:`rl.module.DEFAULT_POLICY_CONFIG`), overridable via
+        """The notebook's softmax policy (:data:`rl.module.DEFAULT_POLICY_CONFIG`), overridable via
         ``.rl_module(model_config=...)``.
 
         The spec carries no ``model_config`` of its own: RLlib gives a spec's own settings

@@ -9,8 +9,8 @@ import torch
 from ray.rllib.core.columns import Columns
 from ray.rllib.core.rl_module.rl_module import RLModuleSpec
 
-from rl.config import ReinforceConfig
 from rl.module import DEFAULT_POLICY_CONFIG, SoftmaxPolicyModule, policy_config
+from rl.reinforce import ReinforceConfig
 
 OBS = gym.spaces.Box(-1.0, 1.0, (7,), np.float32)
 ACTIONS = gym.spaces.Discrete(5)

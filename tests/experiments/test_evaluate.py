@@ -11,7 +11,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from _scripts import REPO, load_script
+
+from tests._scripts import REPO, load_script
 
 SCRIPT = REPO / "experiments" / "evaluate.py"
 
@@ -82,10 +83,10 @@ def test_bad_flags_are_user_errors(tmp_path: Path) -> None:
 _MAKE_CHECKPOINT = textwrap.dedent("""
     import sys, ray
     from envs.mesh_env import MeshEnv
-    from rl.config import ReinforceConfig
+    from rl.reinforce import ReinforceConfig
     ray.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=False)
     algo = (ReinforceConfig()
-            .environment(MeshEnv, env_config={"init": "seed_random", "load_draw": "per_episode",
+            .environment(MeshEnv, env_config={"init": "classic_random", "load_draw": "per_episode",
                                               "episode_len": 4})
             .env_runners(num_env_runners=0)
             .training(num_episodes_per_train_batch=2)

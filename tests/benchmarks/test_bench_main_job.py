@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 _spec = importlib.util.spec_from_file_location("bench_main_job_script",
                                                REPO / "benchmarks" / "bench_main_job.py")
 assert _spec is not None and _spec.loader is not None

@@ -27,7 +27,7 @@ def cmd_simulate(args: argparse.Namespace) -> int:
         return 2
     rules = []
     if args.rules:
-        from envs.istio_cli import read_rules_or_report
+        from envs.cli.rules import read_rules_or_report
 
         rules = read_rules_or_report(args.rules)
         if rules is None:

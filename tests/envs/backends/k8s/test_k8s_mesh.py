@@ -36,7 +36,7 @@ from envs.istio import ConnectionPool, DestinationRule, HttpSettings, TcpSetting
 from envs.sockshop import SERVICES, Protocol, endpoint_names
 
 NS = "sockshop-2"
-DATA = Path(__file__).resolve().parent / "data"
+DATA = Path(__file__).resolve().parents[4] / "tests" / "data"
 
 
 def _strict(schema: Any) -> Any:
@@ -792,7 +792,7 @@ def test_k8s_backend_is_registered_and_lazy() -> None:
     import subprocess
     import sys
 
-    from envs.backends import BACKENDS
+    from envs.backends.registry import BACKENDS
 
     assert BACKENDS["k8s"] == "envs.backends.k8s:K8sMesh"
     code = ("import sys, envs.backends, envs.backends.k8s; "
@@ -827,7 +827,7 @@ def permission(req: Request, existing: set[str]) -> set[tuple[str, str, str]]:
 
 
 def test_rendered_role_covers_exactly_what_the_backend_calls(kube: Any) -> None:
-    from envs.cluster_cli import BACKEND_RULES
+    from envs.cli.cluster import BACKEND_RULES
 
     fake = FakeKube([dr("carts", {"tcp": {"maxConnections": 100}})], locust_log=LOCUST_LOG)
     server = kube(fake)

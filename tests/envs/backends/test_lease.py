@@ -6,7 +6,7 @@ import os
 
 import pytest
 
-from envs.lease import (
+from envs.backends.lease import (
     LEASE_ACTOR_NAME,
     LEASE_NAMESPACE,
     LeaseTable,
@@ -105,13 +105,13 @@ def test_ray_lease_is_cluster_wide_across_processes():
         @ray.remote(num_cpus=0)
         class Holder:
             def lease(self, replica=None):
-                from envs.lease import acquire_replica
+                from envs.backends.lease import acquire_replica
 
                 self.lease_ = acquire_replica(replica, label="holder actor")
                 return self.lease_.replica, self.lease_.scope, os.getpid()
 
             def try_lease(self, replica):
-                from envs.lease import ReplicaTakenError, acquire_replica
+                from envs.backends.lease import ReplicaTakenError, acquire_replica
 
                 try:
                     acquire_replica(replica)
