@@ -174,6 +174,7 @@ from envs.backends.base import Backend, BackendError, LoadSpec
 from envs.backends.lease import ReplicaLease, acquire_replica
 from envs.backends.report import LoadReport
 from envs.istio import DestinationRule, rules_for
+from envs.measure import apply_config, max_p99_ms, run_checked
 from envs.reward import N_ENDPOINTS, RewardWeights, evaluation_score, score
 from envs.sockshop import HATCH_RATE_PER_S, SERVICE_NAMES, SERVICES, Protocol, endpoint_names
 
@@ -395,12 +396,6 @@ class ObservationEncoder:
         return np.asarray(values, dtype=np.float32)
 
 
-def _max_p99_ms(report: LoadReport) -> float:
-    """The largest endpoint p99 (ms) over endpoints that saw requests."""
-    return max(e.p99_ms for e in report.endpoints.values()
-               if e.num_requests > 0 and e.p99_ms is not None)
-
-
 _envs_built_from: dict[int, int] = {}
 
 
@@ -573,19 +568,18 @@ class MeshEnv(gym.Env):
         s = self.settings
         desc = self.catalogue.describe(int(action))
         new_config = self.catalogue.apply(int(action), self._config)
-        self.backend.apply(rules_for(new_config))  # on failure the old config stays in place
+        healthy = apply_config(self.backend, new_config)  # a failed apply keeps the old config
         self._config = new_config
         self._t += 1
         truncated = self._t >= s.episode_len
-        if not self.backend.healthy():
+        if not healthy:
             self._episode_over = True
             self.last_report = None
             remaining = s.episode_len - self._t + 1
             reward = s.unhealthy_penalty * (remaining if s.reward_mode == "absolute" else 1)
             obs = self._encoder.encode(None, self._config, self.users, self.requests)
             return obs, float(reward), True, truncated, self._info(None, desc)
-        report = self.backend.run_load(self._load_spec(), seed=self._load_seed())
-        self._check_report(report)
+        report = run_checked(self.backend, self._load_spec(), self._load_seed())
         self.last_report = report
         new_score = score(report, s.weights)
         reward = new_score - self._prev_score if s.reward_mode == "delta" else new_score
@@ -622,21 +616,12 @@ class MeshEnv(gym.Env):
             return self._episode_load_seed
         return self._draw_load_seed()
 
-    def _check_report(self, report: LoadReport) -> None:
-        if report.num_requests == 0:
-            raise BackendError(f"{report.backend or self.settings.backend} load run completed "
-                               "no request")
-
-    def _apply_healthy(self, config: MeshConfig) -> bool:
-        self.backend.apply(rules_for(config))
-        return bool(self.backend.healthy())
-
     def _draw_healthy(self, rng: np.random.Generator) -> MeshConfig:
         """The notebook's random initial configuration, redrawn until the mesh passes the check."""
         s = self.settings
         for _ in range(MAX_INIT_DRAWS):
             config = classic_initial_config(rng, self.catalogue.services, s.init_upper)
-            if self._apply_healthy(config):
+            if apply_config(self.backend, config):
                 return config
         raise BackendError(f"{MAX_INIT_DRAWS} random initial configurations (knobs in "
                            f"1..{s.init_upper}) all failed the health check")
@@ -646,7 +631,7 @@ class MeshEnv(gym.Env):
         s = self.settings
         if s.init == "istio_default":
             config = istio_default_config()
-            if not self._apply_healthy(config):
+            if not apply_config(self.backend, config):
                 raise BackendError("the mesh fails the health check with Istio's defaults")
             return config
         if s.init == "classic_random":
@@ -654,14 +639,13 @@ class MeshEnv(gym.Env):
         if self._fixed_init is None:
             self._fixed_init = self._draw_healthy(self._init_rng)
             return dict(self._fixed_init)
-        if not self._apply_healthy(self._fixed_init):
+        if not apply_config(self.backend, self._fixed_init):
             raise BackendError("the fixed initial configuration no longer passes the health "
                                "check")
         return dict(self._fixed_init)
 
     def _run_load(self) -> LoadReport:
-        report = self.backend.run_load(self._load_spec(), seed=self._load_seed())
-        self._check_report(report)
+        report = run_checked(self.backend, self._load_spec(), self._load_seed())
         self.last_report = report
         return report
 
@@ -671,7 +655,7 @@ class MeshEnv(gym.Env):
         return {
             "healthy": measured,
             "failure_pct": report.failure_pct if measured else None,
-            "p99_ms": _max_p99_ms(report) if measured else None,
+            "p99_ms": max_p99_ms(report) if measured else None,
             "score": score(report, self.settings.weights) if measured else None,
             "eval_score": evaluation_score(report) if measured else None,
             "initial_score": self._initial_score,

@@ -75,8 +75,8 @@ import numpy as np
 from envs.actions import MeshConfig, istio_default_config, make_catalogue
 from envs.backends import make_backend
 from envs.backends.base import Fault, LatencySpike, LoadSpec, ServiceDown
+from envs.measure import FAILED_RUN_SCORE
 from rl.baselines import (
-    FAILED_RUN_SCORE,
     LoadTester,
     SearchSpace,
     SearchTrace,
@@ -462,7 +462,7 @@ class FreshScores:
 
     @property
     def objectives(self) -> list[float]:
-        """Evaluation scores, a failed run counted as ``rl.baselines.FAILED_RUN_SCORE``."""
+        """Evaluation scores, a failed run counted as ``envs.measure.FAILED_RUN_SCORE``."""
         return [FAILED_RUN_SCORE if s is None else s for s in self.eval_scores]
 
     @property

@@ -194,8 +194,9 @@ def transfer_cases(env_config: dict[str, Any], module: Any, seeds: list[int], me
     """Per seed, the greedy episode of ``module`` on the simulator (``env_config``), then its
     initial and final configuration measured ``measure_runs`` times on the simulator and on
     ``MeshEnv(other_config)``'s backend, under the episode's load and the same load seeds."""
+    from envs.measure import mean_eval_score
     from envs.mesh_env import MeshEnv
-    from rl.evaluation import measurement_seeds, score_config
+    from rl.evaluation import measurement_seeds
 
     sim_config = {**env_config, "backend": "sim", "replica": None}
     episodes = [(seed, *_greedy_episode(sim_config, module, seed, measure_runs))
@@ -205,8 +206,8 @@ def transfer_cases(env_config: dict[str, Any], module: Any, seeds: list[int], me
     try:
         for seed, run, final, load in episodes:
             load_seeds = measurement_seeds(seed, measure_runs)
-            other_initial = score_config(other.backend, load, run.initial_config, load_seeds)
-            other_final = score_config(other.backend, load, final, load_seeds)
+            other_initial = mean_eval_score(other.backend, load, run.initial_config, load_seeds)
+            other_final = mean_eval_score(other.backend, load, final, load_seeds)
             cases.append(CaseTransfer(seed, load.users, len(set(run.actions)),
                                       run.initial_eval_score, run.final_eval_score,
                                       other_initial, other_final))

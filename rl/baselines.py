@@ -38,16 +38,9 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from envs.actions import CLASSIC_KNOBS, Knob, MeshConfig, knob_value, make_catalogue, with_knob
-from envs.backends.base import Backend, BackendError, LoadSpec
-from envs.backends.report import LoadReport
-from envs.istio import ConnectionPool, rules_for
-from envs.reward import N_ENDPOINTS, evaluation_score
-
-#: Ranking value of an evaluation whose load run produced nothing to score (the backend raised):
-#: the evaluation score's failure term when every request fails (100 % × 18 endpoints).
-#: Used only to rank search candidates; the measurement itself records the failure.
-FAILED_RUN_SCORE = -100.0 * N_ENDPOINTS
-
+from envs.backends.base import Backend, LoadSpec
+from envs.istio import ConnectionPool
+from envs.measure import Measurement, measure
 
 
 @dataclass(frozen=True)
@@ -151,37 +144,6 @@ def reachable_space(catalogue: str = "classic", services: Sequence[str] | None =
                        high={k: init_upper + episode_len * raise_by[k] for k in knobs})
 
 
-@dataclass(frozen=True)
-class Measurement:
-    """One load run of one configuration.
-
-    Attributes:
-        eval_score: :func:`envs.reward.evaluation_score` of the run; None if the backend could
-            not complete the run (``error`` says why).
-        failure_pct: failed / all requests, %.
-        p99_ms: the largest endpoint p99 of the run, ms (``MeshEnv``'s ``info["p99_ms"]``).
-        healthy: the backend's health check passed before the run.
-        error: the backend's error message when the run failed, else "".
-    """
-
-    eval_score: float | None
-    failure_pct: float | None
-    p99_ms: float | None
-    healthy: bool
-    error: str = ""
-
-    @property
-    def objective(self) -> float:
-        """What searches maximise: the evaluation score, or :data:`FAILED_RUN_SCORE`."""
-        return FAILED_RUN_SCORE if self.eval_score is None else self.eval_score
-
-
-def max_p99_ms(report: LoadReport) -> float:
-    """The largest endpoint p99 (ms) over endpoints that saw requests."""
-    return max(e.p99_ms for e in report.endpoints.values()
-               if e.num_requests > 0 and e.p99_ms is not None)
-
-
 class LoadTester:
     """Apply a configuration to ``backend`` and drive ``load`` through it.
 
@@ -196,20 +158,11 @@ class LoadTester:
         self.runs = 0
 
     def measure(self, config: MeshConfig, seed: int) -> Measurement:
-        """Apply ``config`` (services absent: Istio's defaults), check health, run the load
-        with load seed ``seed`` and score it. The load runs even when the health check fails
-        (the run then shows what users would see)."""
-        self.backend.apply(rules_for(config))
-        healthy = bool(self.backend.healthy())
+        """One :func:`envs.measure.measure` of ``config`` with load seed ``seed`` (counted in
+        :attr:`runs`)."""
+        measurement = measure(self.backend, config, self.load, seed)
         self.runs += 1
-        try:
-            report = self.backend.run_load(self.load, seed=seed)
-        except BackendError as exc:
-            return Measurement(None, None, None, healthy, error=str(exc))
-        if report.num_requests == 0:
-            return Measurement(None, None, None, healthy, error="the run completed no request")
-        return Measurement(evaluation_score(report), report.failure_pct, max_p99_ms(report),
-                           healthy)
+        return measurement
 
 
 #: ``evaluate(config, k)`` → objective of evaluation number ``k`` (0-based) of a search.
@@ -329,7 +282,5 @@ def local_search(evaluate: Objective, space: SearchSpace, n_evals: int, seed: in
     return trace
 
 
-__all__ = ["FAILED_RUN_SCORE", "LoadTester", "Measurement",
-           "Objective", "SearchSpace", "SearchTrace", "local_search",
-           "max_p99_ms", "random_search", "reachable_space",
-           "tpe_search"]
+__all__ = ["LoadTester", "Objective", "SearchSpace", "SearchTrace", "local_search",
+           "random_search", "reachable_space", "tpe_search"]

@@ -31,8 +31,7 @@ import numpy as np
 import torch
 from ray.rllib.core.columns import Columns
 
-from envs.istio import rules_for
-from envs.reward import evaluation_score
+from envs.measure import mean_eval_score
 
 #: A policy as evaluation sees it: observation -> action index.
 Actor = Callable[[np.ndarray], int]
@@ -146,28 +145,10 @@ def measurement_seeds(seed: int, runs: int) -> list[int]:
     return [int(x) & 0x7FFF_FFFF for x in state]
 
 
-def score_config(backend: Any, load: Any, config: Any, seeds: list[int]) -> float | None:
-    """Mean evaluation score of ``config`` on ``backend`` over one run of ``load`` per seed.
-
-    ``backend`` is any :class:`envs.backends.base.Backend`, ``load`` a ``LoadSpec``. Returns
-    None if the mesh fails its health check with ``config`` (no load ran, no score exists).
-    Leaves ``config`` applied; closing the backend restores the mesh.
-    """
-    backend.apply(rules_for(config))
-    if not backend.healthy():
-        return None
-    scores = []
-    for load_seed in seeds:
-        report = backend.run_load(load, seed=load_seed)
-        if report.num_requests == 0:
-            raise RuntimeError(f"re-measurement run (load seed {load_seed}) completed no request")
-        scores.append(evaluation_score(report))
-    return float(np.mean(scores))
-
-
 def measure_config(env: Any, config: Any, seeds: list[int]) -> float | None:
-    """:func:`score_config` on a :class:`envs.mesh_env.MeshEnv`'s backend and episode load."""
-    return score_config(env.backend, env.load_spec, config, seeds)
+    """:func:`envs.measure.mean_eval_score` on a :class:`envs.mesh_env.MeshEnv`'s backend and
+    episode load."""
+    return mean_eval_score(env.backend, env.load_spec, config, seeds)
 
 
 def run_episode(env: gym.Env, actor: Actor, seed: int,

@@ -9,8 +9,8 @@ import pytest
 from envs.actions import CLASSIC_KNOBS, TUNABLE_SERVICES, Knob, classic_initial_config, knob_value
 from envs.backends.base import LoadSpec, ServiceDown
 from envs.backends.sim import SimMesh
+from envs.measure import FAILED_RUN_SCORE
 from rl.baselines import (
-    FAILED_RUN_SCORE,
     LoadTester,
     SearchTrace,
     local_search,
