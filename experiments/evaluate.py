@@ -328,6 +328,7 @@ def train_ppo(env_config: dict[str, Any], env_steps: int, seed: int, out_dir: Pa
 
     from envs.mesh_env import MeshEnv
     from rl.callbacks import MeshMetricsCallback
+    from rl.ray_setup import init_ray
 
     episode_len = int(env_config.get("episode_len", 20))
     batch = max(episode_len, min(400, env_steps))
@@ -340,7 +341,7 @@ def train_ppo(env_config: dict[str, Any], env_steps: int, seed: int, out_dir: Pa
         .callbacks(MeshMetricsCallback)
         .debugging(seed=seed)
     )
-    ray.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=False)
+    init_ray(log_to_driver=False)
     t0 = time.monotonic()
     try:
         algo = config.build_algo()
@@ -781,7 +782,7 @@ def run(settings: EvalSettings, argv: Sequence[str]) -> dict[str, Any]:
     import gymnasium as gym
     import torch
 
-    from rl.evaluation import module_actor, uniform_random_actor
+    from rl.evaluation.episode import module_actor, uniform_random_actor
 
     torch.set_num_threads(1)
     t_start = time.monotonic()

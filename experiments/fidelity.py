@@ -58,6 +58,7 @@ from envs.backends.report import LoadReport
 from envs.backends.sim import SimMesh, profile
 from envs.istio import DestinationRule, rules_for
 from envs.reward import evaluation_score
+from rl.evaluation.benchmarks_md import append_to_section
 
 #: Upper bounds of the notebook's draw, cycled over the configurations (tight → loose).
 UPPERS = (4, 6, 8, 11, 16, 22, 32, 45, 64, 128, 256, 1000)
@@ -229,21 +230,15 @@ def markdown(scores: list[ConfigScores], pairs: list[Pair], loads: list[LoadSpec
     return "\n".join(lines) + "\n"
 
 
+#: The BENCHMARKS.md section a fidelity run is appended to, and its intro when created.
+SECTION = "## Fidelity"
+SECTION_INTRO = ("The simulator against the real-Envoy local mesh (`experiments/fidelity.py`): the "
+                 "same configurations and loads through both, same service profile.")
+
+
 def append_section(path: Path, section: str) -> None:
-    """Append ``section`` under ``## Fidelity`` (created at the end if missing)."""
-    text = path.read_text() if path.exists() else "# Benchmarks\n"
-    if "\n## Fidelity\n" not in "\n" + text:
-        text = text.rstrip("\n") + "\n\n## Fidelity\n\n" + (
-            "The simulator against the real-Envoy local mesh (`experiments/fidelity.py`): the "
-            "same configurations and loads through both, same service profile.\n\n")
-        path.write_text(text + section)
-        return
-    # insert at the end of the Fidelity section (before the next "## " heading, if any)
-    head, _, tail = text.partition("\n## Fidelity\n")
-    nxt = tail.find("\n## ")
-    body, rest = (tail, "") if nxt < 0 else (tail[:nxt + 1], tail[nxt + 1:])
-    path.write_text(head + "\n## Fidelity\n" + body.rstrip("\n") + "\n\n" + section
-                    + ("\n" + rest if rest else ""))
+    """Append ``section`` under ``## Fidelity`` of ``path`` (created at the end if missing)."""
+    append_to_section(path, SECTION, SECTION_INTRO, section)
 
 
 def parse_load(text: str) -> LoadSpec:

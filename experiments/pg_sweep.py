@@ -19,8 +19,8 @@ What it does:
 3. tests the best trial's policy on other held-out seeds (from 1 000 000; never used in
    training or validation) — greedily, and sampled as trained — against the uniform random
    policy, on the same seeds. Validation and test score each episode's initial and final
-   configuration over ``--measure-runs`` fresh load runs (``rl.evaluation``), so a gain is the
-   configurations' difference, not one run's luck;
+   configuration over ``--measure-runs`` fresh load runs (``rl.evaluation.episode``), so a gain is
+   the configurations' difference, not one run's luck;
 4. writes into ``--output``: ``results.md`` (trials table and held-out evaluation),
    ``results.json`` (the same numbers, the best checkpoint's path), ``learning_curves.png``,
    ``best_destination_rules.yaml`` (the greedy policy's final DestinationRules on the first
@@ -258,18 +258,6 @@ def build_param_space(settings: SweepSettings) -> Any:
     )
 
 
-def init_ray(address: str | None) -> None:
-    """Connect to ``address``, to the job's cluster (``RAY_ADDRESS``), or start a local one."""
-    import ray
-
-    if address is not None:
-        ray.init(address=address)
-    elif os.environ.get("RAY_ADDRESS"):
-        ray.init()
-    else:
-        ray.init(address="local", num_cpus=2, include_dashboard=False)
-
-
 def progress_reporter() -> Any:
     """Tune's console table with the columns that matter here, every 30 s."""
     from ray.tune import CLIReporter
@@ -385,10 +373,10 @@ def sort_rows(rows: list[dict[str, Any]]) -> None:
 def validate_trials(rows: list[dict[str, Any]], seeds: list[int], measure_runs: int) -> None:
     """Set each trial's ``validation_gain``: mean eval-score gain of its last checkpoint's
     policy (greedy: the policy one deploys) on the validation ``seeds`` — the same for all
-    trials — each configuration scored over ``measure_runs`` fresh runs (``rl.evaluation``),
+    trials — each configuration scored over ``measure_runs`` fresh runs (``rl.evaluation.episode``),
     then re-sort ``rows``. A trial whose every validation episode ended unhealthy keeps NaN
     (no gain was measured) and ranks last."""
-    from rl.evaluation import evaluate, module_actor, summarise
+    from rl.evaluation.episode import evaluate, module_actor, summarise
 
     mesh_env = import_mesh_env()
     for row in rows:
@@ -488,7 +476,7 @@ def held_out_evaluation(module: Any, env_config: dict[str, Any], seeds: list[int
     greedy policy's final DestinationRules of the first seed to ``rules_path`` (YAML).
     """
     from envs.istio import dump_rules
-    from rl.evaluation import (
+    from rl.evaluation.episode import (
         evaluate,
         module_actor,
         outcomes_to_records,
@@ -566,7 +554,8 @@ def run(settings: SweepSettings) -> dict[str, Any]:
     """The whole pipeline; returns what it wrote into results.json."""
     import ray
 
-    from rl.evaluation import TEST_FIRST_SEED, VALIDATION_FIRST_SEED, held_out_seeds
+    from rl.evaluation.episode import TEST_FIRST_SEED, VALIDATION_FIRST_SEED, held_out_seeds
+    from rl.ray_setup import init_ray
 
     check_backend(settings.backend)
     check_experiment_dir(settings)

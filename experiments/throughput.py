@@ -232,6 +232,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     import ray
     import torch
 
+    from rl.ray_setup import init_ray
+
     torch.set_num_threads(1)
     load = os.getloadavg()
     stamp = datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC")
@@ -241,7 +243,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         sims.append(time_simulator(args.users, steps))
         envs.append(time_mesh_env(args.users, steps))
     layers = [median_round(sims), median_round(envs)]
-    ray.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=False)
+    init_ray(log_to_driver=False)
     try:
         for runners in (1, 2):
             sample, train = time_rllib(args.users, runners, steps, iterations, args.rounds)

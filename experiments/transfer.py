@@ -139,7 +139,7 @@ def _greedy_episode(env_config: dict[str, Any], module: Any, seed: int,
                     measure_runs: int) -> tuple[BackendRun, Any, Any]:
     """:func:`run_backend`'s episode, plus the configuration it ended with and its load."""
     from envs.mesh_env import MeshEnv
-    from rl.evaluation import module_actor, run_episode
+    from rl.evaluation.episode import module_actor, run_episode
 
     t0 = time.monotonic()
     env = RecordingWrapper(MeshEnv(env_config))
@@ -196,7 +196,7 @@ def transfer_cases(env_config: dict[str, Any], module: Any, seeds: list[int], me
     ``MeshEnv(other_config)``'s backend, under the episode's load and the same load seeds."""
     from envs.measure import mean_eval_score
     from envs.mesh_env import MeshEnv
-    from rl.evaluation import measurement_seeds
+    from rl.evaluation.episode import measurement_seeds
 
     sim_config = {**env_config, "backend": "sim", "replica": None}
     episodes = [(seed, *_greedy_episode(sim_config, module, seed, measure_runs))

@@ -35,7 +35,7 @@ def test_gap_closed_arithmetic() -> None:
 
 
 def test_held_out_case_seeds_are_disjoint_from_training_seeds() -> None:
-    from rl.evaluation import VALIDATION_FIRST_SEED, held_out_seeds
+    from rl.evaluation.episode import VALIDATION_FIRST_SEED, held_out_seeds
 
     cases = [s for sc in ev.SCENARIOS for s in ev.case_seeds(sc, 1000)]
     assert len(cases) == len(set(cases)), "two scenarios share a case seed"

@@ -12,7 +12,7 @@ from ray.rllib.core.rl_module.rl_module import RLModuleSpec
 
 from envs.istio import rules_for
 from envs.mesh_env import MeshEnv
-from rl.evaluation import (
+from rl.evaluation.episode import (
     EpisodeOutcome,
     bootstrap_ci95,
     evaluate,

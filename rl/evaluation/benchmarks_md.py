@@ -1,4 +1,5 @@
-"""Append a benchmark run to its section of BENCHMARKS.md (shared by the benchmark scripts)."""
+"""Append a run to its section of BENCHMARKS.md: the one writer the benchmark and experiment
+scripts share."""
 
 from __future__ import annotations
 
