@@ -1,21 +1,24 @@
-"""experiments/fidelity.py: the configuration draw, the seeds, the comparison and the summary.
+"""rl.evaluation.fidelity and experiments/fidelity.py: the configuration draw, the seeds, the
+comparison, the summary and the command line.
 
-The local mesh itself is exercised by ``test_local_e2e.py``; here the simulator stands in for
-both sides of a pair where a report is needed.
+The local mesh itself is exercised by ``tests/envs/backends/local/test_e2e.py``; here the
+simulator stands in for both sides of a pair where a report is needed.
 """
 
 from __future__ import annotations
 
 import argparse
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
 
+import rl.evaluation.fidelity as fid
 from envs.backends.base import LoadSpec
 from envs.backends.sim import SimMesh
-from tests._scripts import load_script
 
-fid = load_script("fidelity")
+REPO = Path(__file__).resolve().parents[3]
 
 
 def test_configurations_are_declared_seeded_and_span_tight_to_loose() -> None:
@@ -97,10 +100,28 @@ def test_parse_load() -> None:
         fid.parse_load("ten")
 
 
-def test_bad_flags(capsys: pytest.CaptureFixture[str]) -> None:
-    with pytest.raises(SystemExit):
-        fid.main(["--configs", "2"])
-    assert "at least 3" in capsys.readouterr().err
-    with pytest.raises(SystemExit):
-        fid.main(["--repeats", "9", "--sim-seeds", "4"])
-    assert "--repeats <= --sim-seeds" in capsys.readouterr().err
+def _script(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, str(REPO / "experiments" / "fidelity.py"), *args],
+                          capture_output=True, text=True, timeout=120, check=False)
+
+
+def test_bad_flags() -> None:
+    proc = _script("--configs", "2")
+    assert proc.returncode == 2 and "at least 3" in proc.stderr
+    proc = _script("--repeats", "9", "--sim-seeds", "4")
+    assert proc.returncode == 2 and "--repeats <= --sim-seeds" in proc.stderr
+
+
+def test_run_comparison_against_an_identical_stand_in_is_exact() -> None:
+    # The simulator on the same platform stands in for the local mesh: the same seeds give the
+    # same reports, so every pair agrees exactly and the ranks match.
+    platform = fid.profile.platform_named("loopback")
+    loads = [LoadSpec(users=3, requests=120)]
+    run = fid.run_comparison(SimMesh(platform=platform), fid.configurations(4, 0), loads,
+                             repeats=1, sim_seeds=2, seed=0, platform=platform)
+    assert run.failures == [] and len(run.scores) == 4 and len(run.pairs) == 4
+    assert all(p.sim_score == p.local_score for p in run.pairs)
+    assert all(c.local == c.sim[:1] for c in run.scores)
+    assert all(len(c.sim_ceiling_draws) == fid.CEILING_DRAWS for c in run.scores)
+    section = fid.markdown(run.scores, run.pairs, loads, 1, 2, "cmd", platform, 6.0)
+    assert "(`cmd`, 0.1 min)" in section and "| 3 / 120 | 4 × 1 |" in section
