@@ -30,7 +30,6 @@ from pathlib import Path
 
 # benchmarks/ is a folder of scripts, not a package: its shared helper is imported from beside
 # this file, whether the script runs as ``python benchmarks/...`` or is loaded by a test.
-sys.path.insert(0, str(Path(__file__).resolve().parent))
 from rl.evaluation.benchmarks_md import append_to_section
 
 ROOT = Path(__file__).resolve().parents[1]
