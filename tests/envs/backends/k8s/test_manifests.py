@@ -24,8 +24,14 @@ import pytest
 import yaml
 
 from envs import cli, istio
-from envs.backends.k8s import PROXY_STATS_ANNOTATION, locust_job_manifest
-from envs.cli.cluster import BACKEND_RULES, DEFAULT_LOCUSTFILE, render, sweep_entrypoint
+from envs.backends.k8s.loadjob import endpoint_stats, locust_job_manifest, parse_locust_report
+from envs.backends.k8s.manifests import (
+    BACKEND_RULES,
+    DEFAULT_LOCUSTFILE,
+    render,
+    sweep_entrypoint,
+)
+from envs.backends.k8s.metrics import PROXY_STATS_ANNOTATION
 from envs.sockshop import SERVICES, Protocol
 
 ROOT = Path(__file__).resolve().parents[4]
@@ -326,7 +332,6 @@ def test_locustfile_runs_the_reference_loop(tmp_path: Path) -> None:
     import threading
     from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
-    from envs.backends.k8s import endpoint_stats, parse_locust_report
     from envs.sockshop import CATALOGUE, LOAD_TEST_LOOP
 
     seen: list[tuple[str, str, str, bytes]] = []
