@@ -15,7 +15,7 @@ when the item is already in it and fails with 500 if it vanished), orders' amoun
 + shipping, payment declines amounts over ``PAYMENT_LIMIT`` (orders answers 406), orders caps
 every wait at 5 s (504 → 500), failures mapped by each call's ``on_error``.
 
-The front-end's Node.js process crashes like the simulator's (``profile.FRONTEND_CRASH_ON``:
+The front-end's Node.js process crashes like the simulator's (``figures.FRONTEND_CRASH_ON``:
 a sidecar's plain-text 503, or any failure, of the calls whose reply it parses unguarded): its
 server closes, every connection to it is reset (the gateway answers 503), and it serves again
 after ``FRONTEND_RESTART_MS`` plus kubelet's CrashLoopBackOff for repeated crashes. A control
@@ -24,7 +24,7 @@ crashes and down time since the reset) lets the backend start every run from the
 as the simulator does.
 
 The TCP services (MongoDB, MySQL, redis, RabbitMQ) are line-based JSON servers; their callers
-use a driver shaped by ``profile.DRIVERS`` (a pool of up to N connections, one operation at a
+use a driver shaped by ``figures.DRIVERS`` (a pool of up to N connections, one operation at a
 time on each, or one multiplexed connection). A connection the sidecar refuses (over
 ``tcp.maxConnections``) fails the operation, as a real driver's exception does.
 
@@ -55,7 +55,7 @@ from envs.backends.local.topology import (
     split_operation,
     tcp_callees_of,
 )
-from envs.backends.sim import profile
+from envs.sockshop import figures
 from envs.sockshop import (
     CATALOGUE,
     ORDER_DECLINED_STATUS,
@@ -146,10 +146,10 @@ def restart_delay_ms(crash_number: int) -> float:
     ... capped), as the simulator has it."""
     if crash_number < 1:
         raise ValueError(f"crash_number must be >= 1, got {crash_number}")
-    delay = profile.FRONTEND_RESTART_MS
+    delay = figures.FRONTEND_RESTART_MS
     if crash_number > 1:
-        delay += min(profile.CRASH_BACKOFF_CAP_MS,
-                     profile.CRASH_BACKOFF_BASE_MS * 2.0 ** (crash_number - 2))
+        delay += min(figures.CRASH_BACKOFF_CAP_MS,
+                     figures.CRASH_BACKOFF_BASE_MS * 2.0 ** (crash_number - 2))
     return delay
 
 
@@ -264,10 +264,10 @@ class ShopHost:
     def __init__(self, replica: int, seed: int) -> None:
         self.ports = ReplicaPorts(replica)
         self.rng = random.Random(seed)
-        self.cpu = {s: ProcessorSharing(profile.SERVICE_PROFILES[s].cores) for s in SERVICE_NAMES}
+        self.cpu = {s: ProcessorSharing(figures.SERVICE_PROFILES[s].cores) for s in SERVICE_NAMES}
         self.workers = {
-            s: (asyncio.Semaphore(p.workers) if p.workers < profile.UNBOUNDED_WORKERS else None)
-            for s, p in profile.SERVICE_PROFILES.items()}
+            s: (asyncio.Semaphore(p.workers) if p.workers < figures.UNBOUNDED_WORKERS else None)
+            for s, p in figures.SERVICE_PROFILES.items()}
         self.cart: dict[str, int] = {}
         self.sessions: dict[str, ClientSession] = {}
         self.drivers: dict[tuple[str, str], TcpDriver] = {}
@@ -284,7 +284,7 @@ class ShopHost:
 
     def draw_work_ms(self, service: str, mean_ms: float) -> float:
         """The simulator's draw: lognormal with mean ``mean_ms`` and the service's sigma."""
-        sigma = profile.SERVICE_PROFILES[service].work_sigma
+        sigma = figures.SERVICE_PROFILES[service].work_sigma
         return mean_ms * math.exp(sigma * self.rng.gauss(0.0, 1.0) - 0.5 * sigma * sigma)
 
     async def work(self, service: str, mean_ms: float) -> None:
@@ -378,7 +378,7 @@ class ShopHost:
         return None
 
     def _crashes_frontend(self, call: Call, reply: Reply) -> bool:
-        mode = profile.FRONTEND_CRASH_ON.get((call.service, call.operation))
+        mode = figures.FRONTEND_CRASH_ON.get((call.service, call.operation))
         if mode is None or asyncio.get_running_loop().time() < self.frontend_down_until:
             return False
         if mode == "sidecar_503":
@@ -488,7 +488,7 @@ class ShopHost:
     # ----- HTTP services -------------------------------------------------------------------
 
     def _service_handler(self, service: str, call: Call):  # type: ignore[no-untyped-def]
-        mean_ms = profile.OPERATION_WORK_MS[(service, call.operation)]
+        mean_ms = figures.OPERATION_WORK_MS[(service, call.operation)]
 
         async def handle(request: web.Request) -> web.Response:
             body = await request.json() if request.can_read_body else None
@@ -524,7 +524,7 @@ class ShopHost:
 
     def _frontend_handler(self, route_key: str):  # type: ignore[no-untyped-def]
         route = ROUTES[route_key]
-        work_ms, cont_ms = profile.FRONTEND_WORK_MS[route_key]
+        work_ms, cont_ms = figures.FRONTEND_WORK_MS[route_key]
 
         async def handle(request: web.Request) -> web.Response:
             ctx = Context()
@@ -576,7 +576,7 @@ class ShopHost:
         operation = str(msg["op"])
         args = msg.get("args") or {}
         async with self.worker(service):
-            await self.work(service, profile.OPERATION_WORK_MS[(service, operation)])
+            await self.work(service, figures.OPERATION_WORK_MS[(service, operation)])
             status, body = self._db_effect(operation, args)
         with contextlib.suppress(OSError, RuntimeError):
             writer.write((json.dumps({"id": msg["id"], "status": status, "body": body})
@@ -599,7 +599,7 @@ class ShopHost:
                 return 200, {"phase": -1}
             if self.cart.get(item, 0) == 0:
                 return 500, {"error": "Cannot find item in cart"}
-            if phase >= profile.CART_FOUND_REREADS:
+            if phase >= figures.CART_FOUND_REREADS:
                 self.cart[item] += 1
                 return 200, {"phase": -1}
             return 200, {"phase": phase + 1}
@@ -614,7 +614,7 @@ class ShopHost:
                 connector=TCPConnector(limit=0, force_close=False),
                 timeout=ClientTimeout(total=None))
             for dest in tcp_callees_of(caller):
-                drv = profile.DRIVERS[(caller, dest)]
+                drv = figures.DRIVERS[(caller, dest)]
                 slot = tcp_callees_of(caller).index(dest)
                 self.drivers[(caller, dest)] = TcpDriver(
                     self.ports.outbound_tcp(caller, slot), drv.max_connections, drv.multiplexed)
