@@ -11,13 +11,14 @@ from pathlib import Path
 import pytest
 
 from envs.backends.local import envoy_config as ec
-from envs.backends.local.apps import ProcessorSharing, Reply, ShopHost, restart_delay_ms
+from envs.backends.local.cpu import ProcessorSharing
+from envs.backends.local.drivers import Reply
 from envs.backends.local.ports import MAX_REPLICAS, ReplicaPorts
 from envs.backends.local.prom import destination_of, histogram_quantile
+from envs.backends.local.shop import ShopHost, restart_delay_ms
 from envs.backends.local.topology import GATEWAY, callees_of, operations_of, tcp_callees_of
-from envs.sockshop import figures
 from envs.istio import ConnectionPool, DestinationRule, HttpSettings, TcpSettings, cluster_name
-from envs.sockshop import CATALOGUE, SERVICE_NAMES, Call
+from envs.sockshop import CATALOGUE, SERVICE_NAMES, Call, figures
 
 NS = "sock-shop"
 TIGHT = ConnectionPool(tcp=TcpSettings(max_connections=3, connect_timeout_ms=250,
