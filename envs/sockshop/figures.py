@@ -7,17 +7,19 @@ the core by ``mesh.py``) and the ``local`` backend's services host
 the mesh costs (sidecars, connects, retries) is not here: it depends on where the mesh runs,
 see ``envs.backends.sim.profile``.
 
-Every number says where it came from. Three kinds of source:
+Every number says where it came from. Four kinds of source:
 
 * **measured** — the original notebook's Locust table (50 users, 1 000 requests, the original
   system on GKE; copied in ``experiments/calibrate_sim.py``);
 * **documented** — the Kubernetes manifests and the services' sources and drivers' defaults
   (https://github.com/microservices-demo/microservices-demo,
   ``deploy/kubernetes/complete-demo.yaml``; the services' repositories under
-  https://github.com/microservices-demo), and Kubernetes' documentation;
+  https://github.com/microservices-demo), and Kubernetes' documentation
+  (https://kubernetes.io/docs);
 * **fitted** — chosen so that the simulator reproduces the notebook's table
   (``experiments/calibrate_sim.py`` checks it); these are the front-end's and the services'
   CPU demand per operation, whose split between services the notebook's table cannot pin down.
+* **estimated** — reasoned from the runtimes where nothing measures it (each says so).
 
 Units: durations in milliseconds, CPU work in *milliseconds of one full core* (a service with a
 300 m CPU limit needs ``work / 0.3`` ms of wall time when it runs alone), capacities in cores.
@@ -215,7 +217,9 @@ FRONTEND_CRASH_ON: dict[tuple[str, str], str] = {
 #: once: container start plus ``node server.js`` loading Express and connecting to redis
 #: (estimate, 2 s).
 FRONTEND_RESTART_MS = 2_000.0
-#: kubelet's CrashLoopBackOff (documented): the first restart is immediate, later ones wait
+#: kubelet's CrashLoopBackOff (documented,
+#: https://kubernetes.io/docs/concepts/workloads/pods/pod-lifecycle/#container-restarts): the
+#: first restart is immediate, later ones wait
 #: 10 s, 20 s, 40 s, ... up to 5 min. The simulator starts every run with a clean restart
 #: history.
 CRASH_BACKOFF_BASE_MS = 10_000.0
