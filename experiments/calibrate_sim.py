@@ -44,8 +44,8 @@ class NotebookRow:
     rps: float
 
 
-#: The original notebook's table (``/work/shared/seed/000_4d7bcd23a9963b2a.txt``, "The Load
-#: Generator" example output), copied verbatim.
+#: The original notebook's table (its section "2. The Load Generator", example output: 50 users,
+#: 1 000 requests on GKE), copied verbatim; the notebook is not published, this is its record.
 NOTEBOOK_TABLE: dict[str, NotebookRow] = {
     "GET /": NotebookRow(110, 0, 232, 38, 441, 220, 11.86),
     "GET /basket.html": NotebookRow(113, 0, 248, 119, 425, 240, 13.00),

@@ -2,7 +2,7 @@
 clusters, the operations each service serves, and the wire form of an operation.
 
 Shared by the Envoy configuration (:mod:`envs.backends.local.envoy_config`) and the services
-host (:mod:`envs.backends.local.apps`), so the two cannot disagree.
+host (:mod:`envs.backends.local.shop`), so the two cannot disagree.
 """
 
 from __future__ import annotations

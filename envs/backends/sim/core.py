@@ -4,8 +4,8 @@ Everything here is integers, floats and arrays so that ``@njit(cache=True)`` com
 Python side (``envs.backends.sim.mesh``) prepares the arrays and turns the result into a
 ``LoadReport``. Times are milliseconds of simulated time.
 
-Model (the why of each rule is in ``../shared/reference/istio-envoy.md`` and
-``envs/backends/sim/README.md``):
+Model (the why of each rule is in ``envs/backends/sim/README.md`` and Istio's DestinationRule
+reference, https://istio.io/latest/docs/reference/config/networking/destination-rule/):
 
 * A *job* is one call being served: a front-end route (its caller is the ingress gateway) or a
   call a service makes. It leaves through the caller sidecar's outbound *cluster* (per calling

@@ -11,13 +11,14 @@ from pathlib import Path
 import pytest
 
 from envs.backends.local import envoy_config as ec
-from envs.backends.local.apps import ProcessorSharing, Reply, ShopHost, restart_delay_ms
+from envs.backends.local.cpu import ProcessorSharing
+from envs.backends.local.drivers import Reply
 from envs.backends.local.ports import MAX_REPLICAS, ReplicaPorts
 from envs.backends.local.prom import destination_of, histogram_quantile
+from envs.backends.local.shop import ShopHost, restart_delay_ms
 from envs.backends.local.topology import GATEWAY, callees_of, operations_of, tcp_callees_of
-from envs.backends.sim import profile
 from envs.istio import ConnectionPool, DestinationRule, HttpSettings, TcpSettings, cluster_name
-from envs.sockshop import CATALOGUE, SERVICE_NAMES, Call
+from envs.sockshop import CATALOGUE, SERVICE_NAMES, Call, figures
 
 NS = "sock-shop"
 TIGHT = ConnectionPool(tcp=TcpSettings(max_connections=3, connect_timeout_ms=250,
@@ -204,7 +205,7 @@ def test_add_to_cart_rereads_and_fails_when_the_item_vanishes():
         status, body = host._db_effect("upsert item", {**args, "phase": phase})
         phase = body["phase"]
         reads += 1
-    assert reads == profile.CART_FOUND_REREADS and host.cart == {"a": 2}
+    assert reads == figures.CART_FOUND_REREADS and host.cart == {"a": 2}
     # a DELETE between the reads: 500
     host._db_effect("upsert item", {**args, "phase": 0})
     host._db_effect("delete cart", {})
@@ -256,7 +257,7 @@ def test_frontend_crashes_on_the_simulators_calls_and_backs_off():
     # the customer lookup dereferences fields of any error body
     assert asyncio.run(decide(customer, Reply(500, {"error": 500})))
     assert not asyncio.run(decide(Call("carts", "DELETE /carts/{customer}"), Reply(503, None)))
-    assert restart_delay_ms(1) == profile.FRONTEND_RESTART_MS
-    assert restart_delay_ms(2) == profile.FRONTEND_RESTART_MS + profile.CRASH_BACKOFF_BASE_MS
-    assert restart_delay_ms(3) == profile.FRONTEND_RESTART_MS + 2 * profile.CRASH_BACKOFF_BASE_MS
-    assert restart_delay_ms(50) == profile.FRONTEND_RESTART_MS + profile.CRASH_BACKOFF_CAP_MS
+    assert restart_delay_ms(1) == figures.FRONTEND_RESTART_MS
+    assert restart_delay_ms(2) == figures.FRONTEND_RESTART_MS + figures.CRASH_BACKOFF_BASE_MS
+    assert restart_delay_ms(3) == figures.FRONTEND_RESTART_MS + 2 * figures.CRASH_BACKOFF_BASE_MS
+    assert restart_delay_ms(50) == figures.FRONTEND_RESTART_MS + figures.CRASH_BACKOFF_CAP_MS

@@ -1,5 +1,6 @@
-"""Tests of envs.sockshop: the SockShop data every backend reads (facts from
-../shared/reference/sockshop.md and microservices-demo's complete-demo.yaml)."""
+"""Tests of envs.sockshop.topology: SockShop's services, call graph and catalogue, as every
+backend reads them (facts from https://github.com/microservices-demo/microservices-demo's
+deploy/kubernetes/complete-demo.yaml and the services' sources)."""
 
 from __future__ import annotations
 
@@ -7,12 +8,9 @@ from collections.abc import Iterator
 
 import pytest
 
-from envs.sockshop import (
+from envs.sockshop.topology import (
     CATALOGUE,
-    CUSTOMER,
     ENTRY_SERVICE,
-    HATCH_RATE_PER_S,
-    LOAD_TEST_LOOP,
     ORDER_DECLINED_STATUS,
     ORDERS_WAIT_MS,
     PAYMENT_LIMIT,
@@ -28,7 +26,6 @@ from envs.sockshop import (
     Route,
     Step,
     callees,
-    endpoint_names,
 )
 
 # (name, port, protocol, app protocol, port name), in complete-demo.yaml order.
@@ -230,29 +227,7 @@ def test_callees_descends_into_parallel_groups() -> None:
     assert callees(route) == {"user", "user-db", "payment"}
 
 
-# --- load test and catalogue ------------------------------------------------------------------
-
-def test_the_nine_request_loop() -> None:
-    assert [s.route for s in LOAD_TEST_LOOP] == [
-        "GET /catalogue", "GET /", "GET /login", "GET /category.html", "GET /detail.html",
-        "DELETE /cart", "POST /cart", "GET /basket.html", "POST /orders"]
-    for step in LOAD_TEST_LOOP:
-        assert step.route in ROUTES
-    assert LOAD_TEST_LOOP[4].name == "GET /detail.html?id={item}"
-    assert CUSTOMER == ("user", "password")
-    assert HATCH_RATE_PER_S == 5.0
-
-
-def test_endpoint_names() -> None:
-    names = endpoint_names()
-    assert len(names) == 18 == len(set(names))
-    assert names == tuple(sorted(names))
-    for item in CATALOGUE:
-        assert f"GET /detail.html?id={item.item_id}" in names
-    fixed = {"GET /catalogue", "GET /", "GET /login", "GET /category.html", "DELETE /cart",
-             "POST /cart", "GET /basket.html", "POST /orders"}
-    assert set(names) - fixed == {f"GET /detail.html?id={i.item_id}" for i in CATALOGUE}
-
+# --- catalogue and orders' rules ---------------------------------------------------------------
 
 def test_catalogue_prices() -> None:
     assert {i.item_id: i.price for i in CATALOGUE} == {

@@ -1,10 +1,11 @@
-"""SockShop as data: services, protocols, the front-end's call graph and the reference load test.
+"""SockShop's topology: its services and protocols, the front-end's call graph and the
+application's own data (the catalogue's socks, orders' and payment's rules).
 
 This is the one description of the application that the simulator, the local mesh and the
 Kubernetes manifests all read, so the three cannot drift apart. Facts come from
-microservices-demo (``deploy/kubernetes/complete-demo.yaml``, the services' sources at the
-deployed image tags, and ``microservices-demo/load-test``); see
-``../shared/reference/sockshop.md``.
+microservices-demo: ``deploy/kubernetes/complete-demo.yaml`` of
+https://github.com/microservices-demo/microservices-demo and the services' sources (one
+repository each under https://github.com/microservices-demo) at the deployed image tags.
 
 Call graph notation: a :class:`Route` is what the front-end does for one HTTP route, as a
 sequence of :data:`Step` s. A step is a :class:`Call` (one request to a service, which itself
@@ -261,6 +262,8 @@ class CatalogueItem:
     price: float
 
 
+#: The 10 socks catalogue-db (``weaveworksdemos/catalogue-db:0.3.0``) is seeded with: what
+#: ``GET /catalogue`` lists, the load test picks its item from, and orders prices the cart by.
 CATALOGUE: tuple[CatalogueItem, ...] = (
     CatalogueItem("6d62d909-f957-430e-8689-b5129c0bb75e", 17.15),
     CatalogueItem("a0a4f044-b040-410d-8ead-4de0446aec7e", 7.99),
@@ -273,44 +276,6 @@ CATALOGUE: tuple[CatalogueItem, ...] = (
     CatalogueItem("3395a43e-2d88-40de-b95f-e00e1502085b", 18.00),
     CatalogueItem("837ab141-399e-4c1f-9abc-bace40296bac", 15.00),
 )
-
-
-@dataclass(frozen=True)
-class LoadStep:
-    """One request of the load test's loop: the route it hits and how Locust names it."""
-
-    route: str
-    name: str
-
-
-#: The reference load test's loop: 9 requests, no wait between them. ``{item}`` is the item
-#: picked from the GET /catalogue answer at the start of the loop.
-LOAD_TEST_LOOP: tuple[LoadStep, ...] = (
-    LoadStep("GET /catalogue", "GET /catalogue"),
-    LoadStep("GET /", "GET /"),
-    LoadStep("GET /login", "GET /login"),
-    LoadStep("GET /category.html", "GET /category.html"),
-    LoadStep("GET /detail.html", "GET /detail.html?id={item}"),
-    LoadStep("DELETE /cart", "DELETE /cart"),
-    LoadStep("POST /cart", "POST /cart"),
-    LoadStep("GET /basket.html", "GET /basket.html"),
-    LoadStep("POST /orders", "POST /orders"),
-)
-#: Every virtual user logs in as this one customer, so all users share one cart.
-CUSTOMER = ("user", "password")
-#: Locust hatch rate of the reference load test, users per second.
-HATCH_RATE_PER_S = 5.0
-
-
-def endpoint_names() -> tuple[str, ...]:
-    """Every Locust request name the load test can produce, in a fixed order (18 names)."""
-    names: list[str] = []
-    for step in LOAD_TEST_LOOP:
-        if "{item}" in step.name:
-            names.extend(step.name.format(item=i.item_id) for i in CATALOGUE)
-        else:
-            names.append(step.name)
-    return tuple(sorted(names))
 
 
 def callees(route: Route) -> set[str]:
