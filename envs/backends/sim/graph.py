@@ -16,7 +16,6 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from envs.backends.sim import profile
 from envs.sockshop import (
     CATALOGUE,
     LOAD_TEST_LOOP,
@@ -33,6 +32,7 @@ from envs.sockshop import (
     Route,
     Step,
     endpoint_names,
+    figures,
 )
 
 #: Caller index of the ingress gateway (one past the last service).
@@ -46,7 +46,7 @@ ON_ERROR_CODE: dict[OnError, int] = {
 #: Operations with application semantics beyond "take time, answer".
 KIND_PLAIN = 0
 KIND_CART_DELETE = 1   # carts-db: empties the shared cart
-KIND_CART_ADD = 2      # carts-db: addToCart's find-then-save (see profile.CART_FOUND_REREADS)
+KIND_CART_ADD = 2      # carts-db: addToCart's find-then-save (see figures.CART_FOUND_REREADS)
 KIND_CART_READ = 3     # carts-db: reads the items; orders' amount = items + shipping
 KIND_PAYMENT = 4       # payment: declines amounts over PAYMENT_LIMIT (orders answers 406)
 
@@ -71,7 +71,7 @@ class CompiledGraph:
     ``node_step_first``/``node_step_count`` (its downstream steps), ``node_work_ms`` (CPU work
     before the first step, ms of one core), ``node_cont_ms`` (CPU work after each step).
     ``node_crash`` (0, or how the call's failure crashes the front-end, see
-    ``profile.FRONTEND_CRASH_ON``).
+    ``figures.FRONTEND_CRASH_ON``).
     Step arrays: ``step_call_first``/``step_call_count`` into ``step_calls`` (node ids).
     Cluster arrays: ``cluster_caller`` (service index or ``GATEWAY``), ``cluster_dest``.
     Loop arrays (9 entries): ``loop_root`` root node of the route, ``loop_endpoint`` endpoint
@@ -135,8 +135,8 @@ def compile_graph() -> CompiledGraph:
         if call.service not in svc_index:
             raise ValueError(f"call graph names unknown service {call.service!r}")
         key = (call.service, call.operation)
-        if key not in profile.OPERATION_WORK_MS:
-            raise ValueError(f"profile.OPERATION_WORK_MS has no entry for {key}")
+        if key not in figures.OPERATION_WORK_MS:
+            raise ValueError(f"figures.OPERATION_WORK_MS has no entry for {key}")
         dest = svc_index[call.service]
         nid = len(nodes)
         nodes.append({})
@@ -145,18 +145,18 @@ def compile_graph() -> CompiledGraph:
             svc=dest, cluster=cluster_of(caller, dest), kind=_KINDS.get(key, KIND_PLAIN),
             on_error=ON_ERROR_CODE[call.on_error], timeout=float(call.timeout_ms or 0),
             ok=call.ok_status, step_first=first, step_count=count,
-            work=profile.OPERATION_WORK_MS[key], cont=profile.OPERATION_CONT_MS.get(key, 0.0),
-            crash=(_CRASH_CODE[profile.FRONTEND_CRASH_ON[key]]
-                   if caller == svc_index["front-end"] and key in profile.FRONTEND_CRASH_ON
+            work=figures.OPERATION_WORK_MS[key], cont=figures.OPERATION_CONT_MS.get(key, 0.0),
+            crash=(_CRASH_CODE[figures.FRONTEND_CRASH_ON[key]]
+                   if caller == svc_index["front-end"] and key in figures.FRONTEND_CRASH_ON
                    else 0),
             label=f"{call.service} {call.operation}")
         return nid
 
     def add_route(route: Route) -> int:
-        if route.key not in profile.FRONTEND_WORK_MS:
-            raise ValueError(f"profile.FRONTEND_WORK_MS has no entry for route {route.key}")
+        if route.key not in figures.FRONTEND_WORK_MS:
+            raise ValueError(f"figures.FRONTEND_WORK_MS has no entry for route {route.key}")
         fe = svc_index["front-end"]
-        work, cont = profile.FRONTEND_WORK_MS[route.key]
+        work, cont = figures.FRONTEND_WORK_MS[route.key]
         nid = len(nodes)
         nodes.append({})
         first, count = add_steps(fe, route.steps)
@@ -188,7 +188,7 @@ def compile_graph() -> CompiledGraph:
     def arr(key: str, dtype: type) -> np.ndarray:
         return np.array([n[key] for n in nodes], dtype=dtype)
 
-    profiles = [profile.SERVICE_PROFILES[s.name] for s in SERVICES]
+    profiles = [figures.SERVICE_PROFILES[s.name] for s in SERVICES]
     return CompiledGraph(
         node_svc=arr("svc", np.int64), node_cluster=arr("cluster", np.int64),
         node_kind=arr("kind", np.int64), node_on_error=arr("on_error", np.int64),

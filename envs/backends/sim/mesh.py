@@ -21,7 +21,7 @@ from envs.backends.report import EndpointStats, LoadReport, ServiceStats
 from envs.backends.sim import core, profile
 from envs.backends.sim.graph import GATEWAY, CompiledGraph, compile_graph
 from envs.istio import DestinationRule, ResolvedPool, resolve
-from envs.sockshop import SERVICE_BY_NAME, SERVICE_NAMES, Protocol
+from envs.sockshop import SERVICE_BY_NAME, SERVICE_NAMES, Protocol, figures
 
 #: Seed of the health check's single request (``SimMesh.healthy``): fixed, so that the same
 #: configuration always gets the same verdict.
@@ -104,7 +104,7 @@ class SimMesh:
         warm: compile (or load from Numba's cache) the core at construction, so that the first
             ``run_load`` is not slow. ``compile_s`` records how long that took.
         frontend_crashes: model the front-end's Node.js process crashing on an unparsable
-            reply (``profile.FRONTEND_CRASH_ON``) and its restart (False: it answers 500).
+            reply (``figures.FRONTEND_CRASH_ON``) and its restart (False: it answers 500).
         replica: the replica index ``MeshEnv`` leased. Every ``SimMesh`` is its own
             independent in-process mesh, so the index only labels it (``self.replica``).
         platform: where the simulated mesh runs — the per-hop network and sidecar costs
@@ -200,7 +200,7 @@ class SimMesh:
         """``pools`` as the core's per-cluster and per-service arrays."""
         g = self._graph
         n_cl = g.cluster_dest.shape[0]
-        drivers = profile.DRIVERS
+        drivers = figures.DRIVERS
         cl = {k: np.zeros(n_cl, dtype) for k, dtype in (
             ("max_conn", np.int64), ("max_pending", np.int64), ("max_req", np.int64),
             ("max_retries", np.int64), ("connect_timeout", np.float64), ("max_rpc", np.int64),
@@ -309,10 +309,10 @@ class SimMesh:
             pt.platform.connect_median_ms, pt.tab_conn, pt.platform.connect_refused_ms,
             pt.platform.inbound_connect_ms,
             profile.RETRY_BASE_INTERVAL_MS, profile.RETRY_ATTEMPTS, profile.CLIENT_GAP_MS,
-            profile.CART_FOUND_REREADS, g.payment_limit, g.shipping_cost, g.declined_status,
+            figures.CART_FOUND_REREADS, g.payment_limit, g.shipping_cost, g.declined_status,
             bool(self.frontend_crashes), self._svc_index["front-end"], g.node_crash,
-            profile.FRONTEND_RESTART_MS, profile.CRASH_BACKOFF_BASE_MS,
-            profile.CRASH_BACKOFF_CAP_MS,
+            figures.FRONTEND_RESTART_MS, figures.CRASH_BACKOFF_BASE_MS,
+            figures.CRASH_BACKOFF_CAP_MS,
             int(seed) & 0xFFFFFFFF, job_cap, user_cap, timer_cap,
         )
 

@@ -3,9 +3,8 @@ costs of the sidecars and connects: :class:`Platform`, ``CLUSTER``, ``LOOPBACK``
 back-off and the load generator's client gap.
 
 SockShop's own per-service figures (CPU cores, work per operation, DB drivers, the front-end's
-crash and restart) live in :mod:`envs.sockshop.figures`, which the ``local`` backend reads too;
-they are imported here so that the simulator reads its whole profile from this module
-(``profile.OPERATION_WORK_MS`` in ``graph.py``, ``profile.DRIVERS`` in ``mesh.py``, ...).
+crash and restart) live in :mod:`envs.sockshop.figures`, which the simulator (``graph.py``,
+``mesh.py``) and the ``local`` backend both read.
 
 Every number says where it came from. Three kinds of source:
 
@@ -27,42 +26,18 @@ import math
 from dataclasses import dataclass
 from statistics import NormalDist
 
-from envs.sockshop.figures import (
-    CART_FOUND_REREADS,
-    CRASH_BACKOFF_BASE_MS,
-    CRASH_BACKOFF_CAP_MS,
-    DRIVERS,
-    FRONTEND_CRASH_ON,
-    FRONTEND_RESTART_MS,
-    FRONTEND_WORK_MS,
-    OPERATION_CONT_MS,
-    OPERATION_WORK_MS,
-    SERVICE_PROFILES,
-)
-
-#: The simulation's own figures and, as the simulator reads them, SockShop's
-#: (``envs.sockshop.figures``).
+#: The simulation's own figures (SockShop's own are in ``envs.sockshop.figures``).
 __all__ = [
-    "CART_FOUND_REREADS",
     "CLIENT_GAP_MS",
     "CLUSTER",
     "CONNECT_MEDIAN_MS",
     "CONNECT_REFUSED_MS",
     "CONNECT_SIGMA",
-    "CRASH_BACKOFF_BASE_MS",
-    "CRASH_BACKOFF_CAP_MS",
-    "DRIVERS",
-    "FRONTEND_CRASH_ON",
-    "FRONTEND_RESTART_MS",
-    "FRONTEND_WORK_MS",
     "INBOUND_CONNECT_MS",
     "LOOPBACK",
-    "OPERATION_CONT_MS",
-    "OPERATION_WORK_MS",
     "PLATFORMS",
     "RETRY_ATTEMPTS",
     "RETRY_BASE_INTERVAL_MS",
-    "SERVICE_PROFILES",
     "SIDECAR_PASS_CPU_MS",
     "SIDECAR_PASS_P90_MS",
     "SIDECAR_PASS_SIGMA",
