@@ -3,7 +3,8 @@
 An action is one discrete step on one knob of one service's ``connectionPool`` (or, in the
 extended catalogue, a global no-op). :class:`ActionCatalogue` numbers the actions, applies one to
 a :data:`MeshConfig` (service → :class:`~envs.istio.ConnectionPool`) and describes it. This module
-also builds the notebook's random initial configuration (:func:`classic_initial_config`).
+also builds the notebook's random initial configuration (:func:`classic_initial_config`). What a
+knob means to Envoy (effective values, ranges, valid inputs) is in :mod:`envs.knobs`.
 
 Tunable services
 ----------------
@@ -104,22 +105,17 @@ those actions have no effect (:meth:`ActionCatalogue.inert_indices` lists them).
 What an action does to a field
 ------------------------------
 An action first materialises the field's *effective* value, i.e. what Envoy enforces
-(:func:`envs.istio.resolve`): an unset or 0 limit is unlimited, 2^32-1, capped here to
-``INT32_MAX`` = 2147483647, the largest value a DestinationRule can carry; an unset
-connectTimeout is 10 000 ms; an unset or 0 maxRequestsPerConnection (unlimited) is INT32_MAX;
-unset keepalive fields are the Linux defaults (9 probes, 7200 s, 75 s); an unset http idleTimeout
-is tcp.idleTimeout when that is set, else 1 h (disabled, ``tcp.idleTimeout: 0s``, reads as
-INT32_MAX). It then adds the delta and clamps to the knob's range (:func:`knob_range`): counts and
-millisecond durations to [1, INT32_MAX]; keepalive probes to [1, 127] and keepalive time and
-interval to [1 s, 32767 s] in whole seconds, because Istio truncates them to seconds for Envoy
-(a sub-second value would become 0) and the kernel rejects TCP_KEEPCNT > 127 and
-TCP_KEEPIDLE / TCP_KEEPINTVL outside 1..32767 s when Envoy sets them on the upstream socket.
-The result is always written explicitly. So "+20 connections" on an unset maxConnections gives
-the explicit INT32_MAX (still effectively unlimited) and "-5" gives INT32_MAX - 5. The toggle
-writes ``not effective``; toggling useClientProtocol on while h2UpgradePolicy is UPGRADE would
-make a rule Istio rejects, so it raises ValueError (no catalogue action sets h2UpgradePolicy).
-An input field the action touches that Istio would reject (negative, above INT32_MAX, a duration
-below 1 ms) is a ValueError naming the service and field.
+(:func:`envs.knobs.effective_value`: Istio's and Linux's defaults for unset fields, unlimited
+capped to ``INT32_MAX`` = 2147483647, the largest value a DestinationRule can carry). It then
+adds the delta and clamps to the knob's range (:func:`envs.knobs.knob_range`: counts and
+millisecond durations to [1, INT32_MAX]; keepalive probes to [1, 127]; keepalive time and
+interval to [1 s, 32767 s] in whole seconds). The result is always written explicitly. So
+"+20 connections" on an unset maxConnections gives the explicit INT32_MAX (still effectively
+unlimited) and "-5" gives INT32_MAX - 5. The toggle writes ``not effective``; toggling
+useClientProtocol on while h2UpgradePolicy is UPGRADE would make a rule Istio rejects, so it
+raises ValueError (no catalogue action sets h2UpgradePolicy). An input field the action touches
+that Istio would reject (negative, above INT32_MAX, a duration below 1 ms) is a ValueError
+naming the service and field (:func:`envs.knobs.check_input_field`).
 
 Initial configuration
 ---------------------
@@ -133,19 +129,22 @@ from __future__ import annotations
 
 import operator
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from enum import StrEnum
 from typing import Literal, TypeAlias
 
 import numpy as np
 
-from envs.istio import (
-    INT32_MAX,
-    UNLIMITED,
-    ConnectionPool,
-    H2UpgradePolicy,
-    TcpKeepalive,
-    resolve,
+from envs.istio import INT32_MAX, ConnectionPool, H2UpgradePolicy, resolve
+from envs.knobs import (
+    DURATION_KNOBS,
+    MS_PER_S,
+    WHOLE_SECOND_KNOBS,
+    Knob,
+    check_input_field,
+    effective_value,
+    knob_range,
+    with_knob,
 )
 from envs.sockshop import ENTRY_SERVICE, SERVICE_BY_NAME, SERVICES, Protocol
 
@@ -158,33 +157,6 @@ TUNABLE_SERVICES: tuple[str, ...] = tuple(
 #: The notebook's 13 services: every service but front-end (queue-master included).
 CLASSIC_SERVICES: tuple[str, ...] = tuple(s.name for s in SERVICES if s.name != ENTRY_SERVICE)
 
-#: Largest keepalive probe count the Linux kernel accepts (MAX_TCP_KEEPCNT).
-MAX_KEEPALIVE_PROBES = 127
-#: Largest keepalive time / interval the Linux kernel accepts, ms (MAX_TCP_KEEPIDLE = 32767 s).
-MAX_KEEPALIVE_MS = 32_767_000
-_MS_PER_S = 1_000
-
-
-class Knob(StrEnum):
-    """A connection-pool setting an action can move; the value is Istio's field path.
-
-    Durations are held in milliseconds (the ``_MS`` suffix), like the model in
-    :mod:`envs.istio`.
-    """
-
-    MAX_CONNECTIONS = "tcp.maxConnections"
-    CONNECT_TIMEOUT_MS = "tcp.connectTimeout"
-    KEEPALIVE_PROBES = "tcp.tcpKeepalive.probes"
-    KEEPALIVE_TIME_MS = "tcp.tcpKeepalive.time"
-    KEEPALIVE_INTERVAL_MS = "tcp.tcpKeepalive.interval"
-    HTTP1_MAX_PENDING_REQUESTS = "http.http1MaxPendingRequests"
-    HTTP2_MAX_REQUESTS = "http.http2MaxRequests"
-    MAX_REQUESTS_PER_CONNECTION = "http.maxRequestsPerConnection"
-    MAX_RETRIES = "http.maxRetries"
-    HTTP_IDLE_TIMEOUT_MS = "http.idleTimeout"
-    USE_CLIENT_PROTOCOL = "http.useClientProtocol"
-
-
 #: The six knobs the notebook randomises, in the order :func:`classic_initial_config` draws them.
 CLASSIC_KNOBS: tuple[Knob, ...] = (
     Knob.MAX_CONNECTIONS, Knob.CONNECT_TIMEOUT_MS, Knob.HTTP1_MAX_PENDING_REQUESTS,
@@ -195,117 +167,6 @@ EXTENDED_KNOBS: tuple[Knob, ...] = (
     Knob.KEEPALIVE_PROBES, Knob.KEEPALIVE_TIME_MS, Knob.KEEPALIVE_INTERVAL_MS,
     Knob.HTTP_IDLE_TIMEOUT_MS, Knob.USE_CLIENT_PROTOCOL,
 )
-
-# Where each knob lives in the typed model: (section, attribute). "keepalive" = tcp.tcpKeepalive.
-_FIELD: dict[Knob, tuple[str, str]] = {
-    Knob.MAX_CONNECTIONS: ("tcp", "max_connections"),
-    Knob.CONNECT_TIMEOUT_MS: ("tcp", "connect_timeout_ms"),
-    Knob.KEEPALIVE_PROBES: ("keepalive", "probes"),
-    Knob.KEEPALIVE_TIME_MS: ("keepalive", "time_ms"),
-    Knob.KEEPALIVE_INTERVAL_MS: ("keepalive", "interval_ms"),
-    Knob.HTTP1_MAX_PENDING_REQUESTS: ("http", "http1_max_pending_requests"),
-    Knob.HTTP2_MAX_REQUESTS: ("http", "http2_max_requests"),
-    Knob.MAX_REQUESTS_PER_CONNECTION: ("http", "max_requests_per_connection"),
-    Knob.MAX_RETRIES: ("http", "max_retries"),
-    Knob.HTTP_IDLE_TIMEOUT_MS: ("http", "idle_timeout_ms"),
-    Knob.USE_CLIENT_PROTOCOL: ("http", "use_client_protocol"),
-}
-# The ResolvedPool attribute holding each knob's effective value.
-_RESOLVED: dict[Knob, str] = {
-    Knob.MAX_CONNECTIONS: "max_connections",
-    Knob.CONNECT_TIMEOUT_MS: "connect_timeout_ms",
-    Knob.KEEPALIVE_PROBES: "keepalive_probes",
-    Knob.KEEPALIVE_TIME_MS: "keepalive_time_ms",
-    Knob.KEEPALIVE_INTERVAL_MS: "keepalive_interval_ms",
-    Knob.HTTP1_MAX_PENDING_REQUESTS: "http1_max_pending_requests",
-    Knob.HTTP2_MAX_REQUESTS: "http2_max_requests",
-    Knob.MAX_REQUESTS_PER_CONNECTION: "max_requests_per_connection",
-    Knob.MAX_RETRIES: "max_retries",
-    Knob.HTTP_IDLE_TIMEOUT_MS: "http_idle_timeout_ms",
-    Knob.USE_CLIENT_PROTOCOL: "use_client_protocol",
-}
-_DURATIONS_MS = frozenset({Knob.CONNECT_TIMEOUT_MS, Knob.KEEPALIVE_TIME_MS,
-                           Knob.KEEPALIVE_INTERVAL_MS, Knob.HTTP_IDLE_TIMEOUT_MS})
-_WHOLE_SECONDS = frozenset({Knob.KEEPALIVE_TIME_MS, Knob.KEEPALIVE_INTERVAL_MS})
-_RANGE: dict[Knob, tuple[int, int]] = {
-    knob: (1, INT32_MAX) for knob in Knob if knob is not Knob.USE_CLIENT_PROTOCOL}
-_RANGE |= {
-    Knob.KEEPALIVE_PROBES: (1, MAX_KEEPALIVE_PROBES),
-    Knob.KEEPALIVE_TIME_MS: (_MS_PER_S, MAX_KEEPALIVE_MS),
-    Knob.KEEPALIVE_INTERVAL_MS: (_MS_PER_S, MAX_KEEPALIVE_MS),
-    Knob.USE_CLIENT_PROTOCOL: (0, 1),
-}
-
-
-def knob_range(knob: Knob) -> tuple[int, int]:
-    """The ``(floor, ceiling)`` an action clamps ``knob`` to, in the knob's unit (count, ms, or
-    0/1 for useClientProtocol). Also the range :func:`knob_value` reports for action-made pools.
-    """
-    return _RANGE[Knob(knob)]
-
-
-def knob_value(pool: ConnectionPool | None, knob: Knob) -> float:
-    """The effective value of ``knob`` in ``pool`` (``None`` = no rule), as Envoy enforces it.
-
-    Istio's defaults fill unset fields (:func:`envs.istio.resolve`); unlimited (2^32-1, an unset
-    maxRequestsPerConnection, a disabled idle timeout) reads as INT32_MAX; keepalive time and
-    interval are truncated to whole seconds (what Envoy receives) and reported in ms; durations
-    are in ms; useClientProtocol is 0.0 or 1.0. For normalised observations.
-    """
-    return float(_effective(pool, Knob(knob)))
-
-
-def _effective(pool: ConnectionPool | None, knob: Knob) -> int:
-    value = getattr(resolve(pool), _RESOLVED[knob])
-    if knob is Knob.USE_CLIENT_PROTOCOL:
-        return int(value)
-    if value is None:  # maxRequestsPerConnection unset/0, or an idle timeout disabled: unlimited
-        value = UNLIMITED
-    if knob in _WHOLE_SECONDS:
-        value = value // _MS_PER_S * _MS_PER_S
-    return min(value, INT32_MAX)
-
-
-def _raw(pool: ConnectionPool | None, knob: Knob) -> int | bool | None:
-    """The field as written in the rule (None when unset)."""
-    section, attr = _FIELD[knob]
-    if pool is None:
-        return None
-    if section == "keepalive":
-        holder = pool.tcp.tcp_keepalive if pool.tcp is not None else None
-    else:
-        holder = getattr(pool, section)
-    return None if holder is None else getattr(holder, attr)
-
-
-def with_knob(pool: ConnectionPool | None, knob: Knob, value: int | bool) -> ConnectionPool:
-    """A copy of ``pool`` (an empty one for ``None``) with ``knob`` set explicitly to ``value``."""
-    pool = pool or ConnectionPool()
-    section, attr = _FIELD[knob]
-    if section == "tcp":
-        return pool.with_tcp(**{attr: value})
-    if section == "http":
-        return pool.with_http(**{attr: value})
-    keepalive = (pool.tcp.tcp_keepalive if pool.tcp is not None else None) or TcpKeepalive()
-    return pool.with_tcp(tcp_keepalive=replace(keepalive, **{attr: value}))
-
-
-def _check_input_field(service: str, pool: ConnectionPool | None, knob: Knob) -> None:
-    """Reject a field the action would read that Istio itself would reject."""
-    raw = _raw(pool, knob)
-    if raw is None:
-        return
-    where = f"{service}: {knob.value} = {raw!r}"
-    if knob is Knob.USE_CLIENT_PROTOCOL:
-        if not isinstance(raw, bool):
-            raise ValueError(f"{where} is not a boolean")
-        return
-    if isinstance(raw, bool) or not isinstance(raw, int):
-        raise ValueError(f"{where} is not an integer")
-    if raw < 0 or raw > INT32_MAX:
-        raise ValueError(f"{where} is outside Istio's range 0..{INT32_MAX}")
-    if knob in _DURATIONS_MS and raw < 1:
-        raise ValueError(f"{where} ms is below Istio's minimum duration of 1 ms")
 
 
 class ActionKind(StrEnum):
@@ -346,7 +207,7 @@ class Action:
                 raise ValueError(f"only useClientProtocol can be toggled, without delta: {self}")
         elif self.knob is Knob.USE_CLIENT_PROTOCOL or self.delta == 0:
             raise ValueError(f"an add action needs a numeric knob and a non-zero delta: {self}")
-        elif self.knob in _WHOLE_SECONDS and self.delta % _MS_PER_S:
+        elif self.knob in WHOLE_SECOND_KNOBS and self.delta % MS_PER_S:
             raise ValueError(f"{self.knob.value} moves in whole seconds; delta {self.delta} ms")
 
     @property
@@ -365,7 +226,7 @@ class Action:
         if self.kind is ActionKind.NOOP:
             return pool
         assert self.service is not None and self.knob is not None  # checked in __post_init__
-        _check_input_field(self.service, pool, self.knob)
+        check_input_field(self.service, pool, self.knob)
         if self.kind is ActionKind.TOGGLE:
             turned_on = not resolve(pool).use_client_protocol
             if turned_on and resolve(pool).h2_upgrade_policy is H2UpgradePolicy.UPGRADE:
@@ -373,8 +234,8 @@ class Action:
                     f"{self.service}: turning http.useClientProtocol on while "
                     "http.h2UpgradePolicy is UPGRADE makes a rule Istio rejects")
             return with_knob(pool, self.knob, turned_on)
-        floor, ceiling = _RANGE[self.knob]
-        new_value = min(max(_effective(pool, self.knob) + self.delta, floor), ceiling)
+        floor, ceiling = knob_range(self.knob)
+        new_value = min(max(effective_value(pool, self.knob) + self.delta, floor), ceiling)
         return with_knob(pool, self.knob, new_value)
 
     def change_text(self) -> str:
@@ -385,9 +246,9 @@ class Action:
             return "toggle"
         sign = "+" if self.delta > 0 else "-"
         size = abs(self.delta)
-        if self.knob in _WHOLE_SECONDS:
-            return f"{sign}{size // _MS_PER_S}s"
-        if self.knob in _DURATIONS_MS:
+        if self.knob in WHOLE_SECOND_KNOBS:
+            return f"{sign}{size // MS_PER_S}s"
+        if self.knob in DURATION_KNOBS:
             return f"{sign}{size}ms"
         return f"{sign}{size}"
 
@@ -412,12 +273,12 @@ _EXTENDED_BLOCK: tuple[_Template, ...] = (
     *_CLASSIC_BLOCK,
     (Knob.KEEPALIVE_PROBES, +1, ActionKind.ADD),
     (Knob.KEEPALIVE_PROBES, -1, ActionKind.ADD),
-    (Knob.KEEPALIVE_TIME_MS, +300 * _MS_PER_S, ActionKind.ADD),
-    (Knob.KEEPALIVE_TIME_MS, -300 * _MS_PER_S, ActionKind.ADD),
-    (Knob.KEEPALIVE_INTERVAL_MS, +15 * _MS_PER_S, ActionKind.ADD),
-    (Knob.KEEPALIVE_INTERVAL_MS, -15 * _MS_PER_S, ActionKind.ADD),
-    (Knob.HTTP_IDLE_TIMEOUT_MS, +60 * _MS_PER_S, ActionKind.ADD),
-    (Knob.HTTP_IDLE_TIMEOUT_MS, -60 * _MS_PER_S, ActionKind.ADD),
+    (Knob.KEEPALIVE_TIME_MS, +300 * MS_PER_S, ActionKind.ADD),
+    (Knob.KEEPALIVE_TIME_MS, -300 * MS_PER_S, ActionKind.ADD),
+    (Knob.KEEPALIVE_INTERVAL_MS, +15 * MS_PER_S, ActionKind.ADD),
+    (Knob.KEEPALIVE_INTERVAL_MS, -15 * MS_PER_S, ActionKind.ADD),
+    (Knob.HTTP_IDLE_TIMEOUT_MS, +60 * MS_PER_S, ActionKind.ADD),
+    (Knob.HTTP_IDLE_TIMEOUT_MS, -60 * MS_PER_S, ActionKind.ADD),
     (Knob.USE_CLIENT_PROTOCOL, 0, ActionKind.TOGGLE),
 )
 CatalogueName = Literal["classic", "extended"]

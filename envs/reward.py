@@ -29,6 +29,10 @@ notebook's 10 000 per s (= 10 per ms) is far above it, :data:`EVALUATION_WEIGHTS
 
 :func:`evaluation_score` is the formula with :data:`EVALUATION_WEIGHTS`, fixed once for the
 project, so runs trained with different reward weights can be ranked on one scale.
+
+:class:`StepReward` turns the scores of an episode's runs into ``MeshEnv``'s per-step rewards:
+the change of the score (``delta``, the notebook's) or the score itself (``absolute``), and a
+penalty for a step that left the mesh unhealthy (no run, no score).
 """
 
 from __future__ import annotations
@@ -139,13 +143,72 @@ def evaluation_score(report: LoadReport) -> float:
     return score(report, EVALUATION_WEIGHTS)
 
 
+#: The failure term of a run where every request fails: ``MeshEnv``'s default unhealthy penalty.
+DEFAULT_UNHEALTHY_PENALTY = -100.0 * N_ENDPOINTS
+#: The per-step reward modes of :class:`StepReward`.
+REWARD_MODES: tuple[str, ...] = ("delta", "absolute")
+
+
+class StepReward:
+    """The per-step reward of an episode; it owns the previous run's score (for the delta).
+
+    | mode | healthy step *t* | unhealthy step *t* |
+    |---|---|---|
+    | ``delta`` (the notebook's) | ``score_t - score_{t-1}`` (``score_0``: reset's run) | penalty |
+    | ``absolute`` | ``score_t`` | penalty × (episode_len - t + 1) |
+
+    An unhealthy step charges the penalty once in delta mode (the steps that will not run would
+    have had no change to report) and once per step that will not run in absolute mode (so
+    ending an episode early never beats staying healthy at a score above the penalty).
+
+    Args:
+        mode: ``"delta"`` or ``"absolute"`` (:data:`REWARD_MODES`).
+        weights: the weights of :func:`score`.
+        penalty: the reward of an unhealthy step, score points (e.g.
+            :data:`DEFAULT_UNHEALTHY_PENALTY`).
+        episode_len: steps before the episode is truncated.
+
+    Raises:
+        ValueError: an unknown ``mode``.
+    """
+
+    def __init__(self, mode: str, weights: RewardWeights, penalty: float,
+                 episode_len: int) -> None:
+        if mode not in REWARD_MODES:
+            raise ValueError(f"reward mode must be one of {REWARD_MODES}, got {mode!r}")
+        self.mode = mode
+        self.weights = weights
+        self.penalty = penalty
+        self.episode_len = episode_len
+        self.previous_score = 0.0
+
+    def reset(self, report: LoadReport) -> float:
+        """Start an episode at the reset run ``report``; returns its score (``score_0``)."""
+        self.previous_score = score(report, self.weights)
+        return self.previous_score
+
+    def step(self, report: LoadReport | None, t: int) -> float:
+        """The reward of step ``t`` (1-based) whose run is ``report``; None: the step left the
+        mesh unhealthy and no load ran (the penalty, see the table)."""
+        if report is None:
+            remaining = self.episode_len - t + 1
+            return float(self.penalty * (remaining if self.mode == "absolute" else 1))
+        new_score = score(report, self.weights)
+        reward = new_score - self.previous_score if self.mode == "delta" else new_score
+        self.previous_score = new_score
+        return float(reward)
+
+
 __all__ = [
     "CLASSIC_WEIGHTS",
+    "DEFAULT_UNHEALTHY_PENALTY",
     "EVALUATION_WEIGHTS",
     "LATENCY_UNITS",
     "N_ENDPOINTS",
+    "REWARD_MODES",
     "LatencyUnit",
     "RewardWeights",
+    "StepReward",
     "evaluation_score",
     "failure_term",
     "latency_term_ms",

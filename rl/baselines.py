@@ -25,8 +25,8 @@ change every knob at once; the agent moves one knob one step per load run. Value
 on a log scale (TPE over the continuous log value, rounded to the nearest integer: Optuna's
 integer distributions are ~10× slower with 72 parameters).
 
-(To run a ``MeshEnv`` under a fault, give the simulator ``backend_kwargs={"faults": [...]}``:
-``SimMesh`` injects them into every load run.)
+(To run a ``MeshEnv`` under a fault, give it ``env_config["faults"]``: it puts them into the
+``LoadSpec`` of every load run.)
 """
 
 from __future__ import annotations
@@ -37,9 +37,10 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from envs.actions import CLASSIC_KNOBS, Knob, MeshConfig, knob_value, make_catalogue, with_knob
+from envs.actions import CLASSIC_KNOBS, MeshConfig, make_catalogue
 from envs.backends.base import Backend, LoadSpec
 from envs.istio import ConnectionPool
+from envs.knobs import Knob, knob_value, with_knob
 from envs.measure import Measurement, measure
 
 

@@ -1,8 +1,9 @@
-"""MeshEnv on the simulator: spaces, rewards, episodes, seeding, initial configurations, leases."""
+"""MeshEnv on the simulator: its documented specification, spaces, rewards, episodes, seeding,
+initial configurations, leases, registration."""
 
 from __future__ import annotations
 
-import math
+import pydoc
 
 import numpy as np
 import pytest
@@ -12,36 +13,28 @@ from envs.actions import make_catalogue
 from envs.backends.base import BackendError
 from envs.backends.lease import ReplicaTakenError, leased_replicas
 from envs.istio import pools_of
-from envs.mesh_env import (
-    DEFAULT_ENV_CONFIG,
-    DEFAULT_UNHEALTHY_PENALTY,
-    ENDPOINTS,
-    ENV_NAME,
-    MeshEnv,
-    register,
-)
+from envs.mesh_env import ENV_NAME, MeshEnv, register
 from envs.reward import RewardWeights, evaluation_score, score
-from envs.sockshop import SERVICE_NAMES
+from envs.settings import DEFAULT_ENV_CONFIG
+from tests.envs._support import FAST, _no_leaked_leases, make  # noqa: F401  (autouse fixture)
 
-#: A small load so each step is quick: 2..3 users, 30 requests each.
-FAST = {"users_range": (2, 3), "requests_per_user": 30, "episode_len": 4}
 CONTRACT_INFO_KEYS = {"failure_pct", "p99_ms", "score", "eval_score", "initial_score",
                       "initial_eval_score", "healthy", "users", "requests", "action_desc"}
+#: The sections of the specification in MeshEnv's docstring (Gymnasium's classic-control style).
+SPEC_SECTIONS = ("## Description", "## Action Space", "## Observation Space", "## Rewards",
+                 "## Starting State", "## Episode End", "## Info", "## Arguments", "## Seeding",
+                 "## Version History")
 
 
-@pytest.fixture(autouse=True)
-def _no_leaked_leases():
-    assert leased_replicas() == {}
-    yield
-    assert leased_replicas() == {}, "an env was not closed"
-
-
-def make(**overrides) -> MeshEnv:
-    return MeshEnv({**FAST, **overrides})
-
-
-def channel(env: MeshEnv, obs: np.ndarray, name: str) -> float:
-    return float(obs[env.observation_names.index(name)])
+def test_the_class_docstring_is_the_specification():
+    doc = MeshEnv.__doc__
+    shown = pydoc.render_doc(MeshEnv, renderer=pydoc.plaintext)  # what help(MeshEnv) prints
+    positions = [doc.index(section) for section in SPEC_SECTIONS]
+    assert positions == sorted(positions)  # in this order
+    for section in SPEC_SECTIONS:
+        assert section in shown
+    for key in DEFAULT_ENV_CONFIG:  # every env_config key is documented
+        assert f"``{key}``" in doc, key
 
 
 def test_check_env_passes_on_the_simulator():
@@ -86,66 +79,6 @@ def test_info_has_the_contract_keys_and_consistent_values():
         assert info["eval_score"] == pytest.approx(evaluation_score(report))
         assert info["users"] == env.users and info["requests"] == env.users * 30
         assert info["action_desc"] == "carts: tcp.maxConnections +20"
-    finally:
-        env.close()
-
-
-def test_observation_matches_the_report():
-    env = make()
-    try:
-        obs, _ = env.reset(seed=3)
-        obs, *_ = env.step(7)
-        report = env.last_report
-        assert env.observation_space.contains(obs)
-        for name in ENDPOINTS:
-            e = report.endpoints.get(name)
-            seen = channel(env, obs, f"endpoint/{name}/seen")
-            if e is None or e.num_requests == 0:
-                assert seen == 0.0
-                assert channel(env, obs, f"endpoint/{name}/p99_s") == 0.0
-                continue
-            assert seen == 1.0
-            assert channel(env, obs, f"endpoint/{name}/failure_frac") == pytest.approx(
-                e.num_failures / e.num_requests, rel=1e-6)
-            assert channel(env, obs, f"endpoint/{name}/p99_s") == pytest.approx(
-                e.p99_ms / 1000.0, rel=1e-6)
-        for name in SERVICE_NAMES:
-            s = report.services.get(name)
-            if s is None or s.num_requests == 0:
-                assert channel(env, obs, f"service/{name}/seen") == 0.0
-                continue
-            assert channel(env, obs, f"service/{name}/seen") == 1.0
-            assert channel(env, obs, f"service/{name}/error_ratio") == pytest.approx(
-                s.error_ratio, rel=1e-6)
-            if f"service/{name}/p99_s" in env.observation_names:
-                assert channel(env, obs, f"service/{name}/p99_s") == pytest.approx(
-                    s.p99_ms / 1000.0, rel=1e-6)
-            else:
-                assert s.p99_ms is None  # TCP: connections, no request durations
-        # Action 7 is catalogue act 7 (connectTimeout -50ms) on carts; the config channel shows
-        # the effective value, log-normalised.
-        timeout = env.config["carts"].tcp.connect_timeout_ms
-        assert channel(env, obs, "config/carts/tcp.connectTimeout") == pytest.approx(
-            math.log1p(timeout) / math.log1p(2_147_483_647), rel=1e-6)
-        assert channel(env, obs, "load/users_frac") == pytest.approx(env.users / 3)
-        assert channel(env, obs, "load/requests_frac") == pytest.approx(env.requests / 90)
-    finally:
-        env.close()
-
-
-def test_endpoint_without_requests_is_unseen_not_invented():
-    """One user and one loop: only one of the ten detail pages is requested."""
-    env = make(users_range=(1, 1), requests_per_user=9)
-    try:
-        obs, _ = env.reset(seed=0)
-        report = env.last_report
-        unseen = [n for n in ENDPOINTS
-                  if n not in report.endpoints or report.endpoints[n].num_requests == 0]
-        assert len(unseen) >= 9
-        for name in unseen:
-            assert channel(env, obs, f"endpoint/{name}/seen") == 0.0
-            assert channel(env, obs, f"endpoint/{name}/p99_s") == 0.0
-            assert channel(env, obs, f"endpoint/{name}/failure_frac") == 0.0
     finally:
         env.close()
 
@@ -484,32 +417,6 @@ def test_close_closes_the_backend_which_restores_the_mesh():
         _ = env.backend
 
 
-def test_unknown_backend_is_named():
-    with pytest.raises(ValueError, match="unknown backend 'nosuch'"):
-        make(backend="nosuch")
-
-
-@pytest.mark.parametrize(("key", "value", "message"), [
-    ("bogus_key", 1, r"unknown env_config key\(s\) \['bogus_key'\]"),
-    ("episode_len", 0, r"env_config\['episode_len'\] must be an int >= 1"),
-    ("reward_mode", "relative", r"env_config\['reward_mode'\] must be one of"),
-    ("init", "zeros", r"env_config\['init'\] must be one of"),
-    ("load_draw", "always", r"env_config\['load_draw'\] must be one of"),
-    ("load_seed", "per_step", r"env_config\['load_seed'\] must be one of"),
-    ("users_range", (5, 2), r"env_config\['users_range'\]"),
-    ("latency_unit", "us", "latency_unit must be one of"),
-    ("latency_weight", -1.0, "latency_weight must be finite and >= 0"),
-    ("unhealthy_penalty", 5.0, r"env_config\['unhealthy_penalty'\] must be a finite number <= 0"),
-    ("backend_kwargs", {"replica": 3}, "must not set 'replica'"),
-    ("catalogue", "huge", "unknown action catalogue 'huge'"),
-    ("services", ["carts", "nosuch"], "unknown service"),
-    ("seed", -1, r"env_config\['seed'\] must be an int >= 0"),
-])
-def test_bad_config_is_rejected_naming_the_problem(key, value, message):
-    with pytest.raises(ValueError, match=message):
-        make(**{key: value})
-
-
 def test_bad_action_is_rejected():
     env = make()
     try:
@@ -518,15 +425,6 @@ def test_bad_action_is_rejected():
             env.step(144)
     finally:
         env.close()
-
-
-def test_default_config_is_the_seed_setup():
-    assert DEFAULT_ENV_CONFIG["users_range"] == (10, 20)
-    assert DEFAULT_ENV_CONFIG["requests_per_user"] == 80
-    assert DEFAULT_ENV_CONFIG["episode_len"] == 20
-    assert DEFAULT_ENV_CONFIG["init"] == "classic_fixed"
-    assert DEFAULT_ENV_CONFIG["reward_mode"] == "delta"
-    assert DEFAULT_UNHEALTHY_PENALTY == -1800.0
 
 
 def test_register_with_gymnasium_and_rllib():

@@ -1,4 +1,5 @@
-"""The score: -N · (failure % of all requests + w · traffic-weighted mean endpoint p99)."""
+"""The score: -N · (failure % of all requests + w · traffic-weighted mean endpoint p99), and the
+per-step reward built on it (StepReward)."""
 
 from __future__ import annotations
 
@@ -9,9 +10,11 @@ import pytest
 from envs.backends.report import EndpointStats, LoadReport
 from envs.reward import (
     CLASSIC_WEIGHTS,
+    DEFAULT_UNHEALTHY_PENALTY,
     EVALUATION_WEIGHTS,
     N_ENDPOINTS,
     RewardWeights,
+    StepReward,
     evaluation_score,
     failure_term,
     latency_term_ms,
@@ -134,3 +137,37 @@ def test_bad_weight_is_rejected(weight):
 def test_bad_unit_is_rejected():
     with pytest.raises(ValueError, match="latency_unit must be one of"):
         RewardWeights(1.0, "us")  # type: ignore[arg-type]
+
+
+# --- StepReward ---------------------------------------------------------------------------------
+
+OTHER = _report(_endpoint("GET /", 100, 50, 900.0))
+
+
+def test_delta_reward_is_the_change_since_the_previous_run():
+    w = RewardWeights(0.5, "ms")
+    reward = StepReward("delta", w, -700.0, episode_len=5)
+    assert reward.reset(REPORT) == score(REPORT, w)
+    assert reward.step(OTHER, 1) == pytest.approx(score(OTHER, w) - score(REPORT, w))
+    assert reward.step(OTHER, 2) == 0.0  # the same run again: no change
+    assert reward.step(REPORT, 3) == pytest.approx(score(REPORT, w) - score(OTHER, w))
+    assert reward.step(None, 4) == -700.0  # unhealthy: the penalty, once
+    reward.reset(OTHER)  # a new episode starts from its own reset run
+    assert reward.step(OTHER, 1) == 0.0
+
+
+def test_absolute_reward_is_the_score_and_the_penalty_covers_the_lost_steps():
+    w = RewardWeights(2.0, "s")
+    reward = StepReward("absolute", w, -700.0, episode_len=5)
+    reward.reset(REPORT)
+    assert reward.step(OTHER, 1) == score(OTHER, w)
+    assert reward.step(None, 2) == -700.0 * 4  # steps 2..5 will not run
+    assert reward.step(None, 5) == -700.0
+
+
+def test_step_reward_is_a_float_and_rejects_unknown_modes():
+    reward = StepReward("delta", EVALUATION_WEIGHTS, -3, episode_len=2)
+    assert type(reward.step(None, 1)) is float
+    assert DEFAULT_UNHEALTHY_PENALTY == -100.0 * N_ENDPOINTS == -1800.0
+    with pytest.raises(ValueError, match="reward mode must be one of"):
+        StepReward("relative", EVALUATION_WEIGHTS, -1.0, episode_len=2)

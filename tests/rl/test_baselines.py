@@ -3,12 +3,15 @@ the fault-injecting simulator backend."""
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import numpy as np
 import pytest
 
-from envs.actions import CLASSIC_KNOBS, TUNABLE_SERVICES, Knob, classic_initial_config, knob_value
+from envs.actions import CLASSIC_KNOBS, TUNABLE_SERVICES, classic_initial_config
 from envs.backends.base import LoadSpec, ServiceDown
 from envs.backends.sim import SimMesh
+from envs.knobs import Knob, knob_value
 from envs.measure import FAILED_RUN_SCORE
 from rl.baselines import (
     LoadTester,
@@ -142,17 +145,18 @@ def test_measure_is_deterministic_and_honest(tester: LoadTester) -> None:
 def test_sim_faults_inject_into_every_run() -> None:
     down = (ServiceDown("carts", 2.0, 6.0),)
     plain = LoadTester(SimMesh(), LOAD).measure({}, 3)
-    faulty_mesh = SimMesh(faults=down)
-    faulty = LoadTester(faulty_mesh, LOAD).measure({}, 3)
+    faulty_mesh = SimMesh()
+    faulty = LoadTester(faulty_mesh, replace(LOAD, faults=down)).measure({}, 3)
     assert faulty.failure_pct > plain.failure_pct + 3.0
     assert faulty_mesh.healthy()  # the health check runs without the fault
-    # the same through MeshEnv, by backend name
+    # the same through MeshEnv, by env_config["faults"]: in the LoadSpec of every run
     from envs.mesh_env import MeshEnv
 
-    env = MeshEnv({"backend": "sim", "backend_kwargs": {"faults": list(down)},
+    env = MeshEnv({"backend": "sim", "faults": list(down),
                    "users_range": (12, 12), "init": "istio_default"})
     try:
         _, info = env.reset(seed=0)
+        assert env.load_spec.faults == down
         env_plain = MeshEnv({"users_range": (12, 12), "init": "istio_default"})
         try:
             _, info_plain = env_plain.reset(seed=0)

@@ -11,12 +11,12 @@ from __future__ import annotations
 
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from statistics import NormalDist
 
 import numpy as np
 
-from envs.backends.base import BackendError, Fault, LatencySpike, LoadSpec, ServiceDown
+from envs.backends.base import BackendError, LatencySpike, LoadSpec, ServiceDown
 from envs.backends.report import EndpointStats, LoadReport, ServiceStats
 from envs.backends.sim import core, profile
 from envs.backends.sim.graph import GATEWAY, CompiledGraph, compile_graph
@@ -118,16 +118,11 @@ class SimMesh:
     def __init__(self, rules: Sequence[DestinationRule] = (), *,
                  reset_stats_after_hatch: bool = True, warm: bool = True,
                  frontend_crashes: bool = True, replica: int = 0,
-                 faults: Sequence[Fault] = (),
                  platform: profile.Platform | str = profile.CLUSTER) -> None:
         self.replica = replica
         #: The platform's per-hop costs (see ``profile.Platform``).
         self.platform = profile.platform_named(platform)
         self._platform_tables = _PlatformTables.of(self.platform)
-        #: Faults injected into every load run, on top of the LoadSpec's own (for evaluating a
-        #: policy under a fault through ``MeshEnv``'s ``backend_kwargs``). The health check
-        #: runs without them: it models the instant before a run.
-        self.faults: tuple[Fault, ...] = tuple(faults)
         self.frontend_crashes = frontend_crashes
         self._graph: CompiledGraph = compile_graph()
         self._tab_work = np.stack([_lognormal_table(float(sg), unit_mean=True)
@@ -184,10 +179,7 @@ class SimMesh:
         return bool(out[0] == core.OK and len(out[3]) == 1 and out[3][0] == 0)
 
     def run_load(self, load: LoadSpec, seed: int) -> LoadReport:
-        """Drive ``load`` (plus the mesh's own :attr:`faults`) through the simulated mesh; same
-        seed, same report."""
-        if self.faults:
-            load = replace(load, faults=(*load.faults, *self.faults))
+        """Drive ``load`` (with its faults) through the simulated mesh; same seed, same report."""
         out = self._run(load, seed)
         status, rec_ep, rec_lat, rec_fail, t_start, t_end, st, srec_svc, srec_lat, extra = out
         if status != core.OK:
