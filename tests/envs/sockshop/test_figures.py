@@ -49,13 +49,15 @@ def test_crash_back_off_grows_to_its_cap() -> None:
     assert figures.CRASH_BACKOFF_BASE_MS < figures.CRASH_BACKOFF_CAP_MS
 
 
-def test_the_simulator_reads_these_figures() -> None:
-    from envs.backends.sim import profile
+def test_the_simulator_reads_these_figures_from_their_one_home() -> None:
+    from envs.backends.sim import graph, mesh, profile
 
+    assert graph.figures is figures and mesh.figures is figures
     for name in ("SERVICE_PROFILES", "OPERATION_WORK_MS", "OPERATION_CONT_MS",
                  "FRONTEND_WORK_MS", "DRIVERS", "FRONTEND_CRASH_ON", "CART_FOUND_REREADS",
                  "FRONTEND_RESTART_MS", "CRASH_BACKOFF_BASE_MS", "CRASH_BACKOFF_CAP_MS"):
-        assert getattr(profile, name) is getattr(figures, name), name
+        assert hasattr(figures, name), name
+        assert not hasattr(profile, name), f"profile.{name}: a second home for a figure"
 
 
 def test_the_package_re_exports_topology_and_load_test() -> None:
