@@ -45,6 +45,8 @@ from pathlib import Path
 from rl.evaluation.checkpoint import DEFAULT_SWEEP_RESULTS, CheckpointError
 from rl.evaluation.transfer import (
     CASES_FIRST_SEED,
+    DEFAULT_CASES,
+    DEFAULT_MEASURE_RUNS,
     DEFAULT_REPLICA,
     DEFAULT_SEED,
     TransferError,
@@ -68,12 +70,14 @@ def parse_args(argv: Sequence[str]) -> argparse.Namespace:
                    help="steps (default: the checkpoint's env config, 20 if unset)")
     p.add_argument("--replica", type=int, default=DEFAULT_REPLICA,
                    help="local mesh replica (ports 21000 + 200·K ...)")
-    p.add_argument("--measure-runs", type=int, default=3,
+    p.add_argument("--measure-runs", type=int, default=DEFAULT_MEASURE_RUNS,
                    help="fresh load runs scoring the initial and the final configuration on "
-                        "each backend (default 3; 0: the episode's own single runs)")
-    p.add_argument("--cases", type=int, default=6,
+                        f"each backend (default {DEFAULT_MEASURE_RUNS}; 0: the episode's own "
+                        "single runs)")
+    p.add_argument("--cases", type=int, default=DEFAULT_CASES,
                    help="held-out cases whose start and end configurations are also compared "
-                        f"on both backends (default 6, seeds from {CASES_FIRST_SEED}; 0: none)")
+                        f"on both backends (default {DEFAULT_CASES}, seeds from "
+                        f"{CASES_FIRST_SEED}; 0: none)")
     p.add_argument("--benchmarks", type=Path, default=REPO / "BENCHMARKS.md")
     p.add_argument("--no-append", action="store_true", help="do not append to BENCHMARKS.md")
     args = p.parse_args(argv)

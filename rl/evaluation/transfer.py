@@ -42,6 +42,9 @@ from rl.evaluation.seeds import measurement_seeds
 #: requests = 800 requests), so a local step takes ~10 s.
 DEFAULT_SEED = 1_000_003
 DEFAULT_REPLICA = 5
+#: Fresh load runs scoring each initial and final configuration, and held-out cases compared.
+DEFAULT_MEASURE_RUNS = 3
+DEFAULT_CASES = 6
 #: First seed of the ``cases`` comparisons (pg_sweep's held-out test seeds, after the default).
 CASES_FIRST_SEED = 1_000_010
 #: The BENCHMARKS.md section of the transfer runs, and the line under its heading.
@@ -78,8 +81,8 @@ class TransferSettings:
     seed: int = DEFAULT_SEED
     episode_len: int | None = None
     replica: int = DEFAULT_REPLICA
-    measure_runs: int = 3
-    cases: int = 6
+    measure_runs: int = DEFAULT_MEASURE_RUNS
+    cases: int = DEFAULT_CASES
     no_append: bool = False
 
 
