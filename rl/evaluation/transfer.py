@@ -36,6 +36,7 @@ from rl.evaluation.benchmarks_md import append_to_section
 from rl.evaluation.checkpoint import DEFAULT_SWEEP_RESULTS, best_checkpoint, load_policy
 from rl.evaluation.episode import run_episode
 from rl.evaluation.seeds import measurement_seeds
+from rl.evaluation.tables import fmt
 
 #: Default reset seed of the one episode per backend: the first of pg_sweep's held-out test
 #: seeds (1 000 000+) whose load draw is the smallest of the training range (10 users × 80
@@ -231,11 +232,6 @@ def listening_ports(replica: int) -> list[int]:
             if s.connect_ex((HOST, port)) == 0:
                 open_ports.append(port)
     return open_ports
-
-
-def fmt(value: float | None, spec: str) -> str:
-    """``value`` formatted with ``spec``; "—" for None."""
-    return "—" if value is None else format(value, spec)
 
 
 def action_summary(actions: list[int], describe: Any) -> str:
