@@ -1,194 +1,38 @@
-"""experiments/transfer.py: one greedy episode per backend, the table, the BENCHMARKS append.
-
-The simulator path runs for real (MeshEnv on ``sim`` with a tiny fixed policy); the local
-path is replaced by a second simulator episode here (the real local mesh is covered by
-``test_local_e2e.py``), so what is tested is the script's own logic: the episode record, the
-comparison of the two runs, the markdown and the append, and the user errors.
+"""experiments/transfer.py's command line: its own checks fail before anything runs, and a
+missing sweep result is a one-line error (the transfer: tests/rl/evaluation/test_transfer.py).
 """
 
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+import sys
 from pathlib import Path
-from types import SimpleNamespace
-from typing import Any
 
-import pytest
-import torch
-from ray.rllib.core.columns import Columns
-
-from tests._scripts import load_script
-
-tr = load_script("transfer")
-
-ENV_CONFIG = {"backend": "sim", "users_range": (2, 3), "requests_per_user": 20,
-              "episode_len": 3}
+REPO = Path(__file__).resolve().parents[2]
+SCRIPT = REPO / "experiments" / "transfer.py"
 
 
-class FixedPolicy(torch.nn.Module):
-    """An RLModule stand-in whose greedy action is always ``action``."""
-
-    def __init__(self, action: int, n_actions: int) -> None:
-        super().__init__()
-        self.action, self.n_actions = action, n_actions
-
-    def forward_inference(self, batch: dict[str, Any]) -> dict[str, torch.Tensor]:
-        logits = torch.zeros((batch[Columns.OBS].shape[0], self.n_actions))
-        logits[:, self.action] = 1.0
-        return {Columns.ACTION_DIST_INPUTS: logits}
+def _run(*args: str) -> subprocess.CompletedProcess[str]:
+    env = {**os.environ, "RAY_USAGE_STATS_ENABLED": "0", "PYTHONPATH": str(REPO)}
+    return subprocess.run([sys.executable, str(SCRIPT), *args], cwd=REPO, env=env,
+                          capture_output=True, text=True, timeout=120, check=False)
 
 
-def _n_actions() -> int:
-    from envs.mesh_env import MeshEnv
-
-    env = MeshEnv(ENV_CONFIG)
-    try:
-        return int(env.action_space.n)
-    finally:
-        env.close()
-
-
-def test_run_backend_records_one_greedy_sim_episode() -> None:
-    n = _n_actions()
-    run = tr.run_backend(ENV_CONFIG, FixedPolicy(1, n), seed=5)
-    assert run.backend == "sim"
-    assert run.actions == [1, 1, 1]  # greedy: the fixed argmax, episode_len steps
-    assert 2 <= run.users <= 3 and run.requests == 20 * run.users
-    assert run.healthy_end and run.final_eval_score is not None
-    assert run.initial_eval_score < 0 and run.final_eval_score < 0
-    assert 0.0 <= run.initial_failure_pct <= 100.0 and run.initial_p99_ms > 0
-    again = tr.run_backend(ENV_CONFIG, FixedPolicy(1, n), seed=5)
-    assert (again.initial_config, again.final_eval_score) == (run.initial_config,
-                                                              run.final_eval_score)
-    other = tr.run_backend(ENV_CONFIG, FixedPolicy(0, n), seed=5)
-    assert other.actions == [0, 0, 0]
-    assert other.initial_eval_score == run.initial_eval_score  # same reset, other actions
-
-
-def test_run_backend_re_measures_both_configurations_when_asked() -> None:
-    n = _n_actions()
-    single = tr.run_backend(ENV_CONFIG, FixedPolicy(1, n), seed=5)
-    measured = tr.run_backend(ENV_CONFIG, FixedPolicy(1, n), seed=5, measure_runs=2)
-    assert measured.actions == single.actions and measured.initial_config == single.initial_config
-    assert measured.initial_eval_score != single.initial_eval_score  # means of fresh runs
-    again = tr.run_backend(ENV_CONFIG, FixedPolicy(1, n), seed=5, measure_runs=2)
-    assert (again.initial_eval_score, again.final_eval_score) == (
-        measured.initial_eval_score, measured.final_eval_score)
-
-
-_REAL_RUN_BACKEND = tr.run_backend
-_REAL_TRANSFER_CASES = tr.transfer_cases
-
-
-def _sim_run(config: dict[str, Any], module: Any, seed: int, measure_runs: int = 0) -> Any:
-    """``run_backend`` with the simulator standing in for any backend (same record)."""
-    result = _REAL_RUN_BACKEND({**config, "backend": "sim", "replica": None}, module, seed,
-                               measure_runs)
-    return tr.BackendRun(**{**result.__dict__, "backend": config["backend"]})
-
-
-def _fake_policy(tmp_path: Path, n: int) -> SimpleNamespace:
-    return SimpleNamespace(module=FixedPolicy(2, n), env_config=dict(ENV_CONFIG),
-                           env_steps_trained=123, path=tmp_path / "ckpt")
-
-
-def test_run_compares_both_episodes_and_appends_once(tmp_path: Path,
-                                                      monkeypatch: pytest.MonkeyPatch) -> None:
-    n = _n_actions()
-    evaluate = tr._load_evaluate_script()
-    monkeypatch.setattr(evaluate, "load_policy", lambda path: _fake_policy(tmp_path, n))
-    seen: list[str] = []
-
-    def sim_for_both(config: dict[str, Any], module: Any, seed: int, measure_runs: int) -> Any:
-        seen.append(config["backend"])
-        assert config["episode_len"] == 2  # --episode-len overrides the checkpoint's
-        assert measure_runs == 3  # the default
-        return _sim_run(config, module, seed, measure_runs)
-
-    monkeypatch.setattr(tr, "run_backend", sim_for_both)
-    monkeypatch.setattr(tr, "listening_ports", lambda replica: [])
-    bench = tmp_path / "BENCHMARKS.md"
-    bench.write_text("# Benchmarks\n")
-    cases_seen: list[tuple] = []
-
-    def sim_cases(env_config: dict[str, Any], module: Any, seeds: list[int], runs: int,
-                  other: dict[str, Any]) -> list:
-        cases_seen.append((tuple(seeds), runs, other["backend"], other["replica"]))
-        return _REAL_TRANSFER_CASES(env_config, module, seeds, runs,
-                                    {**other, "backend": "sim", "replica": None})
-
-    monkeypatch.setattr(tr, "transfer_cases", sim_cases)
-    argv = ["--checkpoint", str(tmp_path / "ckpt"), "--episode-len", "2", "--replica", "7",
-            "--cases", "2", "--benchmarks", str(bench)]
-    for _ in range(2):
-        assert tr.main(argv) == 0
-    assert seen == ["sim", "local", "sim", "local"]
-    assert cases_seen == [((1_000_010, 1_000_011), 3, "local", 7)] * 2
-    text = bench.read_text()
-    assert text.count("## Transfer") == 1 and text.count("### ") == 2
-    assert "123 env steps" in text and "replica 7" in text
-    # both "backends" ran the same deterministic episode: everything matches
-    assert "same load on both: yes" in text
-    assert "Initial configuration identical on both backends: yes" in text
-    assert "Same action sequence: yes" in text
-    rows = [ln for ln in text.splitlines() if ln.startswith("| sim ") or ln.startswith("| local ")]
-    assert len(rows) == 4
-    assert rows[0].split("|")[2:5] == rows[1].split("|")[2:5]  # same scores and improvement
-    assert text.count("| 1000010 |") == 2 and "same sign in 2 of 2" in text
-
-
-def test_still_listening_ports_are_an_error(tmp_path: Path,
-                                            monkeypatch: pytest.MonkeyPatch) -> None:
-    n = _n_actions()
-    evaluate = tr._load_evaluate_script()
-    monkeypatch.setattr(evaluate, "load_policy", lambda path: _fake_policy(tmp_path, n))
-    monkeypatch.setattr(tr, "run_backend", _sim_run)
-    monkeypatch.setattr(tr, "listening_ports", lambda replica: [22000])
-    code = tr.main(["--checkpoint", str(tmp_path / "ckpt"), "--episode-len", "1",
-                    "--cases", "0", "--no-append"])
-    assert code == 2
-
-
-def test_user_errors(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def test_user_errors(tmp_path: Path) -> None:
     missing = tmp_path / "results.json"
-    assert tr.main(["--sweep-results", str(missing), "--no-append"]) == 2
-    assert "does not exist" in capsys.readouterr().err
+    proc = _run("--sweep-results", str(missing), "--no-append")
+    assert proc.returncode == 2
+    assert proc.stderr.startswith("transfer: error: ") and "does not exist" in proc.stderr
     missing.write_text(json.dumps({"best": {}}))
-    assert tr.main(["--sweep-results", str(missing), "--no-append"]) == 2
-    assert "no best trial checkpoint" in capsys.readouterr().err
-    with pytest.raises(SystemExit):
-        tr.parse_args(["--episode-len", "0"])
+    proc = _run("--sweep-results", str(missing), "--no-append")
+    assert proc.returncode == 2 and "no best trial checkpoint" in proc.stderr
+    proc = _run("--episode-len", "0")
+    assert proc.returncode == 2 and "--episode-len must be >= 1" in proc.stderr
 
 
-def test_action_summary_and_table() -> None:
-    assert tr.action_summary([], str) == "no actions"
-    assert tr.action_summary([3, 3, 1], lambda a: f"a{a}") == (
-        "2 distinct in 3 steps; most frequent `a3` (67 %)")
-    run = tr.BackendRun(backend="local", users=2, requests=40, initial_config={},
-                        initial_eval_score=-300.0, final_eval_score=None,
-                        initial_failure_pct=1.0, final_failure_pct=None, initial_p99_ms=120.0,
-                        final_p99_ms=None, actions=[0], healthy_end=False, wall_s=3.0)
-    row = tr.table([run], str).splitlines()[-1]
-    assert row.startswith("| local (unhealthy end) | -300 | — | — |")
-
-
-def test_transfer_cases_measure_both_configurations_on_the_other_backend() -> None:
-    n = _n_actions()
-    cases = tr.transfer_cases(ENV_CONFIG, FixedPolicy(1, n), [5, 6], 2,
-                              {**ENV_CONFIG, "backend": "sim", "replica": None})
-    assert [c.seed for c in cases] == [5, 6] and all(c.distinct_actions == 1 for c in cases)
-    for c in cases:
-        # The simulator standing in for the other backend, same loads: the same numbers.
-        assert (c.other_initial, c.other_final) == (c.sim_initial, c.sim_final)
-        assert c.other_gain == c.sim_gain == c.sim_final - c.sim_initial
-    table = tr.cases_table(cases, "local")
-    assert "| 5 |" in table and "same sign in 2 of 2" in table
-    broken = tr.CaseTransfer(7, 3, 1, -100.0, -90.0, -120.0, None)
-    assert broken.other_gain is None
-    assert "1 case(s) unhealthy" in tr.cases_table([*cases, broken], "local")
-
-
-def test_cases_need_fresh_measurements(capsys: pytest.CaptureFixture[str]) -> None:
-    with pytest.raises(SystemExit):
-        tr.parse_args(["--cases", "2", "--measure-runs", "0"])
-    assert "--cases needs --measure-runs" in capsys.readouterr().err
+def test_cases_need_fresh_measurements() -> None:
+    proc = _run("--cases", "2", "--measure-runs", "0")
+    assert proc.returncode == 2
+    assert "--cases needs --measure-runs" in proc.stderr

@@ -1,0 +1,343 @@
+"""The Tune sweep of the REINFORCE agent over learning rate and latency weight, on MeshEnv.
+
+What ``experiments/pg_sweep.py`` runs: its settings (:func:`sweep_settings`, ``smoke`` shrinks
+them), the backend check, the ReinforceConfig with Tune search spaces (:func:`build_param_space`),
+the Tune run with ASHA early stopping and checkpoints (:func:`run_sweep`), one row per trial
+(:func:`trial_rows`) and the ranking of trials by their greedy policy's mean eval-score gain on
+validation episodes (:func:`validate_trials`), never by the return, whose scale depends on the
+latency weight.
+
+Training (the REINFORCE settings every trial shares): each episode starts from a new random
+initial configuration and load, and replays one load seed in all its runs (``load_seed``
+``per_episode``), so a step's reward is what its action changed; returns-to-go with
+``gamma`` = :data:`GAMMA`, shaped into per-step centred ranks (``rank_returns``), an entropy
+bonus of :data:`ENTROPY_COEFF`.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from envs.backends.base import BackendError
+from envs.backends.registry import backend_factory
+
+DEFAULT_OUTPUT = Path("results/pg_sweep")
+EXPERIMENT_NAME = "pg_sweep"
+#: Tune metric that drives ASHA (higher is better): the eval-score gain of training episodes.
+RANK_METRIC = "env_runners/eval_score_gain"
+#: Iterations averaged for a trial's training gain in the table (its last ones).
+RANK_LAST_N = 3
+#: Training reward latency weights swept (points per ms of one endpoint's p99).
+LATENCY_WEIGHTS_PER_MS = (0.03, 0.1)
+#: Adam learning rates swept (``--smoke``: the first only).
+LEARNING_RATES = (1e-3, 3e-3)
+#: Entropy bonus weight of every trial (keeps 144 actions explored while the policy sharpens).
+ENTROPY_COEFF = 0.01
+#: Discount of the returns-to-go. With the delta reward and a replayed load (``load_seed``
+#: ``per_episode``) a step's reward already is its action's whole effect on the score; what
+#: later steps add is other actions' doing, so a short horizon gives each action its own credit.
+GAMMA = 0.5
+CPUS_PER_TRIAL = 1.0
+#: Checkpoint every this many iterations (and at the end, also when ASHA stops a trial).
+CHECKPOINT_EVERY = 25
+
+
+
+class SweepError(RuntimeError):
+    """A problem the user can fix (bad flag, missing backend); printed without a traceback."""
+
+
+@dataclass(frozen=True)
+class SweepSettings:
+    """Everything a sweep run depends on (``--smoke`` shrinks these)."""
+
+    backend: str
+    num_env_runners: int
+    samples: int
+    learning_rates: tuple[float, ...]
+    iterations: int
+    episodes_per_batch: int
+    episode_len: int | None
+    validation_episodes: int
+    eval_episodes: int
+    measure_runs: int
+    max_concurrent_trials: int
+    seed: int
+    output: Path
+    address: str | None
+    resume: bool
+
+
+def sweep_settings(*, smoke: bool = False, backend: str = "sim",
+                   num_env_runners: int | None = None, samples: int | None = None,
+                   iterations: int | None = None, episodes_per_batch: int | None = None,
+                   episode_len: int | None = None, validation_episodes: int | None = None,
+                   eval_episodes: int | None = None, measure_runs: int | None = None,
+                   max_concurrent_trials: int = 2, seed: int = 0,
+                   output: Path = DEFAULT_OUTPUT, address: str | None = None,
+                   resume: bool = False) -> SweepSettings:
+    """The settings of a sweep: ``None`` sizes take the full (or ``smoke``) defaults; the
+    numbers are checked (:class:`SweepError` names the flag)."""
+
+    def pick(value: int | None, full: Any, tiny: Any) -> Any:
+        return value if value is not None else (tiny if smoke else full)
+
+    settings = SweepSettings(
+        backend=backend,
+        num_env_runners=pick(num_env_runners, 2, 1),
+        samples=pick(samples, 1, 1),
+        learning_rates=LEARNING_RATES[:1] if smoke else LEARNING_RATES,
+        iterations=pick(iterations, 200, 2),
+        episodes_per_batch=pick(episodes_per_batch, 16, 2),
+        episode_len=pick(episode_len, None, 5),
+        validation_episodes=pick(validation_episodes, 16, 2),
+        eval_episodes=pick(eval_episodes, 30, 3),
+        measure_runs=pick(measure_runs, 5, 1),
+        max_concurrent_trials=max_concurrent_trials,
+        seed=seed,
+        output=output.resolve(),
+        address=address,
+        resume=resume,
+    )
+    for name in ("num_env_runners", "samples", "iterations", "episodes_per_batch",
+                 "validation_episodes", "eval_episodes", "measure_runs",
+                 "max_concurrent_trials"):
+        if getattr(settings, name) < 1:
+            raise SweepError(f"--{name.replace('_', '-')} must be >= 1, "
+                             f"got {getattr(settings, name)}")
+    if settings.episode_len is not None and settings.episode_len < 1:
+        raise SweepError(f"--episode-len must be >= 1, got {settings.episode_len}")
+    if settings.episodes_per_batch < settings.num_env_runners:
+        raise SweepError(f"--episodes-per-batch ({settings.episodes_per_batch}) must be at least "
+                         f"--num-env-runners ({settings.num_env_runners})")
+    return settings
+
+
+def check_backend(name: str) -> None:
+    """Raise :class:`SweepError` with the registry's message if backend ``name`` is unknown or
+    its code cannot be imported (:func:`envs.backends.registry.backend_factory`)."""
+    try:
+        backend_factory(name)
+    except (ValueError, BackendError) as exc:
+        raise SweepError(str(exc)) from exc
+
+
+def preflight_env(settings: SweepSettings) -> None:
+    """Build (and close) one MeshEnv in this process, so a backend that cannot start (missing
+    module, no cluster, no binaries) fails here with its own message, not inside Ray workers."""
+    mesh_env = import_mesh_env()
+    try:
+        mesh_env(base_env_config(settings)).close()
+    except Exception as exc:  # whatever it is, the user needs its message, not a trial error
+        raise SweepError(f"backend {settings.backend!r} cannot start a MeshEnv: "
+                         f"{type(exc).__name__}: {exc}") from exc
+
+
+def import_mesh_env() -> Any:
+    """``envs.mesh_env.MeshEnv``, or a :class:`SweepError` if it does not exist."""
+    try:
+        from envs.mesh_env import MeshEnv
+    except ImportError as exc:
+        raise SweepError(f"cannot import envs.mesh_env.MeshEnv: {exc}") from exc
+    return MeshEnv
+
+
+def base_env_config(settings: SweepSettings) -> dict[str, Any]:
+    """MeshEnv settings shared by all trials (the latency weight is added per trial)."""
+    config: dict[str, Any] = {"backend": settings.backend, "latency_unit": "ms",
+                              "seed": settings.seed,
+                              # A new random initial configuration and load every episode, so
+                              # the policy learns moves that help any configuration, not one.
+                              "init": "classic_random", "load_draw": "per_episode",
+                              # Every run of an episode replays the same load (common random
+                              # numbers): a step's reward is then what its action changed, not
+                              # the load's run-to-run noise (envs.mesh_env, Load).
+                              "load_seed": "per_episode"}
+    if settings.episode_len is not None:
+        config["episode_len"] = settings.episode_len
+    return config
+
+
+def build_param_space(settings: SweepSettings) -> Any:
+    """The ReinforceConfig with Tune search spaces for ``lr`` and ``latency_weight``."""
+    from ray import tune
+
+    from rl.callbacks import MeshMetricsCallback
+    from rl.reinforce import ReinforceConfig
+
+    mesh_env = import_mesh_env()
+    runners = settings.num_env_runners
+    env_config = {**base_env_config(settings),
+                  "latency_weight": tune.grid_search(list(LATENCY_WEIGHTS_PER_MS))}
+    return (
+        ReinforceConfig()
+        .environment(mesh_env, env_config=env_config)
+        .env_runners(num_env_runners=runners, num_envs_per_env_runner=1,
+                     num_cpus_per_env_runner=CPUS_PER_TRIAL / 2 / runners)
+        .learners(num_learners=0, num_cpus_per_learner=CPUS_PER_TRIAL / 2)
+        .resources(num_cpus_for_main_process=CPUS_PER_TRIAL / 2)
+        .training(lr=tune.grid_search(list(settings.learning_rates)), gamma=GAMMA,
+                  num_episodes_per_train_batch=settings.episodes_per_batch,
+                  # Centred ranks per step: one repair of a broken mesh (+1 500 points) must
+                  # not drown the +10..60 of ordinary good steps (rl.connectors).
+                  normalize_returns=True, rank_returns=True,
+                  entropy_coeff=ENTROPY_COEFF)
+        .callbacks(MeshMetricsCallback)
+        # Training seeds (runner r resets first with seed + r) stay far below the held-out ones.
+        .debugging(seed=tune.randint(0, 100_000))
+        .reporting(metrics_num_episodes_for_smoothing=settings.episodes_per_batch)
+    )
+
+
+def progress_reporter() -> Any:
+    """Tune's console table with the columns that matter here, every 30 s."""
+    from ray.tune import CLIReporter
+
+    return CLIReporter(
+        parameter_columns={"lr": "lr", "env_config/latency_weight": "latency_w"},
+        metric_columns={"training_iteration": "iter", RANK_METRIC: "eval_gain",
+                        "env_runners/failure_pct": "failure_%", "env_runners/p99_ms": "p99_ms",
+                        "env_runners/unhealthy_end": "unhealthy", "time_total_s": "time_s"},
+        max_report_frequency=30, sort_by_metric=True)
+
+
+def experiment_paths(settings: SweepSettings) -> tuple[Path, Path]:
+    """``(Tune storage path, experiment directory)`` under ``--output``."""
+    storage = settings.output / "tune"
+    return storage, storage / EXPERIMENT_NAME
+
+
+def check_experiment_dir(settings: SweepSettings) -> None:
+    """``--resume`` needs a stored sweep; a fresh sweep must not overwrite one."""
+    from ray import tune
+
+    _, experiment = experiment_paths(settings)
+    if settings.resume and not tune.Tuner.can_restore(str(experiment)):
+        raise SweepError(f"--resume: no sweep to resume in {experiment}")
+    if not settings.resume and experiment.exists():
+        raise SweepError(f"{experiment} already holds a sweep: pass --resume to continue it or "
+                         f"choose another --output")
+
+
+def run_sweep(settings: SweepSettings) -> Any:
+    """Run (or resume) the Tune experiment; returns its ResultGrid."""
+    from ray import tune
+    from ray.tune.schedulers import ASHAScheduler
+    from ray.tune.search.basic_variant import BasicVariantGenerator
+
+    from rl.reinforce import Reinforce
+
+    storage, experiment = experiment_paths(settings)
+    check_experiment_dir(settings)
+    if settings.resume:
+        print(f"[pg_sweep] resuming {experiment}", flush=True)
+        tuner = tune.Tuner.restore(str(experiment), trainable=Reinforce, resume_errored=True)
+        return tuner.fit()
+    scheduler = ASHAScheduler(time_attr="training_iteration", max_t=settings.iterations,
+                              grace_period=max(1, settings.iterations // 2), reduction_factor=2)
+    tuner = tune.Tuner(
+        Reinforce,
+        param_space=build_param_space(settings),
+        tune_config=tune.TuneConfig(
+            metric=RANK_METRIC, mode="max", scheduler=scheduler, num_samples=settings.samples,
+            max_concurrent_trials=settings.max_concurrent_trials,
+            search_alg=BasicVariantGenerator(random_state=settings.seed),
+        ),
+        run_config=tune.RunConfig(
+            name=EXPERIMENT_NAME, storage_path=str(storage),
+            stop={"training_iteration": settings.iterations},
+            checkpoint_config=tune.CheckpointConfig(
+                checkpoint_frequency=CHECKPOINT_EVERY, num_to_keep=2, checkpoint_at_end=True),
+            progress_reporter=progress_reporter(),
+            verbose=1,
+        ),
+    )
+    return tuner.fit()
+
+
+def rank_value(history: Any) -> float:
+    """Mean of the ranking metric over a trial's last :data:`RANK_LAST_N` reported iterations."""
+    if history is None or RANK_METRIC not in history:
+        return math.nan
+    values = history[RANK_METRIC].dropna().to_numpy()[-RANK_LAST_N:]
+    return float(values.mean()) if len(values) else math.nan
+
+
+def trial_rows(result_grid: Any) -> list[dict[str, Any]]:
+    """One row per trial, best first: hyperparameters, iterations, last training metrics."""
+    rows = []
+    for result in result_grid:
+        history = result.metrics_dataframe
+        metrics = result.metrics or {}
+        runners = metrics.get("env_runners", {})
+        config = result.config or {}
+        rows.append({
+            "trial": metrics.get("trial_id", Path(result.path).name if result.path else "?"),
+            "path": result.path,
+            "lr": config.get("lr"),
+            "latency_weight": config.get("env_config", {}).get("latency_weight"),
+            "iterations": metrics.get("training_iteration", 0),
+            "train_eval_score_gain": rank_value(history),
+            "validation_gain": math.nan,
+            "validation_unhealthy": None,
+            "env_config": dict(config.get("env_config", {})),
+            "eval_score_gain": runners.get("eval_score_gain", math.nan),
+            "failure_pct": runners.get("failure_pct", math.nan),
+            "p99_ms": runners.get("p99_ms", math.nan),
+            "unhealthy_end": runners.get("unhealthy_end", math.nan),
+            "error": str(result.error) if result.error else "",
+            "checkpoint": result.checkpoint.path if result.checkpoint else None,
+        })
+    sort_rows(rows)
+    return rows
+
+
+def sort_rows(rows: list[dict[str, Any]]) -> None:
+    """Best first: by validation gain, then by training gain; trials without either last."""
+    def known(value: float) -> float:
+        return -math.inf if math.isnan(value) else value
+
+    rows.sort(key=lambda r: (known(r["validation_gain"]), known(r["train_eval_score_gain"])),
+              reverse=True)
+
+
+def validate_trials(rows: list[dict[str, Any]], seeds: list[int], measure_runs: int) -> None:
+    """Set each trial's ``validation_gain``: mean eval-score gain of its last checkpoint's
+    policy (greedy: the policy one deploys) on the validation ``seeds`` — the same for all
+    trials — each configuration scored over ``measure_runs`` fresh runs (``rl.evaluation.episode``),
+    then re-sort ``rows``. A trial whose every validation episode ended unhealthy keeps NaN
+    (no gain was measured) and ranks last."""
+    from rl.evaluation.actors import module_actor
+    from rl.evaluation.checkpoint import load_policy
+    from rl.evaluation.episode import evaluate
+    from rl.evaluation.stats import summarise
+
+    mesh_env = import_mesh_env()
+    for row in rows:
+        if not row["checkpoint"] or row["error"]:
+            continue
+        module = load_policy(row["checkpoint"]).module
+        outcomes = evaluate(lambda seed, cfg=row["env_config"]: mesh_env({**cfg, "seed": seed}),
+                            lambda env, seed, m=module: module_actor(m, greedy=True),
+                            seeds, measure_runs=measure_runs)
+        row["validation_unhealthy"] = sum(1 for o in outcomes if not o.healthy_end)
+        if row["validation_unhealthy"] < len(outcomes):
+            row["validation_gain"] = summarise(outcomes).mean
+    sort_rows(rows)
+
+
+def best_trial(rows: list[dict[str, Any]]) -> dict[str, Any]:
+    """The first of the ranked ``rows`` with a validation gain.
+
+    Raises:
+        SweepError: no trial has one (no checkpoint, or every validation episode ended
+            unhealthy).
+    """
+    best = next((r for r in rows if not math.isnan(r["validation_gain"])), None)
+    if best is None:
+        raise SweepError("no trial has a validation score (no checkpoint, or every "
+                         "validation episode ended unhealthy); see the table above")
+    return best
