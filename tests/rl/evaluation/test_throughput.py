@@ -1,12 +1,10 @@
-"""experiments/throughput.py: the bare layers and the table."""
+"""rl.evaluation.throughput (behind experiments/throughput.py): the bare layers and the table."""
 
 from __future__ import annotations
 
 import pytest
 
-from tests._scripts import load_script
-
-tp = load_script("throughput")
+import rl.evaluation.throughput as tp
 
 
 def test_throughput_bare_layers_and_table() -> None:
