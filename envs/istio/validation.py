@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import copy
 import re
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, replace
 from typing import Any
 
@@ -284,8 +284,10 @@ def _check_outlier(raw: Any, path: str, err: DocumentErrors) -> None:
                 "is set, but splitExternalLocalOriginErrors is not true")
 
 
-def _check_port_policies(raw: Any, path: str, err: DocumentErrors) -> None:
-    """istiod's ``validatePortTrafficPolicies``."""
+def _mappings(raw: Any, path: str, err: DocumentErrors,
+              what: str) -> Iterator[tuple[str, dict[str, Any]]]:
+    """The ``(path, item)`` of each mapping in the optional list ``raw``; a non-list, or an item
+    that is not a mapping (``"<what> must be a mapping"``), goes to ``err`` instead."""
     if raw is None:
         return
     if not isinstance(raw, list):
@@ -293,9 +295,15 @@ def _check_port_policies(raw: Any, path: str, err: DocumentErrors) -> None:
         return
     for i, item in enumerate(raw):
         p = f"{path}[{i}]"
-        if not isinstance(item, dict):
-            err.add(p, item, "port traffic policy must be a mapping")
-            continue
+        if isinstance(item, dict):
+            yield p, item
+        else:
+            err.add(p, item, f"{what} must be a mapping")
+
+
+def _check_port_policies(raw: Any, path: str, err: DocumentErrors) -> None:
+    """istiod's ``validatePortTrafficPolicies``."""
+    for p, item in _mappings(raw, path, err, "port traffic policy"):
         port = item.get("port")
         if not isinstance(port, dict) or "number" not in port:
             err.add(f"{p}.port", port, "portTrafficPolicy must have valid port "
@@ -328,16 +336,7 @@ def _check_traffic_policy(raw: Any, path: str, err: DocumentErrors) -> Connectio
 
 def _check_subsets(raw: Any, path: str, err: DocumentErrors) -> None:
     """Subset names and their traffic policies."""
-    if raw is None:
-        return
-    if not isinstance(raw, list):
-        err.add(path, raw, f"must be a list, not {yaml_type(raw)}")
-        return
-    for i, item in enumerate(raw):
-        p = f"{path}[{i}]"
-        if not isinstance(item, dict):
-            err.add(p, item, "subset must be a mapping")
-            continue
+    for p, item in _mappings(raw, path, err, "subset"):
         name = item.get("name")
         if not isinstance(name, str) or not name:
             err.add(f"{p}.name", name, "subset name is required")

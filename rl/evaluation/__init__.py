@@ -12,5 +12,8 @@
 * ``heldout`` — every method (policies, PPO, searches, the oracle) on the held-out cases;
 * ``tables`` / ``plots`` — markdown tables and figures of those results;
 * ``transfer`` — the sim-trained policy on the simulator and on the local mesh;
+* ``fidelity`` — the same configurations and loads through the simulator and the local mesh;
+* ``throughput`` / ``job_timing`` — env steps per second through each layer; the main job's
+  wall time;
 * ``benchmarks_md`` — the one writer of a BENCHMARKS.md section.
 """

@@ -1,5 +1,16 @@
 """The simulator's event-driven core: one Numba-jitted function over flat NumPy arrays.
 
+**Why this module is over 600 lines.** ``simulate`` is one function of ~900 lines and cannot be
+split across modules without becoming several jitted functions that call each other once per
+event. That costs speed: session 1 measured 2-4 % per step for helper calls in the three hottest
+handlers alone (Numba reference-counts the arrays passed to a branching helper), which is why
+those handlers keep their code written out. Everything that can live elsewhere at no cost does:
+the data layout in :mod:`envs.backends.sim.kernel_layout`, the inlined mechanisms in
+:mod:`envs.backends.sim.kernel_helpers` (inlined at the IR level, so no call remains) and the
+report statistics in :mod:`envs.backends.sim.kernel_stats`. ``python benchmarks/bench_sim.py``
+measures the step time (BENCHMARKS.md, Simulator speed), and ``python scripts/sim_digest.py``
+checks that the reports stay byte-identical.
+
 Everything here is integers, floats and arrays so that ``@njit(cache=True)`` compiles it; the
 Python side (``envs.backends.sim.mesh``) prepares the arrays and turns the result into a
 ``LoadReport``. Times are milliseconds of simulated time.
@@ -22,7 +33,8 @@ reference, https://istio.io/latest/docs/reference/config/networking/destination-
   ``svc_next`` rather than in the heap (processor sharing reschedules it on every change), and
   the 5 s waits of orders, all of the same length, in a FIFO ring.
 * Each mechanism (heap push / pop, processor-sharing CPU, opening a connection, FIFO queues,
-  job slots, replies) is one ``_helper`` inlined into ``simulate`` at the Numba IR level;
+  job slots, replies) is one ``_helper`` (``kernel_helpers``) inlined into ``simulate`` at the
+  Numba IR level;
   only the three hottest handlers (EV_RESPONSE, EV_ARRIVE, EV_FINISH) keep theirs written out.
 * Speed notes: an inlined helper that takes arrays still gets reference counting around its
   array arguments where LLVM cannot prune it — when the helper branches. Helpers on hot paths
@@ -37,430 +49,140 @@ from __future__ import annotations
 import numpy as np
 from numba import njit
 
-# ----- event kinds -----------------------------------------------------------------------------
-EV_USER_NEXT = 1      # a: user — the user sends its next request
-EV_START = 2          # a: job — one attempt through the outbound cluster
-EV_CONNECT = 3        # a: conn, b: 1 ok / 0 failed — connection establishment resolved
-EV_ARRIVE = 4         # a: job — request reaches the callee's sidecar
-EV_CPU = 5            # a: service — its next CPU completion (from ``svc_next``)
-EV_AFTER_CPU = 6      # a: job — a CPU chunk is done
-EV_FINISH = 7         # a: job — the callee answers
-EV_RESPONSE = 8       # a: job, b: 1 local reply (not retried) — the answer reaches the caller
-EV_REPORT = 9         # a: parent job, b: node << 10 | status — a child call's outcome
-EV_TIMEOUT = 10       # a: job, b: stamp — the caller's wait for this call expires
-EV_HATCH_DONE = 11    # all users hatched: Locust resets its statistics
-EV_OPEN_ARRIVAL = 12  # open loop: a new user arrives
-EV_CONN_READY = 13    # a: conn — a connection is free for the next request
-EV_FAIL = 14          # a: job, b: flag — an attempt failed locally (UO / UF)
-EV_BEGIN = 15         # a: job — a worker picks the job up
-
-FLAG_NONE = 0
-FLAG_UO = 1
-FLAG_UF = 2
-
-# ----- job columns (int64 matrix ji; floats in jf) -------------------------------------------
-J_NODE = 0
-J_PARENT = 1
-J_USER = 2
-J_STATUS = 3
-J_FAILED = 4
-J_STEP = 5
-J_PENDING = 6
-J_ATTEMPT = 7
-J_HOLD = 8        # holds one unit of the cluster's retry budget
-J_CONN = 9        # the outbound connection it uses, -1 none
-J_NEXT = 10       # next job in whatever FIFO it waits in
-J_STAMP = 11
-J_REPORTED = 12
-J_INB = 13        # holds an inbound connection at the callee
-J_FLAG = 14
-J_EXTRA = 15      # carts' addToCart: re-read phase
-J_BADBODY = 16    # front-end GET /catalogue answered 200 with a non-catalogue body
-J_PHASE = 17      # 1 initial CPU, 2 waiting for a step, 3 continuation CPU
-J_ALIVE = 18
-NJI = 19
-F_ISSUE = 0
-NJF = 1
-
-# ----- cluster columns ---------------------------------------------------------------------------
-C_NCONN = 0
-C_NCONNECTING = 1
-C_NPEND = 2
-C_PHEAD = 3
-C_PTAIL = 4
-C_IDLE = 5
-C_NACTIVE = 6
-C_NRETRY = 7
-C_MUX = 8          # multiplexed TCP client: 0 no connection, 1 connecting, 2 up
-NCI = 9
-CF_MUXLAST = 0
-CF_MUXBORN = 1
-NCF = 2
-
-# ----- connection columns ------------------------------------------------------------------------
-K_CLUSTER = 0
-K_SERVED = 1
-K_NEXT = 2
-KF_LAST = 0
-KF_BORN = 1
-
-# ----- service columns ---------------------------------------------------------------------------
-S_BUSY = 0
-S_WHEAD = 1
-S_WTAIL = 2
-S_NCPU = 3
-S_INCONN = 4
-S_INACTIVE = 5
-S_INPEND = 6
-S_INHEAD = 7
-S_INTAIL = 8
-NSI = 9
-SF_V = 0
-SF_TLAST = 1
-
-# ----- per-service statistics --------------------------------------------------------------------
-ST_REQ = 0
-ST_FAIL = 1
-ST_UO = 2
-ST_UF = 3
-ST_RETRY = 4
-ST_RETRY_OVF = 5
-ST_CONN_OPEN = 6
-ST_CONN_FAIL = 7
-ST_OPS = 8
-ST_PEAK_INBOUND = 9   # most requests at once in the callee sidecar's inbound (active + pending)
-NST = 10
-
-# ----- extra counters ----------------------------------------------------------------------------
-X_TASK_ERRORS = 0
-X_CART_RACE = 1
-X_DECLINES = 2
-X_TIMEOUTS = 3
-X_EVENTS = 4
-X_SIM_END_MS = 5
-X_CRASHES = 6
-X_DOWN_MS = 7
-NX = 8
-
-#: ``J_PHASE`` of a front-end request whose Node.js process crashed: its client got a reset;
-#: the job only waits for its outstanding calls' replies before it is freed.
-PHASE_ORPHAN = 9
-#: ``J_ALIVE`` of such a job once its client has been answered.
-ALIVE_CLIENT_DONE = 2
-#: ``node_crash``: the front-end crashes when this call answers a sidecar 503 / any failure.
-CRASH_ON_503 = 1
-CRASH_ON_FAILURE = 2
-
-#: Result codes.
-OK = 0
-ERR_STALLED = 1     # no event left before the requests completed
-ERR_CAPACITY = 2    # a fixed-size pool ran out: re-run with larger capacities
-
-_B_MASK = (1 << 24) - 1
-
-# ----- kinds / on_error codes (mirror graph.py) --------------------------------------------------
-KIND_CART_DELETE = 1
-KIND_CART_ADD = 2
-KIND_CART_READ = 3
-KIND_PAYMENT = 4
-ON_PROPAGATE = 0
-ON_AS_500 = 1
-ON_AS_401 = 2
-ON_IGNORE = 3
-ON_BODY_AS_200 = 4
-
-
-@njit(cache=True, inline="always")
-def _code(kind, a, b):
-    return (kind << 56) | (a << 24) | (b & _B_MASK)
-
-
-@njit(cache=True, inline="always")
-def _fault_down(f_svc, f_kind, f_start, f_end, s, t):
-    for i in range(f_svc.shape[0]):
-        if f_svc[i] == s and f_kind[i] == 0 and f_start[i] <= t < f_end[i]:
-            return True
-    return False
-
-
-@njit(cache=True, inline="always")
-def _fault_broke(f_svc, f_kind, f_start, s, born, t):
-    """A connection born at ``born`` to s is dead at t if s went down in between."""
-    for i in range(f_svc.shape[0]):
-        if f_svc[i] == s and f_kind[i] == 0 and born < f_start[i] <= t:
-            return True
-    return False
-
-
-@njit(cache=True, inline="always")
-def _spike(f_svc, f_kind, f_start, f_end, f_factor, s, t):
-    f = 1.0
-    for i in range(f_svc.shape[0]):
-        if f_svc[i] == s and f_kind[i] == 1 and f_start[i] <= t < f_end[i]:
-            f *= f_factor[i]
-    return f
-
-
-#: Size of the quantile tables that turn one random integer into a lognormal draw.
-TABLE_SIZE = 4096
-_LCG_MUL = 6364136223846793005
-_LCG_ADD = 1442695040888963407
-
-
-@njit(cache=True, inline="always")
-def _rand31(rs):
-    """One step of a 64-bit LCG (wrapping int64 arithmetic): (new state, 31 random bits)."""
-    rs = rs * _LCG_MUL + _LCG_ADD
-    return rs, (rs >> 33) & 0x7FFFFFFF
-
-
-@njit(cache=True, inline="always")
-def _draw(rs, median, table):
-    """A lognormal draw from a quantile table: (new rng state, ``median * table[random]``)."""
-    rs, r31 = _rand31(rs)
-    return rs, median * table[r31 & (TABLE_SIZE - 1)]
-
-
-# ----- mechanisms used from several handlers ---------------------------------------------------
-# Each is inlined into ``simulate`` at the Numba IR level (``inline="always"``): no call. An
-# array argument costs an incref/decref pair that LLVM prunes only in branch-free code, so the
-# helpers used on every event (``_release_retry``, ``_use_connection``, ``_fifo_pop``) do not
-# branch, and the three hottest handlers (EV_RESPONSE, EV_ARRIVE, EV_FINISH) keep their code
-# written out (with helpers there the kernel measured 2-4 % slower). Scalars of the loop's state
-# (rng state, counters, the earliest CPU completion) go in as arguments and come back as return
-# values.
-
-
-@njit(cache=True, inline="always")
-def _push_event(ob_t, ob_c, ob_n, t, code):
-    """Schedule the event ``code`` at time ``t`` ms (into the outbox); returns the new ``ob_n``."""
-    ob_t[ob_n] = t
-    ob_c[ob_n] = code
-    return ob_n + 1
-
-
-@njit(cache=True, inline="always")
-def _push_now(st, sn, code):
-    """Put the event ``code`` on the stack of immediate events; returns the new ``sn``."""
-    st[sn] = code
-    return sn + 1
-
-
-@njit(cache=True, inline="always")
-def _release(free, n_free, i):
-    """Return slot i to the free list ``free[:n_free]``; returns the new ``n_free``."""
-    free[n_free] = i
-    return n_free + 1
-
-
-@njit(cache=True, inline="always")
-def _heap_push(keys, vals, row, n, key, val):
-    """Insert (key, val) into the binary min-heap ``keys[row, :n]`` / ``vals[row, :n]``."""
-    i = n
-    while i > 0:
-        par = (i - 1) >> 1
-        if keys[row, par] <= key:
-            break
-        keys[row, i] = keys[row, par]
-        vals[row, i] = vals[row, par]
-        i = par
-    keys[row, i] = key
-    vals[row, i] = val
-
-
-@njit(cache=True, inline="always")
-def _heap_refill_root(keys, vals, row, n):
-    """After the root of a heap of ``n + 1`` entries was taken: move entry ``n`` (the last)
-    into the root's place and sift it down, leaving a heap of ``n`` entries."""
-    key = keys[row, n]
-    val = vals[row, n]
-    i = 0
-    while True:
-        left = 2 * i + 1
-        if left >= n:
-            break
-        m = left
-        if left + 1 < n and keys[row, left + 1] < keys[row, left]:
-            m = left + 1
-        if keys[row, m] >= key:
-            break
-        keys[row, i] = keys[row, m]
-        vals[row, i] = vals[row, m]
-        i = m
-    keys[row, i] = key
-    vals[row, i] = val
-
-
-@njit(cache=True, inline="always")
-def _cpu_rate(cores, ncpu):
-    """Processor sharing: the CPU share (cores) each of ``ncpu`` jobs gets, at most one core."""
-    return min(1.0, cores / ncpu)
-
-
-@njit(cache=True, inline="always")
-def _earliest_cpu(svc_next, s, cpu_t, cpu_s):
-    """(time, service) of the earliest CPU completion over all services, after ``svc_next[s]``
-    changed; it was (cpu_t, cpu_s). Rescans only when s was the earliest and got later."""
-    if svc_next[s] < cpu_t:
-        return svc_next[s], s
-    if s == cpu_s:
-        cpu_t = np.inf
-        for s2 in range(svc_next.shape[0]):
-            if svc_next[s2] < cpu_t:
-                cpu_t = svc_next[s2]
-                cpu_s = s2
-    return cpu_t, cpu_s
-
-
-@njit(cache=True, inline="always")
-def _cpu_add(s, j, work_ms, now, si, sf, pk, pj, pn, svc_cores, svc_next, cpu_t, cpu_s):
-    """Job j joins service s's processor-sharing CPU with ``work_ms`` of work: advance the
-    service's virtual time, push j into its heap (keyed by virtual finish time), reschedule its
-    next completion. Returns the new earliest CPU completion (cpu_t, cpu_s)."""
-    ncpu = si[s, S_NCPU]
-    if ncpu > 0:
-        sf[s, SF_V] += (now - sf[s, SF_TLAST]) * _cpu_rate(svc_cores[s], ncpu)
-    sf[s, SF_TLAST] = now
-    _heap_push(pk, pj, s, pn[s], sf[s, SF_V] + work_ms, j)
-    pn[s] += 1
-    si[s, S_NCPU] = ncpu + 1
-    svc_next[s] = now + (pk[s, 0] - sf[s, SF_V]) / _cpu_rate(svc_cores[s], ncpu + 1)
-    return _earliest_cpu(svc_next, s, cpu_t, cpu_s)
-
-
-@njit(cache=True, inline="always")
-def _draw_work(rs, median_ms, tab_work, s, f_svc, f_kind, f_start, f_end, f_factor, now):
-    """CPU work of one chunk on service s: (new rng state, ms), latency spikes included."""
-    rs, r31 = _rand31(rs)
-    work = median_ms * tab_work[s, r31 & (TABLE_SIZE - 1)]
-    work *= _spike(f_svc, f_kind, f_start, f_end, f_factor, s, now)
-    return rs, work
-
-
-@njit(cache=True, inline="always")
-def _new_job(ji, jf, jfree, n_jfree, node, parent, user, ok_status, now):
-    """Take a free job slot for a call of ``node`` issued at ``now`` ms: (job, new n_jfree).
-    Its stamp moves on, so that timeouts armed for the slot's previous job are stale."""
-    j = jfree[n_jfree - 1]
-    stamp = ji[j, J_STAMP] + 1
-    for q in range(NJI):
-        ji[j, q] = 0
-    ji[j, J_STAMP] = stamp
-    ji[j, J_NODE] = node
-    ji[j, J_PARENT] = parent
-    ji[j, J_USER] = user
-    ji[j, J_STATUS] = ok_status
-    ji[j, J_ATTEMPT] = 1
-    ji[j, J_CONN] = -1
-    ji[j, J_NEXT] = -1
-    ji[j, J_ALIVE] = 1
-    jf[j, F_ISSUE] = now
-    return j, n_jfree - 1
-
-
-@njit(cache=True, inline="always")
-def _free_job(ji, jfree, n_jfree, j):
-    """Return job j's slot to the free list (its stamp moves on); returns the new n_jfree."""
-    ji[j, J_ALIVE] = 0
-    ji[j, J_STAMP] += 1
-    return _release(jfree, n_jfree, j)
-
-
-@njit(cache=True, inline="always")
-def _fail_job(ji, j, flag):
-    """Job j's call fails with a 503 (``flag``: FLAG_UO, FLAG_UF or FLAG_NONE)."""
-    ji[j, J_STATUS] = 503
-    ji[j, J_FAILED] = 1
-    ji[j, J_FLAG] = flag
-
-
-@njit(cache=True, inline="always")
-def _release_retry(ji, ci, j, c):
-    """Job j gives back the unit of cluster c's retry budget it holds, if any."""
-    # branch-free: a helper that takes arrays costs reference counting around its branches
-    ci[c, C_NRETRY] -= ji[j, J_HOLD]
-    ji[j, J_HOLD] = 0
-
-
-@njit(cache=True, inline="always")
-def _fifo_push(q, row, head, tail, ji, j):
-    """Append job j to the FIFO of jobs linked through ``J_NEXT`` whose first and last job are
-    ``q[row, head]`` and ``q[row, tail]`` (-1: empty)."""
-    ji[j, J_NEXT] = -1
-    if q[row, tail] >= 0:
-        ji[q[row, tail], J_NEXT] = j
-    else:
-        q[row, head] = j
-    q[row, tail] = j
-
-
-@njit(cache=True, inline="always")
-def _fifo_pop(q, row, head, tail, ji):
-    """Remove and return the first job of a non-empty FIFO (see ``_fifo_push``)."""
-    j = q[row, head]
-    nxt = ji[j, J_NEXT]
-    q[row, head] = nxt
-    q[row, tail] |= nxt >> 63    # the queue is now empty (nxt -1): tail -1 too, branch-free
-    return j
-
-
-@njit(cache=True, inline="always")
-def _fail_all_pending(ci, c, ji, st, sn):
-    """Every request pending in cluster c fails now (UF, via EV_FAIL on the immediate stack);
-    the queue is emptied. Returns the new stack size."""
-    j = ci[c, C_PHEAD]
-    while j >= 0:
-        nxt = ji[j, J_NEXT]
-        sn = _push_now(st, sn, _code(EV_FAIL, j, FLAG_UF))
-        j = nxt
-    ci[c, C_PHEAD] = -1
-    ci[c, C_PTAIL] = -1
-    ci[c, C_NPEND] = 0
-    return sn
-
-
-@njit(cache=True, inline="always")
-def _reply(rs, median_ms, table, now, j, local, ob_t, ob_c, ob_n):
-    """Job j's answer reaches its caller after one drawn proxy delay (EV_RESPONSE; ``local``:
-    a reply the router does not retry). Returns (rng state, ob_n)."""
-    rs, delay = _draw(rs, median_ms, table)
-    return rs, _push_event(ob_t, ob_c, ob_n, now + delay, _code(EV_RESPONSE, j, local))
-
-
-@njit(cache=True, inline="always")
-def _use_connection(ci, c, ki, k, ji, j, http):
-    """Job j's request goes out on connection k of cluster c (counted active when HTTP)."""
-    ci[c, C_NACTIVE] += http
-    ji[j, J_CONN] = k
-    ki[k, K_SERVED] += 1
-
-
-@njit(cache=True, inline="always")
-def _open_connection(rs, c, d, now, ci, ki, kf, kfree, n_kfree, stats, recording,
-                     f_svc, f_kind, f_start, f_end, refused_ms, connect_median_ms, tab_conn,
-                     connect_timeout_ms, ob_t, ob_c, ob_n):
-    """Cluster c starts a connection to service d: refused while d is down, else established
-    after a drawn time or failed at ``connect_timeout_ms`` (EV_CONNECT).
-    Returns (rng state, n_kfree, ob_n)."""
-    k = kfree[n_kfree - 1]
-    n_kfree -= 1
-    ki[k, K_CLUSTER] = c
-    ki[k, K_SERVED] = 0
-    kf[k, KF_BORN] = now
-    ci[c, C_NCONN] += 1
-    ci[c, C_NCONNECTING] += 1
-    if recording:
-        stats[d, ST_CONN_OPEN] += 1
-    if _fault_down(f_svc, f_kind, f_start, f_end, d, now):
-        ob_n = _push_event(ob_t, ob_c, ob_n, now + refused_ms, _code(EV_CONNECT, k, 0))
-    else:
-        rs, tc = _draw(rs, connect_median_ms, tab_conn)
-        if tc > connect_timeout_ms:
-            ob_n = _push_event(ob_t, ob_c, ob_n, now + connect_timeout_ms,
-                               _code(EV_CONNECT, k, 0))
-        else:
-            ob_n = _push_event(ob_t, ob_c, ob_n, now + tc, _code(EV_CONNECT, k, 1))
-    return rs, n_kfree, ob_n
+from envs.backends.sim.kernel_helpers import (
+    _code,
+    _cpu_add,
+    _cpu_rate,
+    _draw,
+    _draw_work,
+    _earliest_cpu,
+    _fail_all_pending,
+    _fail_job,
+    _fault_broke,
+    _fault_down,
+    _fifo_pop,
+    _fifo_push,
+    _free_job,
+    _heap_push,
+    _heap_refill_root,
+    _new_job,
+    _open_connection,
+    _push_event,
+    _push_now,
+    _rand31,
+    _release,
+    _release_retry,
+    _reply,
+    _use_connection,
+)
+from envs.backends.sim.kernel_layout import (
+    _B_MASK,
+    ALIVE_CLIENT_DONE,
+    C_IDLE,
+    C_MUX,
+    C_NACTIVE,
+    C_NCONN,
+    C_NCONNECTING,
+    C_NPEND,
+    C_NRETRY,
+    C_PHEAD,
+    C_PTAIL,
+    CF_MUXBORN,
+    CF_MUXLAST,
+    CRASH_ON_503,
+    ERR_CAPACITY,
+    ERR_STALLED,
+    EV_AFTER_CPU,
+    EV_ARRIVE,
+    EV_BEGIN,
+    EV_CONN_READY,
+    EV_CONNECT,
+    EV_CPU,
+    EV_FAIL,
+    EV_FINISH,
+    EV_HATCH_DONE,
+    EV_OPEN_ARRIVAL,
+    EV_REPORT,
+    EV_RESPONSE,
+    EV_START,
+    EV_TIMEOUT,
+    EV_USER_NEXT,
+    F_ISSUE,
+    FLAG_NONE,
+    FLAG_UF,
+    FLAG_UO,
+    J_ALIVE,
+    J_ATTEMPT,
+    J_BADBODY,
+    J_CONN,
+    J_EXTRA,
+    J_FAILED,
+    J_FLAG,
+    J_HOLD,
+    J_INB,
+    J_NEXT,
+    J_NODE,
+    J_PARENT,
+    J_PENDING,
+    J_PHASE,
+    J_REPORTED,
+    J_STAMP,
+    J_STATUS,
+    J_STEP,
+    J_USER,
+    K_CLUSTER,
+    K_NEXT,
+    K_SERVED,
+    KF_BORN,
+    KF_LAST,
+    KIND_CART_ADD,
+    KIND_CART_DELETE,
+    KIND_CART_READ,
+    KIND_PAYMENT,
+    NCF,
+    NCI,
+    NJF,
+    NJI,
+    NSI,
+    NST,
+    NX,
+    OK,
+    ON_AS_401,
+    ON_AS_500,
+    ON_BODY_AS_200,
+    ON_IGNORE,
+    PHASE_ORPHAN,
+    S_BUSY,
+    S_INACTIVE,
+    S_INCONN,
+    S_INHEAD,
+    S_INPEND,
+    S_INTAIL,
+    S_NCPU,
+    S_WHEAD,
+    S_WTAIL,
+    SF_TLAST,
+    SF_V,
+    ST_CONN_FAIL,
+    ST_CONN_OPEN,
+    ST_FAIL,
+    ST_OPS,
+    ST_PEAK_INBOUND,
+    ST_REQ,
+    ST_RETRY,
+    ST_RETRY_OVF,
+    ST_UF,
+    ST_UO,
+    TABLE_SIZE,
+    X_CART_RACE,
+    X_CRASHES,
+    X_DECLINES,
+    X_DOWN_MS,
+    X_EVENTS,
+    X_SIM_END_MS,
+    X_TASK_ERRORS,
+    X_TIMEOUTS,
+)
 
 
 # fast-math flags that keep inf and NaN semantics (``svc_next`` uses inf for "idle")
@@ -1368,60 +1090,3 @@ def simulate(
     xc[X_SIM_END_MS] = now
     return (status, rec_ep[:n_rec], rec_lat[:n_rec], rec_fail[:n_rec], t_start, now,
             stats, srec_svc[:n_srec], srec_lat[:n_srec], xc)
-
-
-@njit(cache=True, inline="always")
-def _gather_groups(keys, values, n_groups):
-    """``values`` gathered by group (keys in 0..n_groups-1) with a counting scatter:
-    (offsets, grouped), group g's values being ``grouped[offsets[g]:offsets[g + 1]]`` in their
-    original order."""
-    counts = np.zeros(n_groups + 1, np.int64)
-    for i in range(keys.shape[0]):
-        counts[keys[i] + 1] += 1
-    offsets = np.cumsum(counts)
-    fill = offsets[:n_groups].copy()
-    grouped = np.empty(keys.shape[0], np.float64)
-    for i in range(keys.shape[0]):
-        g = keys[i]
-        grouped[fill[g]] = values[i]
-        fill[g] += 1
-    return offsets, grouped
-
-
-@njit(cache=True)
-def group_stats(keys, values, n_groups):
-    """Per group: count, mean, min, max, median, p95, p99 of ``values`` (NaN when empty).
-
-    Percentiles are the nearest-rank values of the sorted group (what Locust's response-time
-    buckets approximate). Groups are gathered with a counting scatter, then each is sorted.
-    """
-    out = np.full((n_groups, 7), np.nan)
-    offsets, grouped = _gather_groups(keys, values, n_groups)
-    for g in range(n_groups):
-        cnt = offsets[g + 1] - offsets[g]
-        out[g, 0] = cnt
-        if cnt == 0:
-            continue
-        vals = np.sort(grouped[offsets[g]:offsets[g + 1]])
-        out[g, 1] = vals.mean()
-        out[g, 2] = vals[0]
-        out[g, 3] = vals[cnt - 1]
-        out[g, 4] = vals[min(cnt - 1, int(np.ceil(0.50 * cnt)) - 1)]
-        out[g, 5] = vals[min(cnt - 1, int(np.ceil(0.95 * cnt)) - 1)]
-        out[g, 6] = vals[min(cnt - 1, int(np.ceil(0.99 * cnt)) - 1)]
-    return out
-
-
-@njit(cache=True)
-def group_p99(keys, values, n_groups):
-    """Per group: (count, p99) of ``values`` (p99 NaN when empty), by selection, not sorting."""
-    out = np.full((n_groups, 2), np.nan)
-    offsets, grouped = _gather_groups(keys, values, n_groups)
-    for g in range(n_groups):
-        cnt = offsets[g + 1] - offsets[g]
-        out[g, 0] = cnt
-        if cnt == 0:
-            continue
-        k = min(cnt - 1, int(np.ceil(0.99 * cnt)) - 1)
-        out[g, 1] = np.partition(grouped[offsets[g]:offsets[g + 1]], k)[k]
-    return out

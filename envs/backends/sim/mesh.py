@@ -18,7 +18,7 @@ import numpy as np
 
 from envs.backends.base import BackendError, LatencySpike, LoadSpec, ServiceDown
 from envs.backends.report import EndpointStats, LoadReport, ServiceStats
-from envs.backends.sim import core, profile
+from envs.backends.sim import core, kernel_layout, kernel_stats, profile
 from envs.backends.sim.graph import GATEWAY, CompiledGraph, compile_graph
 from envs.istio import DestinationRule, ResolvedPool, resolve
 from envs.sockshop import SERVICE_BY_NAME, SERVICE_NAMES, Protocol, figures
@@ -32,8 +32,8 @@ _NO_LIMIT = 2**40
 
 #: Standard-normal quantiles at the midpoints of TABLE_SIZE equal-probability bins: the core
 #: draws a lognormal as ``median * exp(sigma * Z[k])`` with a uniform random k (|z| <= 3.7).
-_Z = np.array([NormalDist().inv_cdf((k + 0.5) / core.TABLE_SIZE)
-               for k in range(core.TABLE_SIZE)])
+_Z = np.array([NormalDist().inv_cdf((k + 0.5) / kernel_layout.TABLE_SIZE)
+               for k in range(kernel_layout.TABLE_SIZE)])
 
 
 def _lognormal_table(sigma: float, unit_mean: bool = False) -> np.ndarray:
@@ -176,13 +176,13 @@ class SimMesh:
         200. Deterministic (seed :data:`HEALTH_CHECK_SEED`); a cold mesh, so with a tiny
         ``connectTimeout`` the first connections may fail."""
         out = self._run(LoadSpec(users=1, requests=1), seed=HEALTH_CHECK_SEED)
-        return bool(out[0] == core.OK and len(out[3]) == 1 and out[3][0] == 0)
+        return bool(out[0] == kernel_layout.OK and len(out[3]) == 1 and out[3][0] == 0)
 
     def run_load(self, load: LoadSpec, seed: int) -> LoadReport:
         """Drive ``load`` (with its faults) through the simulated mesh; same seed, same report."""
         out = self._run(load, seed)
         status, rec_ep, rec_lat, rec_fail, t_start, t_end, st, srec_svc, srec_lat, extra = out
-        if status != core.OK:
+        if status != kernel_layout.OK:
             raise BackendError(f"simulator stalled before {load.requests} requests completed "
                                f"(completed {len(rec_ep)})")
         return self._report(load, rec_ep, rec_lat, rec_fail, t_start, t_end, st, srec_svc,
@@ -271,7 +271,7 @@ class SimMesh:
         for _ in range(7):
             out = self._simulate(arr, f_svc, f_kind, f_start, f_end, f_factor, open_loop, load,
                                  loop_gap_ms, seed, job_cap, user_cap, timer_cap)
-            if out[0] != core.ERR_CAPACITY:
+            if out[0] != kernel_layout.ERR_CAPACITY:
                 return out
             job_cap, user_cap, timer_cap = 2 * job_cap, 2 * user_cap, 2 * timer_cap
         raise BackendError("simulator capacity exhausted: the load keeps too many requests in "
@@ -317,9 +317,9 @@ class SimMesh:
         duration_s = max(t_end - t_start, 1e-9) / 1000.0
         names = g.endpoint_names
         # Python lists: scalar access on them is much cheaper than on NumPy arrays
-        ep = core.group_stats(rec_ep, rec_lat, len(names)).tolist()
+        ep = kernel_stats.group_stats(rec_ep, rec_lat, len(names)).tolist()
         fails = np.bincount(rec_ep, weights=rec_fail, minlength=len(names)).tolist()
-        sv = core.group_p99(srec_svc, srec_lat, len(SERVICE_NAMES)).tolist()
+        sv = kernel_stats.group_p99(srec_svc, srec_lat, len(SERVICE_NAMES)).tolist()
         rows = st.tolist()
         is_tcp = g.svc_is_tcp.tolist()
 
@@ -333,15 +333,16 @@ class SimMesh:
             row = rows[i]
             if is_tcp[i]:
                 # Istio reports TCP destinations as connections, without request durations
-                n_req = row[core.ST_CONN_OPEN]
-                err = (row[core.ST_CONN_FAIL] + row[core.ST_UO]) / n_req if n_req else 0.0
+                n_req = row[kernel_layout.ST_CONN_OPEN]
+                failed = row[kernel_layout.ST_CONN_FAIL] + row[kernel_layout.ST_UO]
+                err = failed / n_req if n_req else 0.0
                 p99 = None
             else:
-                n_req = row[core.ST_REQ]
-                err = row[core.ST_FAIL] / n_req if n_req else 0.0
+                n_req = row[kernel_layout.ST_REQ]
+                err = row[kernel_layout.ST_FAIL] / n_req if n_req else 0.0
                 p99 = sv[i][1] if sv[i][0] else None
-            services[name] = ServiceStats(name, n_req, p99, float(err), row[core.ST_UO],
-                                          row[core.ST_UF], row[core.ST_RETRY])
+            services[name] = ServiceStats(name, n_req, p99, float(err), row[kernel_layout.ST_UO],
+                                          row[kernel_layout.ST_UF], row[kernel_layout.ST_RETRY])
 
         def per_service(col: int, keep: list[bool] | None = None) -> dict[str, int]:
             return {n: rows[i][col] for i, n in enumerate(SERVICE_NAMES)
@@ -349,20 +350,20 @@ class SimMesh:
 
         x = extra.tolist()
         extra_out = {
-            "task_errors": int(x[core.X_TASK_ERRORS]),
-            "cart_race_failures": int(x[core.X_CART_RACE]),
-            "payment_declines": int(x[core.X_DECLINES]),
-            "order_wait_timeouts": int(x[core.X_TIMEOUTS]),
-            "frontend_crashes": int(x[core.X_CRASHES]),
-            "frontend_down_ms": x[core.X_DOWN_MS],
-            "retry_overflows": per_service(core.ST_RETRY_OVF),
-            "connect_failures": per_service(core.ST_CONN_FAIL),
-            "connections_opened": per_service(core.ST_CONN_OPEN),
-            "db_operations": per_service(core.ST_OPS, is_tcp),
-            "peak_inbound_requests": per_service(core.ST_PEAK_INBOUND,
+            "task_errors": int(x[kernel_layout.X_TASK_ERRORS]),
+            "cart_race_failures": int(x[kernel_layout.X_CART_RACE]),
+            "payment_declines": int(x[kernel_layout.X_DECLINES]),
+            "order_wait_timeouts": int(x[kernel_layout.X_TIMEOUTS]),
+            "frontend_crashes": int(x[kernel_layout.X_CRASHES]),
+            "frontend_down_ms": x[kernel_layout.X_DOWN_MS],
+            "retry_overflows": per_service(kernel_layout.ST_RETRY_OVF),
+            "connect_failures": per_service(kernel_layout.ST_CONN_FAIL),
+            "connections_opened": per_service(kernel_layout.ST_CONN_OPEN),
+            "db_operations": per_service(kernel_layout.ST_OPS, is_tcp),
+            "peak_inbound_requests": per_service(kernel_layout.ST_PEAK_INBOUND,
                                                  [not t for t in is_tcp]),
-            "events": int(x[core.X_EVENTS]),
-            "simulated_ms": x[core.X_SIM_END_MS],
+            "events": int(x[kernel_layout.X_EVENTS]),
+            "simulated_ms": x[kernel_layout.X_SIM_END_MS],
         }
         return LoadReport(endpoints=endpoints, services=services, duration_s=duration_s,
                           users=load.users if load.mode == "closed" else 0, backend=self.name,
