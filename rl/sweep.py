@@ -45,7 +45,6 @@ CPUS_PER_TRIAL = 1.0
 CHECKPOINT_EVERY = 25
 
 
-
 class SweepError(RuntimeError):
     """A problem the user can fix (bad flag, missing backend); printed without a traceback."""
 
