@@ -35,7 +35,8 @@ entropy bonus of ``rl.sweep.ENTROPY_COEFF``.
 Files are written as soon as their inputs exist, so whatever was produced stays on disk if a
 later step fails. Ray: ``--address`` connects to a running cluster; without it, a job submitted
 with ``ray job submit`` joins its cluster (``RAY_ADDRESS``), and otherwise a private local
-instance with 2 CPUs is started.
+instance is started on 127.0.0.1 with every core (``--num-cpus`` caps it) and its dashboard,
+whose URL is printed (``rl.ray_setup``).
 """
 
 from __future__ import annotations
@@ -56,7 +57,7 @@ from rl.evaluation.plots import plot_learning_curves
 from rl.evaluation.policy_vs_random import held_out_evaluation
 from rl.evaluation.seeds import TEST_FIRST_SEED, VALIDATION_FIRST_SEED, held_out_seeds
 from rl.evaluation.tables import evaluation_markdown, trials_markdown
-from rl.ray_setup import init_ray
+from rl.ray_setup import RaySetupError, init_ray
 from rl.sweep import (
     DEFAULT_OUTPUT,
     RANK_LAST_N,
@@ -66,6 +67,7 @@ from rl.sweep import (
     best_trial,
     check_backend,
     check_experiment_dir,
+    concurrent_trials,
     preflight_env,
     run_sweep,
     sweep_settings,
@@ -97,8 +99,10 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     p.add_argument("--measure-runs", type=int, default=None,
                    help="fresh load runs that score each validation / test episode's initial "
                         "and final configuration (default 5; smoke 1)")
-    p.add_argument("--max-concurrent-trials", type=int, default=2,
-                   help="trials run at once (each takes 1 CPU; default 2)")
+    p.add_argument("--max-concurrent-trials", type=int, default=None,
+                   help="trials run at once (each takes 1 CPU; default: one per CPU of Ray)")
+    p.add_argument("--num-cpus", type=int, default=None,
+                   help="CPUs of the private local Ray (default: every core of this machine)")
     p.add_argument("--seed", type=int, default=0, help="seed of search, training (default 0)")
     p.add_argument("--address", default=None,
                    help="Ray cluster address (default: the job's cluster or a private local one)")
@@ -108,6 +112,14 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     p.add_argument("--output", type=Path, default=DEFAULT_OUTPUT,
                    help=f"output directory (default {DEFAULT_OUTPUT})")
     return p.parse_args(argv)
+
+
+def make_output_dir(path: Path) -> None:
+    """Create ``--output`` (and its parents); a path that cannot be created is a SweepError."""
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise SweepError(f"--output {path}: cannot create it: {exc.strerror or exc}") from None
 
 
 def write_json(path: Path, data: Any) -> None:
@@ -122,12 +134,17 @@ def run(settings: SweepSettings) -> dict[str, Any]:
     check_backend(settings.backend)
     check_experiment_dir(settings)
     preflight_env(settings)
-    settings.output.mkdir(parents=True, exist_ok=True)
+    make_output_dir(settings.output)
     summary: dict[str, Any] = {"settings": {**asdict(settings), "output": str(settings.output)}}
-    init_ray(settings.address)
+    runtime = init_ray(settings.address, num_cpus=settings.num_cpus)
     try:
+        trials_at_once = settings.max_concurrent_trials or concurrent_trials(runtime.num_cpus)
+        summary["ray"] = {"num_cpus": runtime.num_cpus, "max_concurrent_trials": trials_at_once,
+                          "dashboard_url": runtime.dashboard_url}
+        print(f"[pg_sweep] Ray: {runtime.num_cpus} CPUs, {trials_at_once} trials at once",
+              flush=True)
         t0 = time.monotonic()
-        result_grid = run_sweep(settings)
+        result_grid = run_sweep(settings, trials_at_once)
         summary["sweep_wall_s"] = time.monotonic() - t0
         rows = trial_rows(result_grid)
         summary["trials"] = rows
@@ -187,9 +204,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         settings = sweep_settings(**vars(parse_args(argv)))
         t0 = time.monotonic()
         run(settings)
-    except SweepError as exc:
+    except (SweepError, RaySetupError) as exc:
         print(f"pg_sweep: error: {exc}", file=sys.stderr)
         return 2
+    except OSError as exc:  # a results file that cannot be written: what is on disk stays
+        print(f"pg_sweep: error: {exc}", file=sys.stderr)
+        return 1
     print(f"[pg_sweep] done in {time.monotonic() - t0:.0f} s; results in {settings.output}",
           flush=True)
     return 0

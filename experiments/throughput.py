@@ -88,7 +88,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         sims.append(time_simulator(args.users, steps))
         envs.append(time_mesh_env(args.users, steps))
     layers = [median_round(sims), median_round(envs)]
-    init_ray(log_to_driver=False)
+    init_ray(log_to_driver=False, dashboard=False)
     try:
         for runners in (1, 2):
             sample, train = time_rllib(args.users, runners, steps, iterations, args.rounds)

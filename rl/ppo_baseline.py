@@ -35,7 +35,7 @@ def train_ppo(env_config: dict[str, Any], env_steps: int, seed: int, out_dir: Pa
         .callbacks(MeshMetricsCallback)
         .debugging(seed=seed)
     )
-    init_ray(log_to_driver=False)
+    init_ray(log_to_driver=False, dashboard=False)
     t0 = time.monotonic()
     try:
         algo = config.build_algo()

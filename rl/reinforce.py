@@ -28,9 +28,11 @@ from __future__ import annotations
 
 from typing import Any, Self
 
+import gymnasium as gym
 from ray.rllib.algorithms import Algorithm
 from ray.rllib.algorithms.algorithm_config import AlgorithmConfig, NotProvided
 from ray.rllib.core.rl_module.rl_module import RLModuleSpec
+from ray.rllib.env.single_agent_env_runner import SingleAgentEnvRunner
 from ray.rllib.utils.metrics import (
     ENV_RUNNER_RESULTS,
     ENV_RUNNER_SAMPLING_TIMER,
@@ -43,8 +45,39 @@ from ray.rllib.utils.metrics import (
 
 from rl.module import SoftmaxPolicyModule
 
-#: Attribute set on an env runner after its first ``sample`` (see ``_sample_complete_episodes``).
-_SAMPLED_BEFORE = "_reinforce_sampled_before"
+#: Metric: env runners whose episodes were missing from an iteration (died or timed out).
+MISSING_RUNNERS_KEY = "env_runners_missing"
+
+
+class SeedOnce(gym.vector.VectorWrapper):
+    """Passes a reset's seed to the envs on their first reset only; later resets continue the
+    envs' own generators (still deterministic).
+
+    RLlib resets the envs before every ``sample(num_episodes=n)`` and, when ``config.seed`` is
+    set, re-seeds them with the *same* seed each time: every iteration would replay the same
+    episodes. Wrapping the runner's vector env (as RLlib itself wraps it in ``DictInfoToList``)
+    keeps the first, seeded reset and drops the seed from the later ones.
+    """
+
+    def __init__(self, env: gym.vector.VectorEnv) -> None:
+        super().__init__(env)
+        self._reset_before = False
+
+    def reset(self, *, seed: Any = None, options: dict[str, Any] | None = None) -> Any:
+        """Reset the envs; ``seed`` is passed on only the first time."""
+        if self._reset_before:
+            seed = None
+        self._reset_before = True
+        return self.env.reset(seed=seed, options=options)
+
+
+class ReinforceEnvRunner(SingleAgentEnvRunner):
+    """RLlib's single-agent env runner whose envs are seeded once (:class:`SeedOnce`)."""
+
+    def make_env(self) -> None:
+        """RLlib's env, wrapped in :class:`SeedOnce` (RLlib calls this again on re-creation)."""
+        super().make_env()
+        self.env = SeedOnce(self.env)
 
 
 def episodes_per_runner(num_episodes: int, num_runners: int) -> list[int]:
@@ -82,28 +115,37 @@ class Reinforce(Algorithm):
                 from_worker_or_learner_group=self.learner_group, inference_only=True)
 
     def _sample_complete_episodes(self) -> tuple[list[Any], list[dict[str, Any]]]:
-        """``(episodes, per-runner metrics)``; uses the local runner only if there are no others."""
-        num_remote = self.env_runner_group.num_remote_workers()
-        counts = episodes_per_runner(self.config.num_episodes_per_train_batch, max(1, num_remote))
+        """``(episodes, per-runner metrics)`` from the healthy env runners (the local one only
+        if there are no remote ones).
+
+        The batch's episodes are split over the runners that are healthy now; a runner that
+        dies while sampling is marked unhealthy by RLlib (restarted before the next iteration
+        when ``restart_failed_env_runners`` is on) and its share is missing from this batch.
+        Each runner gets ``sample_timeout_s`` to return.
+        """
+        group = self.env_runner_group
+        remote = group.num_remote_env_runners() > 0
+        ids = group.healthy_env_runner_ids() if remote else [0]
+        if not ids:
+            raise RuntimeError("no healthy env runner left to sample from (all failed and "
+                               "none could be restarted)")
+        share = dict(zip(ids, episodes_per_runner(self.config.num_episodes_per_train_batch,
+                                                  len(ids)), strict=True))
 
         def sample(runner: Any) -> tuple[list[Any], dict[str, Any]]:
-            # Remote runners have worker_index 1..N, the local one 0.
-            n = counts[max(runner.worker_index, 1) - 1]
-            if getattr(runner, _SAMPLED_BEFORE, False):
-                # RLlib resets the envs before sampling n episodes and, when config.seed is set,
-                # re-seeds them with the *same* seed on every such call: every iteration would
-                # replay the same episodes. Only the runner's first reset is seeded; later ones
-                # continue the env's own generator (still deterministic).
-                runner._needs_initial_reset = False
-            episodes = runner.sample(num_episodes=n)
-            setattr(runner, _SAMPLED_BEFORE, True)
+            episodes = runner.sample(num_episodes=share[runner.worker_index])
             return episodes, runner.get_metrics()
 
-        results = self.env_runner_group.foreach_env_runner(
-            sample, local_env_runner=num_remote <= 0)
+        results = group.foreach_env_runner(sample, local_env_runner=not remote,
+                                           timeout_seconds=self.config.sample_timeout_s)
+        if not results:
+            raise RuntimeError(f"no env runner returned its episodes within sample_timeout_s="
+                               f"{self.config.sample_timeout_s} s (raise it with "
+                               f".env_runners(sample_timeout_s=...))")
+        # Runners that died or timed out this iteration (their episodes are missing).
+        self.metrics.log_value(MISSING_RUNNERS_KEY, len(ids) - len(results), reduce="sum")
         episodes = [episode for eps, _ in results for episode in eps]
         return episodes, [metrics for _, metrics in results]
-
 
 class ReinforceConfig(AlgorithmConfig):
     """Configuration of :class:`rl.reinforce.Reinforce` (new API stack, torch only)."""
@@ -120,6 +162,8 @@ class ReinforceConfig(AlgorithmConfig):
         # Every train batch is made of whole episodes (REINFORCE needs the full return).
         self.batch_mode = "complete_episodes"
         self.num_env_runners = 1
+        # Env runners whose envs are seeded once, not at every sample (see SeedOnce).
+        self.env_runner_cls = ReinforceEnvRunner
 
     def training(self, *, num_episodes_per_train_batch: int | Any = NotProvided,
                  normalize_returns: bool | Any = NotProvided,

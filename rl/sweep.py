@@ -40,7 +40,13 @@ ENTROPY_COEFF = 0.01
 #: ``per_episode``) a step's reward already is its action's whole effect on the score; what
 #: later steps add is other actions' doing, so a short horizon gives each action its own credit.
 GAMMA = 0.5
+#: CPUs one trial takes: its driver, learner and env runners share them.
 CPUS_PER_TRIAL = 1.0
+
+
+def concurrent_trials(num_cpus: int) -> int:
+    """Trials run at once on ``num_cpus`` CPUs (``--max-concurrent-trials`` by default)."""
+    return max(1, int(num_cpus // CPUS_PER_TRIAL))
 #: Checkpoint every this many iterations (and at the end, also when ASHA stops a trial).
 CHECKPOINT_EVERY = 25
 
@@ -63,7 +69,8 @@ class SweepSettings:
     validation_episodes: int
     eval_episodes: int
     measure_runs: int
-    max_concurrent_trials: int
+    max_concurrent_trials: int | None
+    num_cpus: int | None
     seed: int
     output: Path
     address: str | None
@@ -75,7 +82,8 @@ def sweep_settings(*, smoke: bool = False, backend: str = "sim",
                    iterations: int | None = None, episodes_per_batch: int | None = None,
                    episode_len: int | None = None, validation_episodes: int | None = None,
                    eval_episodes: int | None = None, measure_runs: int | None = None,
-                   max_concurrent_trials: int = 2, seed: int = 0,
+                   max_concurrent_trials: int | None = None, num_cpus: int | None = None,
+                   seed: int = 0,
                    output: Path = DEFAULT_OUTPUT, address: str | None = None,
                    resume: bool = False) -> SweepSettings:
     """The settings of a sweep: ``None`` sizes take the full (or ``smoke``) defaults; the
@@ -96,6 +104,7 @@ def sweep_settings(*, smoke: bool = False, backend: str = "sim",
         eval_episodes=pick(eval_episodes, 30, 3),
         measure_runs=pick(measure_runs, 5, 1),
         max_concurrent_trials=max_concurrent_trials,
+        num_cpus=num_cpus,
         seed=seed,
         output=output.resolve(),
         address=address,
@@ -103,8 +112,8 @@ def sweep_settings(*, smoke: bool = False, backend: str = "sim",
     )
     for name in ("num_env_runners", "samples", "iterations", "episodes_per_batch",
                  "validation_episodes", "eval_episodes", "measure_runs",
-                 "max_concurrent_trials"):
-        if getattr(settings, name) < 1:
+                 "max_concurrent_trials", "num_cpus"):
+        if getattr(settings, name) is not None and getattr(settings, name) < 1:
             raise SweepError(f"--{name.replace('_', '-')} must be >= 1, "
                              f"got {getattr(settings, name)}")
     if settings.episode_len is not None and settings.episode_len < 1:
@@ -221,8 +230,9 @@ def check_experiment_dir(settings: SweepSettings) -> None:
                          f"choose another --output")
 
 
-def run_sweep(settings: SweepSettings) -> Any:
-    """Run (or resume) the Tune experiment; returns its ResultGrid."""
+def run_sweep(settings: SweepSettings, max_concurrent_trials: int) -> Any:
+    """Run (or resume) the Tune experiment, ``max_concurrent_trials`` trials at once; returns
+    its ResultGrid."""
     from ray import tune
     from ray.tune.schedulers import ASHAScheduler
     from ray.tune.search.basic_variant import BasicVariantGenerator
@@ -242,7 +252,7 @@ def run_sweep(settings: SweepSettings) -> Any:
         param_space=build_param_space(settings),
         tune_config=tune.TuneConfig(
             metric=RANK_METRIC, mode="max", scheduler=scheduler, num_samples=settings.samples,
-            max_concurrent_trials=settings.max_concurrent_trials,
+            max_concurrent_trials=max_concurrent_trials,
             search_alg=BasicVariantGenerator(random_state=settings.seed),
         ),
         run_config=tune.RunConfig(
