@@ -13,14 +13,27 @@ They are logged through RLlib's MetricsLogger and appear in Tune's results and T
   env's health check failed after an action). Such an episode's last step ran no load, so it has
   no failure rate, latency or score: it counts here and in none of the metrics above (nothing is
   made up for it).
+
+The same figures go to Ray's own metrics (``ray.util.metrics``), so that they show in the Ray
+dashboard's metrics view when a Prometheus scrapes Ray (README, "Watching a run"), per backend
+and replica:
+
+* ``meshtune_env_steps_total`` — env steps taken (counter; env steps/s is its rate);
+* ``meshtune_env_step_seconds`` — wall time of one env step: its load run, apply and health
+  check (histogram);
+* ``meshtune_failure_pct`` / ``meshtune_score`` / ``meshtune_eval_score`` — the last step's
+  failure rate (%) and scores (gauges; a step that found the mesh unhealthy sets none of them).
 """
 
 from __future__ import annotations
 
+import time
 from collections.abc import Mapping
 from typing import Any
 
 from ray.rllib.callbacks.callbacks import RLlibCallback
+
+from envs.settings import DEFAULT_ENV_CONFIG
 
 METRICS_WINDOW = 50
 
@@ -58,8 +71,71 @@ def episode_metrics(final_info: Mapping[str, Any]) -> dict[str, float]:
     }
 
 
+#: Bucket bounds of the step-time histogram, s: the simulator's ms to a cluster's minutes.
+STEP_SECONDS_BOUNDARIES = [0.001, 0.003, 0.01, 0.03, 0.1, 0.3, 1.0, 3.0, 10.0, 30.0, 100.0,
+                           300.0]
+
+
+class RayMetrics:
+    """The project's figures as Ray custom metrics (created in the process that reports them)."""
+
+    TAGS = ("backend", "replica")
+
+    def __init__(self) -> None:
+        from ray.util.metrics import Counter, Gauge, Histogram
+
+        self.steps = Counter("meshtune_env_steps", description="env steps taken",
+                             tag_keys=self.TAGS)
+        self.step_seconds = Histogram(
+            "meshtune_env_step_seconds", description="wall time of one env step, s",
+            boundaries=STEP_SECONDS_BOUNDARIES, tag_keys=self.TAGS)
+        self.gauges = {key: Gauge(f"meshtune_{key}", description=what, tag_keys=self.TAGS)
+                       for key, what in (("failure_pct", "last step's failure rate, %"),
+                                         ("score", "last step's reward score"),
+                                         ("eval_score", "last step's evaluation score"))}
+
+    def record_step(self, info: Mapping[str, Any], backend: str, seconds: float) -> None:
+        """Count one step of ``backend``'s replica ``info["replica"]`` that took ``seconds``."""
+        tags = {"backend": backend, "replica": str(info.get("replica", ""))}
+        self.steps.inc(1.0, tags=tags)
+        self.step_seconds.observe(seconds, tags=tags)
+        if info.get("healthy"):
+            for key, gauge in self.gauges.items():
+                gauge.set(float(info[key]), tags=tags)
+
+
 class MeshMetricsCallback(RLlibCallback):
-    """Logs :func:`episode_metrics` of every finished episode."""
+    """Logs :func:`episode_metrics` of every finished episode, and every step's figures as Ray
+    custom metrics (:class:`RayMetrics`, when Ray runs)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._ray_metrics: RayMetrics | None = None
+        self._last_t: dict[int, float] = {}
+
+    def _exporter(self) -> RayMetrics | None:
+        import ray
+
+        if self._ray_metrics is None and ray.is_initialized():
+            self._ray_metrics = RayMetrics()
+        return self._ray_metrics
+
+    def on_episode_start(self, *, env_index: int = 0, **kwargs: Any) -> None:
+        """Start the clock of ``env_index``'s first step."""
+        self._last_t[env_index] = time.monotonic()
+
+    def on_episode_step(self, *, episode: Any, env_runner: Any = None, env_index: int = 0,
+                        **kwargs: Any) -> None:
+        """Report the step's wall time and figures to Ray's metrics."""
+        now = time.monotonic()
+        seconds = now - self._last_t.get(env_index, now)
+        self._last_t[env_index] = now
+        exporter = self._exporter()
+        if exporter is not None:
+            config = getattr(env_runner, "config", None)
+            env_config = getattr(config, "env_config", None) or {}
+            backend = str(env_config.get("backend", DEFAULT_ENV_CONFIG["backend"]))
+            exporter.record_step(episode.get_infos(-1), backend, seconds)
 
     def on_episode_end(self, *, episode: Any, metrics_logger: Any = None,
                        env_runner: Any = None, **kwargs: Any) -> None:

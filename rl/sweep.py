@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from envs.backends.base import BackendError
-from envs.backends.registry import backend_factory
+from envs.backends.registry import TYPICAL_STEP_S, backend_factory
 
 DEFAULT_OUTPUT = Path("results/pg_sweep")
 EXPERIMENT_NAME = "pg_sweep"
@@ -42,6 +42,23 @@ ENTROPY_COEFF = 0.01
 GAMMA = 0.5
 #: CPUs one trial takes: its driver, learner and env runners share them.
 CPUS_PER_TRIAL = 1.0
+
+
+#: Env-runner restarts a trial tolerates before it fails (RLlib's fault tolerance).
+MAX_ENV_RUNNER_RESTARTS = 5
+#: Floor of the sample timeout, s (RLlib's default).
+MIN_SAMPLE_TIMEOUT_S = 60.0
+
+
+def sample_timeout_s(settings: SweepSettings) -> float:
+    """Seconds an env runner gets to return its share of a batch: 3 × its episodes × (steps + the
+    reset's run) × the backend's typical step time (``envs.backends.registry.TYPICAL_STEP_S``),
+    at least :data:`MIN_SAMPLE_TIMEOUT_S`."""
+    from envs.settings import DEFAULT_ENV_CONFIG
+
+    steps = (settings.episode_len or int(DEFAULT_ENV_CONFIG["episode_len"])) + 1
+    episodes = math.ceil(settings.episodes_per_batch / settings.num_env_runners)
+    return max(MIN_SAMPLE_TIMEOUT_S, 3.0 * episodes * steps * TYPICAL_STEP_S[settings.backend])
 
 
 def concurrent_trials(num_cpus: int) -> int:
@@ -184,7 +201,13 @@ def build_param_space(settings: SweepSettings) -> Any:
         ReinforceConfig()
         .environment(mesh_env, env_config=env_config)
         .env_runners(num_env_runners=runners, num_envs_per_env_runner=1,
-                     num_cpus_per_env_runner=CPUS_PER_TRIAL / 2 / runners)
+                     num_cpus_per_env_runner=CPUS_PER_TRIAL / 2 / runners,
+                     sample_timeout_s=sample_timeout_s(settings))
+        # A crashed env runner is restarted (its MeshEnv leases a replica again; the dead
+        # one's lease is freed, envs.backends.lease) instead of failing the trial.
+        .fault_tolerance(restart_failed_env_runners=True,
+                         max_num_env_runner_restarts=MAX_ENV_RUNNER_RESTARTS,
+                         delay_between_env_runner_restarts_s=1.0)
         .learners(num_learners=0, num_cpus_per_learner=CPUS_PER_TRIAL / 2)
         .resources(num_cpus_for_main_process=CPUS_PER_TRIAL / 2)
         .training(lr=tune.grid_search(list(settings.learning_rates)), gamma=GAMMA,

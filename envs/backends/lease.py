@@ -12,19 +12,22 @@ concurrent Tune trials and evaluation runners reuse the same worker indices. So 
 * otherwise a table local to this process.
 
 A lease is given back with :meth:`ReplicaLease.release` (``MeshEnv.close`` does it). A process
-that dies without releasing leaves its replica marked taken until the Ray cluster (or the
-process, for the local table) ends; the error for a taken replica names its holder so it can be
-found.
+that dies without releasing (SIGKILL, a crashed Ray actor) is noticed by its pid the next time
+the table is asked, when it ran on the table's machine, and its lease is freed
+(:func:`freed_leases` lists them); a holder on another machine keeps its lease until the Ray
+cluster ends. The error for a taken replica names its holder so it can be found.
 """
 
 from __future__ import annotations
 
+import contextlib
 import os
 import socket
 import sys
 import threading
 import uuid
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, Literal
 
 #: Name of the Ray actor that holds the cluster-wide lease table.
@@ -37,45 +40,93 @@ class ReplicaTakenError(RuntimeError):
     """The replica asked for is leased by someone else (or no replica is free)."""
 
 
+def pid_alive(pid: int) -> bool:
+    """Whether a process with ``pid`` exists on this machine (and is not a zombie)."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    with contextlib.suppress(OSError):
+        stat = Path(f"/proc/{pid}/stat").read_text()
+        if stat.rsplit(")", 1)[1].split()[0] == "Z":
+            return False
+    return True
+
+
+@dataclass(frozen=True)
+class _Held:
+    """One lease in the table: its private token, who holds it, and where that process runs."""
+
+    token: str
+    holder: str
+    pid: int | None
+    host: str | None
+
+
 class LeaseTable:
-    """The table of leased replicas: replica index -> (token, holder description).
+    """The table of leased replicas: replica index -> its holder.
 
     Plain Python; used directly for the process-local table and as the body of the Ray actor.
     Methods return values instead of raising so the Ray actor's answers stay plain data.
+
+    A holder that died without releasing (a SIGKILLed env runner) is found by its pid when it ran
+    on the table's own machine: its lease is freed (and listed in :meth:`freed`) before the table
+    answers. A holder on another machine cannot be checked by pid and keeps its lease until the
+    table ends.
     """
 
     def __init__(self) -> None:
-        self._held: dict[int, tuple[str, str]] = {}
+        self._held: dict[int, _Held] = {}
+        self._freed: list[tuple[int, str]] = []
+
+    def _free_dead_holders(self) -> None:
+        here = socket.gethostname()
+        for replica, held in list(self._held.items()):
+            if held.pid is not None and held.host == here and not pid_alive(held.pid):
+                del self._held[replica]
+                self._freed.append((replica, held.holder))
 
     def acquire(self, replica: int | None, token: str, holder: str,
-                max_replicas: int | None) -> tuple[int | None, str]:
-        """Lease ``replica`` (or the lowest free index when None) to ``token``.
+                max_replicas: int | None, pid: int | None = None,
+                host: str | None = None) -> tuple[int | None, str]:
+        """Lease ``replica`` (or the lowest free index when None) to ``token``, held by process
+        ``pid`` on ``host`` (when given, a dead holder's lease can be freed).
 
         Returns ``(index, "")`` on success, ``(None, reason)`` when it is taken or none is free.
         """
+        self._free_dead_holders()
         if replica is None:
             replica = 0
             while replica in self._held:
                 replica += 1
             if max_replicas is not None and replica >= max_replicas:
                 return None, (f"all {max_replicas} replicas are leased: "
-                              + "; ".join(f"{k}: {h}" for k, (_, h) in sorted(self._held.items())))
+                              + "; ".join(f"{k}: {h.holder}"
+                                          for k, h in sorted(self._held.items())))
         elif replica in self._held:
-            return None, f"replica {replica} is already leased by {self._held[replica][1]}"
-        self._held[replica] = (token, holder)
+            return None, f"replica {replica} is already leased by {self._held[replica].holder}"
+        self._held[replica] = _Held(token, holder, pid, host)
         return replica, ""
 
     def release(self, replica: int, token: str) -> bool:
         """Give ``replica`` back if ``token`` holds it; returns whether it did."""
         held = self._held.get(replica)
-        if held is None or held[0] != token:
+        if held is None or held.token != token:
             return False
         del self._held[replica]
         return True
 
     def holders(self) -> dict[int, str]:
-        """Every leased replica and the description of its holder."""
-        return {k: h for k, (_, h) in sorted(self._held.items())}
+        """Every leased replica and the description of its holder (dead holders freed first)."""
+        self._free_dead_holders()
+        return {k: h.holder for k, h in sorted(self._held.items())}
+
+    def freed(self) -> list[tuple[int, str]]:
+        """``(replica, holder)`` of every lease freed because its holder had died, oldest
+        first."""
+        return list(self._freed)
 
 
 _LOCAL_TABLE = LeaseTable()
@@ -173,15 +224,16 @@ def acquire_replica(replica: int | None = None, *, label: str = "",
         raise ValueError(f"max_replicas must be a positive int or None, got {max_replicas!r}")
     token = uuid.uuid4().hex
     holder = _describe_holder(label)
+    pid, host = os.getpid(), socket.gethostname()
     if _ray_ready():
         import ray
 
         got, reason = ray.get(_lease_actor().acquire.remote(replica, token, holder,
-                                                            max_replicas))
+                                                            max_replicas, pid, host))
         scope: Literal["ray", "process"] = "ray"
     else:
         with _LOCAL_LOCK:
-            got, reason = _LOCAL_TABLE.acquire(replica, token, holder, max_replicas)
+            got, reason = _LOCAL_TABLE.acquire(replica, token, holder, max_replicas, pid, host)
         scope = "process"
     if got is None:
         raise ReplicaTakenError(f"cannot lease a mesh replica ({scope} lease table): {reason}")
@@ -198,5 +250,17 @@ def leased_replicas() -> dict[int, str]:
         return _LOCAL_TABLE.holders()
 
 
+def freed_leases() -> list[tuple[int, str]]:
+    """``(replica, holder)`` of the leases freed because their holder died, in the table
+    :func:`acquire_replica` uses."""
+    if _ray_ready():
+        import ray
+
+        return [tuple(x) for x in ray.get(_lease_actor().freed.remote())]  # type: ignore[misc]
+    with _LOCAL_LOCK:
+        return _LOCAL_TABLE.freed()
+
+
 __all__ = ["LEASE_ACTOR_NAME", "LEASE_NAMESPACE", "LeaseTable", "ReplicaLease",
-           "ReplicaTakenError", "acquire_replica", "leased_replicas"]
+           "ReplicaTakenError", "acquire_replica", "freed_leases", "leased_replicas",
+           "pid_alive"]

@@ -20,6 +20,12 @@ BACKENDS: dict[str, str] = {
     "k8s": "envs.backends.k8s:K8sMesh",
 }
 
+#: Typical wall time of one env step (a load run plus an apply and a health check), s: what
+#: callers size their timeouts from (RLlib's sample timeout). sim: ~3 ms (BENCHMARKS.md,
+#: Simulator speed); local: ~17 s on 2 cores (BENCHMARKS.md, Transfer); k8s: an estimate (a
+#: Locust Job's start and run), never measured on a cluster.
+TYPICAL_STEP_S: dict[str, float] = {"sim": 0.01, "local": 20.0, "k8s": 120.0}
+
 #: What to install when a backend's module cannot be imported.
 _EXTRAS: dict[str, str] = {
     "local": "pip install -e '.[local]' (and Prometheus: apt-get install prometheus)",

@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+import os
+import time
+import urllib.request
 from typing import Any
 
 import pytest
 
+from envs.mesh_env import MeshEnv
 from rl.callbacks import EPISODE_METRICS, MeshMetricsCallback, episode_metrics
 
 INFO = {"healthy": True, "failure_pct": 2.5, "p99_ms": 310.0, "score": -40.0,
@@ -58,3 +62,51 @@ def test_callback_logs_every_metric_as_a_windowed_mean() -> None:
                                          env_runner=_Runner(), env_index=0)
     assert logger.logged["eval_score_gain"][0] == pytest.approx(30.0)
     assert all(kw == {"reduce": "mean", "window": 7} for _, kw in logger.logged.values())
+
+
+def _scrape(url: str) -> str:
+    with urllib.request.urlopen(url, timeout=5) as reply:
+        return reply.read().decode()
+
+
+@pytest.mark.slow
+def test_ray_custom_metrics_are_exported_per_replica() -> None:
+    """A real local Ray: one training iteration with a remote env runner; its steps show up at
+    the node's Prometheus endpoint as meshtune_* metrics, tagged with backend and replica."""
+    import ray
+
+    from rl.reinforce import ReinforceConfig
+
+    os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
+    ray.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=False,
+             _system_config={"metrics_report_interval_ms": 1000})
+    try:
+        algo = (ReinforceConfig()
+                .environment(MeshEnv, env_config={"episode_len": 3, "users_range": (3, 3),
+                                                  "requests_per_user": 20})
+                .env_runners(num_env_runners=1)
+                .training(num_episodes_per_train_batch=2)
+                .callbacks(MeshMetricsCallback)
+                .debugging(seed=0)).build_algo()
+        result = algo.train()
+        steps = int(result["env_runners"]["num_env_steps_sampled_lifetime"])
+        port = ray.nodes()[0]["MetricsExportPort"]
+        deadline, text, counted = time.monotonic() + 60, "", []
+
+        def counted_steps() -> float:
+            return sum(float(line.rsplit(" ", 1)[1]) for line in counted)
+
+        while time.monotonic() < deadline:  # Ray reports its metrics every second here
+            text = _scrape(f"http://127.0.0.1:{port}/metrics")
+            counted = [line for line in text.splitlines()
+                       if line.startswith("ray_meshtune_env_steps") and 'backend="sim"' in line]
+            if counted_steps() >= steps:
+                break
+            time.sleep(1)
+        assert counted, text[-3000:]
+        assert counted_steps() == steps
+        assert 'replica="0"' in counted[0]
+        assert "ray_meshtune_failure_pct" in text and "ray_meshtune_env_step_seconds_bucket" in text
+        algo.stop()
+    finally:
+        ray.shutdown()

@@ -37,13 +37,13 @@ from pathlib import Path
 from typing import Any
 
 from envs.backends.base import BackendError, LoadSpec
+from envs.backends.lease import pid_alive
 from envs.backends.local import envoy_config as ec
 from envs.backends.local.ports import HOST, ReplicaPorts
 from envs.backends.local.prom import MeshMetrics
 from envs.backends.local.supervisor import (
     ReplicaState,
     die_with_parent,
-    pid_alive,
     read_state,
     replica_dir,
     state_path,

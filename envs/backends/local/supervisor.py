@@ -38,6 +38,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
+from envs.backends.lease import pid_alive
 from envs.backends.local import envoy_config as ec
 from envs.backends.local.ports import HOST, ReplicaPorts
 from envs.istio import DestinationRule, read_rules, write_rules
@@ -116,21 +117,6 @@ def read_state(replica: int) -> ReplicaState | None:
     if not pid_alive(state.pid):
         return None
     return state
-
-
-def pid_alive(pid: int) -> bool:
-    """Whether a process with ``pid`` exists (and is not a zombie)."""
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    with contextlib.suppress(OSError):
-        stat = Path(f"/proc/{pid}/stat").read_text()
-        if stat.rsplit(")", 1)[1].split()[0] == "Z":
-            return False
-    return True
 
 
 def die_with_parent() -> None:

@@ -1,8 +1,13 @@
-"""Replica leases: N holders get N distinct replicas; a taken replica cannot be leased twice."""
+"""Replica leases: N holders get N distinct replicas; a taken replica cannot be leased twice;
+a dead holder's lease is freed."""
 
 from __future__ import annotations
 
 import os
+import socket
+import subprocess
+import sys
+import time
 
 import pytest
 
@@ -12,7 +17,9 @@ from envs.backends.lease import (
     LeaseTable,
     ReplicaTakenError,
     acquire_replica,
+    freed_leases,
     leased_replicas,
+    pid_alive,
 )
 
 
@@ -138,6 +145,59 @@ def test_ray_lease_is_cluster_wide_across_processes():
         actor = ray.get_actor(LEASE_ACTOR_NAME, namespace=LEASE_NAMESPACE)
         assert sorted(ray.get(actor.holders.remote())) == [0, 1, 2, 3]
         ray.get([h.release.remote() for h in holders])
+        mine.release()
+        assert leased_replicas() == {}
+    finally:
+        ray.shutdown()
+
+
+def test_a_dead_holders_lease_is_freed_and_recorded():
+    gone = subprocess.Popen([sys.executable, "-c", "pass"])
+    gone.wait()
+    here = socket.gethostname()
+    table = LeaseTable()
+    assert table.acquire(2, "t1", "env of a killed runner", None, gone.pid, here) == (2, "")
+    assert table.acquire(5, "t2", "env on another machine", None, gone.pid, "elsewhere") \
+        == (5, "")
+    # The holder of replica 2 is dead: the replica is leased again; the freeing is recorded.
+    assert table.acquire(2, "t3", "new env", None, os.getpid(), here) == (2, "")
+    assert table.freed() == [(2, "env of a killed runner")]
+    # A live holder keeps its lease, and so does one whose pid cannot be checked from here.
+    assert table.acquire(2, "t4", "x", None, os.getpid(), here)[0] is None
+    assert table.acquire(5, "t5", "x", None, os.getpid(), here)[0] is None
+    assert table.holders() == {2: "new env", 5: "env on another machine"}
+
+
+@pytest.mark.slow
+def test_ray_lease_of_a_killed_actor_is_freed():
+    """A holder actor killed without releasing (like a crashed env runner) gives its replica
+    back: the next lease of it succeeds, and no replica is ever held twice."""
+    ray = pytest.importorskip("ray")
+    os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
+    ray.init(address="local", num_cpus=1, include_dashboard=False,
+             log_to_driver=False, namespace="meshtune-test-lease-dead")
+    try:
+        @ray.remote(num_cpus=0)
+        class Holder:
+            def lease(self, replica: int) -> int:
+                from envs.backends.lease import acquire_replica
+
+                self.lease_ = acquire_replica(replica, label="doomed actor")
+                return os.getpid()
+
+        holder = Holder.remote()
+        pid = ray.get(holder.lease.remote(0))
+        with pytest.raises(ReplicaTakenError, match="doomed actor"):
+            acquire_replica(0)
+        ray.kill(holder, no_restart=True)
+        deadline = time.monotonic() + 30
+        while pid_alive(pid) and time.monotonic() < deadline:
+            time.sleep(0.2)
+        assert not pid_alive(pid)
+        mine = acquire_replica(0)
+        assert mine.replica == 0 and mine.scope == "ray"
+        assert [r for r, _ in freed_leases()] == [0]
+        assert list(leased_replicas()) == [0]
         mine.release()
         assert leased_replicas() == {}
     finally:

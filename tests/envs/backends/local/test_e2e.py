@@ -20,10 +20,11 @@ import urllib.request
 import pytest
 
 from envs.backends.base import BackendError, LoadSpec
+from envs.backends.lease import pid_alive
 from envs.backends.local import LocalMesh, start_replica, stop_replica
 from envs.backends.local import envoy_config as ec
 from envs.backends.local.ports import ReplicaPorts
-from envs.backends.local.supervisor import busy_ports, pid_alive, read_state
+from envs.backends.local.supervisor import busy_ports, read_state
 from envs.cli import main as cli_main
 from envs.istio import ConnectionPool, DestinationRule, HttpSettings, TcpSettings, cluster_name
 
