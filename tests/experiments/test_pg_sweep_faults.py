@@ -98,3 +98,37 @@ def test_an_unreachable_address_is_one_line(tmp_path: Path) -> None:
     assert proc.stderr.startswith("pg_sweep: error: cannot reach a Ray cluster at 127.0.0.1:9")
     assert proc.stderr.count("\n") == 1 and "Traceback" not in proc.stderr
     assert time.monotonic() - t0 < 60
+
+
+@pytest.mark.slow
+def test_a_driver_killed_mid_sweep_is_resumed(tmp_path: Path) -> None:
+    out = tmp_path / "sweep"
+    log = (tmp_path / "log").open("w")
+    args = ["--smoke", "--iterations", "80", "--output", str(out)]
+    proc = subprocess.Popen([sys.executable, str(SCRIPT), *args], cwd=REPO,
+                            env={**os.environ, "RAY_USAGE_STATS_ENABLED": "0"}, stdout=log,
+                            stderr=subprocess.STDOUT, start_new_session=True)
+    try:
+        deadline = time.monotonic() + 240
+        while (not list(out.glob("tune/pg_sweep/*/checkpoint_*"))
+               and time.monotonic() < deadline and proc.poll() is None):
+            time.sleep(0.5)
+        assert proc.poll() is None, "the sweep ended before it could be killed"
+        os.kill(proc.pid, signal.SIGKILL)  # the driver only, as the OOM killer would
+        proc.wait()
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+        log.close()
+    deadline = time.monotonic() + 180  # the local Ray notices its driver is gone and stops
+    while _session_pids(proc.pid) and time.monotonic() < deadline:
+        time.sleep(0.5)
+    left = {pid: Path(f"/proc/{pid}/cmdline").read_bytes()[:200] for pid in _session_pids(proc.pid)}
+    assert left == {}
+    assert not (out / "results.json").exists()
+    resumed = _run("--smoke", "--iterations", "80", "--resume", "--output", str(out),
+                   timeout_s=600)
+    assert resumed.returncode == 0, resumed.stdout[-3000:] + resumed.stderr[-3000:]
+    results = json.loads((out / "results.json").read_text())
+    assert len(results["trials"]) == 2 and results["held_out"]["seeds"]
