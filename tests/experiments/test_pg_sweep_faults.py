@@ -14,25 +14,16 @@ from pathlib import Path
 
 import pytest
 
+from tests.experiments._processes import live_processes
+
 REPO = Path(__file__).resolve().parents[2]
 SCRIPT = REPO / "experiments" / "pg_sweep.py"
 
 
-def _session_pids(sid: int, name: str = "") -> list[int]:
-    """Live PIDs of session ``sid`` whose command line contains ``name``."""
-    found = []
-    for proc in Path("/proc").iterdir():
-        if not proc.name.isdigit():
-            continue
-        try:
-            stat = (proc / "stat").read_text()
-            cmdline = (proc / "cmdline").read_bytes().decode(errors="replace")
-        except OSError:
-            continue
-        fields = stat[stat.rindex(")") + 2:].split()
-        if fields[0] != "Z" and int(fields[3]) == sid and name in cmdline:
-            found.append(int(proc.name))
-    return found
+def _session_pids(session_id: int, name: str = "") -> list[int]:
+    """Live PIDs of session ``session_id`` whose command line contains ``name``."""
+    return [pid for pid, sid, cmdline in live_processes()
+            if sid == session_id and name in cmdline]
 
 
 def _run(*args: str, timeout_s: float = 120) -> subprocess.CompletedProcess[str]:

@@ -23,6 +23,8 @@ from pathlib import Path
 
 import pytest
 
+from tests.experiments._processes import live_processes
+
 REPO = Path(__file__).resolve().parents[2]
 JOB_TIMEOUT_S = 420
 
@@ -35,20 +37,8 @@ def _free_port() -> int:
 
 def _leftover_pids(session_id: int, marker: str) -> list[int]:
     """PIDs in the head's session or whose command line names its temp dir."""
-    found = []
-    for proc in Path("/proc").iterdir():
-        if not proc.name.isdigit():
-            continue
-        try:
-            stat = (proc / "stat").read_text()
-            cmdline = (proc / "cmdline").read_bytes().decode(errors="replace")
-        except OSError:
-            continue
-        fields = stat[stat.rindex(")") + 2:].split()
-        state, sid = fields[0], int(fields[3])
-        if state != "Z" and (sid == session_id or marker in cmdline):
-            found.append(int(proc.name))
-    return found
+    return [pid for pid, sid, cmdline in live_processes()
+            if sid == session_id or marker in cmdline]
 
 
 class RayHead:
