@@ -26,6 +26,7 @@ The policy network defaults to the original notebook's (see :mod:`rl.module`).
 
 from __future__ import annotations
 
+import time
 from typing import Any, Self
 
 import gymnasium as gym
@@ -118,34 +119,48 @@ class Reinforce(Algorithm):
         """``(episodes, per-runner metrics)`` from the healthy env runners (the local one only
         if there are no remote ones).
 
-        The batch's episodes are split over the runners that are healthy now; a runner that
-        dies while sampling is marked unhealthy by RLlib (restarted before the next iteration
-        when ``restart_failed_env_runners`` is on) and its share is missing from this batch.
-        Each runner gets ``sample_timeout_s`` to return.
+        The batch's episodes are split over the runners that are healthy now. A runner that
+        dies while sampling is marked unhealthy by RLlib and its share is missing from this
+        batch; when every runner died, or none is healthy, this waits for RLlib to restore
+        them (``restart_failed_env_runners``; at most ``env_runner_restore_timeout_s``) and
+        samples again, so an iteration never updates on nothing. Each runner gets
+        ``sample_timeout_s`` to return; a batch in which none returned in time, and none died,
+        is an error.
         """
         group = self.env_runner_group
         remote = group.num_remote_env_runners() > 0
-        ids = group.healthy_env_runner_ids() if remote else [0]
-        if not ids:
-            raise RuntimeError("no healthy env runner left to sample from (all failed and "
-                               "none could be restarted)")
-        share = dict(zip(ids, episodes_per_runner(self.config.num_episodes_per_train_batch,
-                                                  len(ids)), strict=True))
+        deadline = time.monotonic() + float(self.config.env_runner_restore_timeout_s)
+        while True:
+            ids = group.healthy_env_runner_ids() if remote else [0]
+            if not ids:
+                if time.monotonic() > deadline:
+                    raise RuntimeError(
+                        "no healthy env runner to sample from: none could be restored within "
+                        f"env_runner_restore_timeout_s={self.config.env_runner_restore_timeout_s}")
+                self.restore_env_runners(group)
+                time.sleep(1.0)
+                continue
+            share = dict(zip(ids, episodes_per_runner(
+                self.config.num_episodes_per_train_batch, len(ids)), strict=True))
 
-        def sample(runner: Any) -> tuple[list[Any], dict[str, Any]]:
-            episodes = runner.sample(num_episodes=share[runner.worker_index])
-            return episodes, runner.get_metrics()
+            def sample(runner: Any, share: dict[int, int] = share
+                       ) -> tuple[list[Any], dict[str, Any]]:
+                episodes = runner.sample(num_episodes=share[runner.worker_index])
+                return episodes, runner.get_metrics()
 
-        results = group.foreach_env_runner(sample, local_env_runner=not remote,
-                                           timeout_seconds=self.config.sample_timeout_s)
-        if not results:
-            raise RuntimeError(f"no env runner returned its episodes within sample_timeout_s="
-                               f"{self.config.sample_timeout_s} s (raise it with "
-                               f".env_runners(sample_timeout_s=...))")
-        # Runners that died or timed out this iteration (their episodes are missing).
-        self.metrics.log_value(MISSING_RUNNERS_KEY, len(ids) - len(results), reduce="sum")
-        episodes = [episode for eps, _ in results for episode in eps]
-        return episodes, [metrics for _, metrics in results]
+            results = group.foreach_env_runner(sample, local_env_runner=not remote,
+                                               timeout_seconds=self.config.sample_timeout_s)
+            died = remote and len(group.healthy_env_runner_ids()) < len(ids)
+            # Runners that died or timed out this round (their episodes are missing).
+            self.metrics.log_value(MISSING_RUNNERS_KEY, len(ids) - len(results), reduce="sum")
+            if results:
+                episodes = [episode for eps, _ in results for episode in eps]
+                return episodes, [metrics for _, metrics in results]
+            if not died:
+                raise RuntimeError(
+                    f"no env runner returned its episodes within sample_timeout_s="
+                    f"{self.config.sample_timeout_s} s (raise it with "
+                    f".env_runners(sample_timeout_s=...))")
 
 class ReinforceConfig(AlgorithmConfig):
     """Configuration of :class:`rl.reinforce.Reinforce` (new API stack, torch only)."""
