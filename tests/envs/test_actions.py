@@ -305,7 +305,7 @@ def test_the_checker_catches_violations() -> None:
 
 # --- initial configurations -------------------------------------------------------------------
 
-def test_seed_initial_config_is_reproducible() -> None:
+def test_classic_initial_config_is_reproducible() -> None:
     a = classic_initial_config(np.random.default_rng(123))
     b = classic_initial_config(np.random.default_rng(123))
     c = classic_initial_config(np.random.default_rng(124))
@@ -313,7 +313,7 @@ def test_seed_initial_config_is_reproducible() -> None:
     assert a != c
 
 
-def test_seed_initial_config_follows_the_documented_draw_order() -> None:
+def test_classic_initial_config_follows_the_documented_draw_order() -> None:
     config = classic_initial_config(np.random.default_rng(7))
     draws = np.random.default_rng(7).integers(1, 100, size=(12, 6), endpoint=True)
     assert tuple(config) == DEFAULT_TWELVE
@@ -324,7 +324,7 @@ def test_seed_initial_config_follows_the_documented_draw_order() -> None:
                 pool.http.max_requests_per_connection, pool.http.max_retries) == tuple(row)
 
 
-def test_seed_initial_config_sets_the_six_knobs_within_range() -> None:
+def test_classic_initial_config_sets_the_six_knobs_within_range() -> None:
     seen = set()
     for seed in range(20):
         config = classic_initial_config(np.random.default_rng(seed))
@@ -340,7 +340,7 @@ def test_seed_initial_config_sets_the_six_knobs_within_range() -> None:
     assert all(v == 1 for v in raw_fields(small).values() if v is not None)
 
 
-def test_seed_initial_config_rejects_bad_arguments() -> None:
+def test_classic_initial_config_rejects_bad_arguments() -> None:
     with pytest.raises(TypeError, match="Generator"):
         classic_initial_config(0)  # type: ignore[arg-type]
     with pytest.raises(ValueError, match="upper"):

@@ -168,7 +168,7 @@ def test_reset_seed_fixes_the_per_episode_draws_too():
         env.close()
 
 
-def test_seed_fixed_init_is_drawn_once_and_restored_at_every_reset():
+def test_classic_fixed_init_is_drawn_once_and_restored_at_every_reset():
     env = make(init="classic_fixed", seed=7)
     twin = make(init="classic_fixed", seed=7)
     try:
@@ -209,7 +209,7 @@ def test_unhealthy_initial_draws_give_up_with_a_clear_error():
         env.close()
 
 
-def test_seed_fixed_init_depends_on_env_seed_and_worker_index():
+def test_classic_fixed_init_depends_on_env_seed_and_worker_index():
     from ray.rllib.env.env_context import EnvContext
 
     configs = []
@@ -255,7 +255,7 @@ def test_envs_built_from_one_env_context_differ_deterministically():
         assert np.array_equal(a[3], b[3])
 
 
-def test_seed_random_init_differs_per_episode():
+def test_classic_random_init_differs_per_episode():
     env = make(init="classic_random")
     try:
         env.reset(seed=1)

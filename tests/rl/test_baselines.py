@@ -1,5 +1,5 @@
-"""The non-RL tuners of envs/search.py: the search space, random search, TPE, local search, and
-the fault-injecting simulator backend."""
+"""The non-RL tuners of rl/baselines.py: the search space, random search, TPE, local search, and
+faults injected through the load (LoadSpec.faults)."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""The REINFORCE loss (rl/learner.py) and the episode split (rl/algorithm.py)."""
+"""The REINFORCE loss (rl/learner.py) and the episode split (rl/reinforce.py)."""
 
 from __future__ import annotations
 

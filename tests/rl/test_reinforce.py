@@ -1,4 +1,5 @@
-"""The Reinforce algorithm end to end (rl/algorithm.py + config, learner, module, callbacks)."""
+"""The Reinforce algorithm end to end (rl/reinforce.py: config and algorithm, with the learner,
+module and callbacks)."""
 
 from __future__ import annotations
 
