@@ -31,6 +31,7 @@ import time
 from collections.abc import Mapping
 from typing import Any
 
+import ray
 from ray.rllib.callbacks.callbacks import RLlibCallback
 
 from envs.settings import DEFAULT_ENV_CONFIG
@@ -114,8 +115,6 @@ class MeshMetricsCallback(RLlibCallback):
         self._last_t: dict[int, float] = {}
 
     def _exporter(self) -> RayMetrics | None:
-        import ray
-
         if self._ray_metrics is None and ray.is_initialized():
             self._ray_metrics = RayMetrics()
         return self._ray_metrics

@@ -86,27 +86,24 @@ def _probe(address: str) -> None:
 
 
 def init_ray(address: str | None = None, *, num_cpus: int | None = None,
-             log_to_driver: bool = True, dashboard: bool = True,
-             quiet: bool = False) -> RayRuntime:
+             log_to_driver: bool = True, dashboard: bool = True) -> RayRuntime:
     """Connect to ``address``, to the job's cluster (``RAY_ADDRESS``), or start a private
     local Ray on 127.0.0.1 with :func:`local_num_cpus` CPUs and (``dashboard``) its dashboard.
 
     ``log_to_driver=False`` keeps the workers' output off the console (where a script prints its
-    own tables); ``quiet`` does not print the dashboard's URL.
+    own tables). The dashboard's URL, when it runs, is printed on stderr.
     """
     import ray
 
     joined = address or os.environ.get("RAY_ADDRESS")
+    if joined:
+        _probe(joined)
+        init_kwargs: dict[str, object] = {"address": joined}
+    else:
+        init_kwargs = {"address": "local", "num_cpus": local_num_cpus(num_cpus),
+                       "include_dashboard": dashboard, "dashboard_host": DASHBOARD_HOST}
     try:
-        if joined:
-            _probe(joined)
-            context = ray.init(address=joined, log_to_driver=log_to_driver)
-        else:
-            context = ray.init(address="local", num_cpus=local_num_cpus(num_cpus),
-                               include_dashboard=dashboard, dashboard_host=DASHBOARD_HOST,
-                               log_to_driver=log_to_driver)
-    except RaySetupError:
-        raise
+        context = ray.init(**init_kwargs, log_to_driver=log_to_driver)
     except (ConnectionError, RuntimeError, ValueError) as exc:
         where = f"at {joined}" if joined else "locally"
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
@@ -114,6 +111,6 @@ def init_ray(address: str | None = None, *, num_cpus: int | None = None,
     url = context.dashboard_url or None
     runtime = RayRuntime(local=not joined, num_cpus=int(ray.cluster_resources().get("CPU", 0)),
                          dashboard_url=f"http://{url}" if url and "://" not in url else url)
-    if runtime.dashboard_url and not quiet:
+    if runtime.dashboard_url:
         print(f"[meshtune] Ray dashboard: {runtime.dashboard_url}", file=sys.stderr, flush=True)
     return runtime

@@ -23,6 +23,7 @@ from typing import Any
 
 from envs.backends.base import BackendError
 from envs.backends.registry import TYPICAL_STEP_S, backend_factory
+from envs.settings import DEFAULT_ENV_CONFIG
 
 DEFAULT_OUTPUT = Path("results/pg_sweep")
 EXPERIMENT_NAME = "pg_sweep"
@@ -54,8 +55,6 @@ def sample_timeout_s(settings: SweepSettings) -> float:
     """Seconds an env runner gets to return its share of a batch: 3 × its episodes × (steps + the
     reset's run) × the backend's typical step time (``envs.backends.registry.TYPICAL_STEP_S``),
     at least :data:`MIN_SAMPLE_TIMEOUT_S`."""
-    from envs.settings import DEFAULT_ENV_CONFIG
-
     steps = (settings.episode_len or int(DEFAULT_ENV_CONFIG["episode_len"])) + 1
     episodes = math.ceil(settings.episodes_per_batch / settings.num_env_runners)
     return max(MIN_SAMPLE_TIMEOUT_S, 3.0 * episodes * steps * TYPICAL_STEP_S[settings.backend])

@@ -3,10 +3,8 @@ tests/rl/test_sweep.py)."""
 
 from __future__ import annotations
 
+import functools
 import json
-import os
-import subprocess
-import sys
 from pathlib import Path
 from typing import Any
 
@@ -15,15 +13,9 @@ import yaml
 
 from rl.evaluation.policy_vs_random import held_out_evaluation
 from rl.sweep import LATENCY_WEIGHTS_PER_MS
+from tests.experiments._processes import run_script
 
-REPO = Path(__file__).resolve().parents[2]
-SCRIPT = REPO / "experiments" / "pg_sweep.py"
-
-
-def _run(*args: str, timeout_s: float = 300) -> subprocess.CompletedProcess[str]:
-    env = {**os.environ, "RAY_USAGE_STATS_ENABLED": "0"}
-    return subprocess.run([sys.executable, str(SCRIPT), *args], cwd=REPO, env=env,
-                          capture_output=True, text=True, timeout=timeout_s, check=False)
+_run = functools.partial(run_script, "pg_sweep", timeout_s=300)
 
 
 def test_backend_that_cannot_start_is_a_clear_error_not_a_traceback(tmp_path: Path) -> None:

@@ -4,6 +4,7 @@ restarted), or one line of error and nothing written; and no process of the run 
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import signal
@@ -14,9 +15,8 @@ from pathlib import Path
 
 import pytest
 
-from tests.experiments._processes import live_processes
+from tests.experiments._processes import REPO, live_processes, run_script
 
-REPO = Path(__file__).resolve().parents[2]
 SCRIPT = REPO / "experiments" / "pg_sweep.py"
 
 
@@ -26,10 +26,7 @@ def _session_pids(session_id: int, name: str = "") -> list[int]:
             if sid == session_id and name in cmdline]
 
 
-def _run(*args: str, timeout_s: float = 120) -> subprocess.CompletedProcess[str]:
-    env = {**os.environ, "RAY_USAGE_STATS_ENABLED": "0"}
-    return subprocess.run([sys.executable, str(SCRIPT), *args], cwd=REPO, env=env,
-                          capture_output=True, text=True, timeout=timeout_s, check=False)
+_run = functools.partial(run_script, "pg_sweep", timeout_s=120)
 
 
 @pytest.mark.slow

@@ -4,20 +4,13 @@ missing sweep result is a one-line error (the transfer: tests/rl/evaluation/test
 
 from __future__ import annotations
 
+import functools
 import json
-import os
-import subprocess
-import sys
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parents[2]
-SCRIPT = REPO / "experiments" / "transfer.py"
+from tests.experiments._processes import run_script
 
-
-def _run(*args: str) -> subprocess.CompletedProcess[str]:
-    env = {**os.environ, "RAY_USAGE_STATS_ENABLED": "0", "PYTHONPATH": str(REPO)}
-    return subprocess.run([sys.executable, str(SCRIPT), *args], cwd=REPO, env=env,
-                          capture_output=True, text=True, timeout=120, check=False)
+_run = functools.partial(run_script, "transfer", timeout_s=120)
 
 
 def test_user_errors(tmp_path: Path) -> None:

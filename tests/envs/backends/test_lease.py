@@ -3,11 +3,14 @@ a dead holder's lease is freed."""
 
 from __future__ import annotations
 
+import contextlib
 import os
 import socket
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
+from typing import Any
 
 import pytest
 
@@ -101,14 +104,23 @@ def test_lease_table_only_token_holder_releases():
     assert table.holders() == {}
 
 
+@contextlib.contextmanager
+def _local_ray(namespace: str) -> Iterator[Any]:
+    """A private local Ray (1 CPU, no dashboard) in ``namespace``, shut down afterwards."""
+    ray = pytest.importorskip("ray")
+    os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
+    ray.init(address="local", num_cpus=1, include_dashboard=False, log_to_driver=False,
+             namespace=namespace)
+    try:
+        yield ray
+    finally:
+        ray.shutdown()
+
+
 @pytest.mark.slow
 def test_ray_lease_is_cluster_wide_across_processes():
     """With Ray initialised, leases taken in different worker processes never collide."""
-    ray = pytest.importorskip("ray")
-    os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
-    ray.init(address="local", num_cpus=1, include_dashboard=False,
-             log_to_driver=False, namespace="meshtune-test-lease")
-    try:
+    with _local_ray("meshtune-test-lease") as ray:
         @ray.remote(num_cpus=0)
         class Holder:
             def lease(self, replica=None):
@@ -147,8 +159,6 @@ def test_ray_lease_is_cluster_wide_across_processes():
         ray.get([h.release.remote() for h in holders])
         mine.release()
         assert leased_replicas() == {}
-    finally:
-        ray.shutdown()
 
 
 def test_a_dead_holders_lease_is_freed_and_recorded():
@@ -172,11 +182,7 @@ def test_a_dead_holders_lease_is_freed_and_recorded():
 def test_ray_lease_of_a_killed_actor_is_freed():
     """A holder actor killed without releasing (like a crashed env runner) gives its replica
     back: the next lease of it succeeds, and no replica is ever held twice."""
-    ray = pytest.importorskip("ray")
-    os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
-    ray.init(address="local", num_cpus=1, include_dashboard=False,
-             log_to_driver=False, namespace="meshtune-test-lease-dead")
-    try:
+    with _local_ray("meshtune-test-lease-dead") as ray:
         @ray.remote(num_cpus=0)
         class Holder:
             def lease(self, replica: int) -> int:
@@ -200,5 +206,3 @@ def test_ray_lease_of_a_killed_actor_is_freed():
         assert list(leased_replicas()) == [0]
         mine.release()
         assert leased_replicas() == {}
-    finally:
-        ray.shutdown()

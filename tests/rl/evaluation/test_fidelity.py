@@ -8,8 +8,7 @@ simulator stands in for both sides of a pair where a report is needed.
 from __future__ import annotations
 
 import argparse
-import subprocess
-import sys
+import functools
 from pathlib import Path
 
 import pytest
@@ -17,8 +16,7 @@ import pytest
 import rl.evaluation.fidelity as fid
 from envs.backends.base import LoadSpec
 from envs.backends.sim import SimMesh
-
-REPO = Path(__file__).resolve().parents[3]
+from tests.experiments._processes import run_script
 
 
 def test_configurations_are_declared_seeded_and_span_tight_to_loose() -> None:
@@ -100,15 +98,13 @@ def test_parse_load() -> None:
         fid.parse_load("ten")
 
 
-def _script(*args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, str(REPO / "experiments" / "fidelity.py"), *args],
-                          capture_output=True, text=True, timeout=120, check=False)
+_run = functools.partial(run_script, "fidelity", timeout_s=120)
 
 
 def test_bad_flags() -> None:
-    proc = _script("--configs", "2")
+    proc = _run("--configs", "2")
     assert proc.returncode == 2 and "at least 3" in proc.stderr
-    proc = _script("--repeats", "9", "--sim-seeds", "4")
+    proc = _run("--repeats", "9", "--sim-seeds", "4")
     assert proc.returncode == 2 and "--repeats <= --sim-seeds" in proc.stderr
 
 
