@@ -31,6 +31,8 @@ class EndpointStats:
             milliseconds over all requests (failed ones included, as Locust does); None when
             ``num_requests`` is 0.
         rps: requests per second over the run's duration.
+        num_good: successful requests answered within the endpoint's latency objective
+            (:func:`envs.sockshop.slo.slo_ms`); None when the backend did not count them.
     """
 
     name: str
@@ -43,6 +45,7 @@ class EndpointStats:
     p95_ms: float | None
     p99_ms: float | None
     rps: float
+    num_good: int | None = None
 
     @property
     def failure_pct(self) -> float:
@@ -52,7 +55,11 @@ class EndpointStats:
 
 @dataclass(frozen=True)
 class ServiceStats:
-    """Prometheus-shaped figures for one destination service (client-side reporter).
+    """Prometheus-shaped figures for one destination service (client-side reporter), summed over
+    the sidecars that call it. The fields after ``retry_count`` are the causes and the demand
+    (None: the backend did not measure it). Invariants: ``uo + uf + ut + reset <= num_attempts``,
+    ``retry_count <= num_attempts``, ``urx_count`` and ``retry_overflow_count <= num_requests``,
+    ``0 <= error_ratio <= 1``.
 
     Attributes:
         name: the destination service.
@@ -62,6 +69,17 @@ class ServiceStats:
         uo_count: requests rejected by a circuit breaker (503 UO: pending or active overflow).
         uf_count: connection attempts that failed or timed out (UF), retried ones included.
         retry_count: retries the callers' sidecars sent to it.
+        num_attempts: attempts sent to it: first tries and retries (>= ``num_requests``).
+        mean_ms: mean attempt duration as the callers saw it, ms (HTTP destinations).
+        ut_count: attempts that ended in a timeout (Envoy flag ``UT``, 504).
+        reset_count: attempts refused or reset by the destination itself (a service down:
+            connection refused, in-flight request reset; flags ``UC``/``UR``).
+        urx_count: requests that failed after exhausting their retries (flag ``URX``).
+        retry_overflow_count: retries not sent because the retry budget or ``maxRetries`` was
+            used up (Envoy's ``upstream_rq_retry_overflow``).
+        in_flight_per_pool: demand: over the calling sidecars' connection pools to this
+            destination, the largest time-averaged number of requests in flight in one pool
+            (active + pending), requests.
     """
 
     name: str
@@ -71,6 +89,13 @@ class ServiceStats:
     uo_count: int
     uf_count: int
     retry_count: int = 0
+    num_attempts: int | None = None
+    mean_ms: float | None = None
+    ut_count: int | None = None
+    reset_count: int | None = None
+    urx_count: int | None = None
+    retry_overflow_count: int | None = None
+    in_flight_per_pool: float | None = None
 
 
 @dataclass(frozen=True)
@@ -84,6 +109,10 @@ class LoadReport:
         users: concurrent users (closed loop) or 0 for an open-loop run.
         backend: the backend that produced the report (``sim``, ``local``, ``k8s``).
         extra: backend-specific figures that are not part of the shared contract.
+        num_abandoned: requests never sent because their session gave up (open loop: a
+            session whose ``GET /catalogue`` failed leaves without its other 8 requests).
+        latency_mean_ms, latency_p99_ms: mean and nearest-rank p99 over all recorded requests
+            (failed included, as Locust's "Aggregated" row), ms; None if not measured.
     """
 
     endpoints: dict[str, EndpointStats]
@@ -92,6 +121,9 @@ class LoadReport:
     users: int = 0
     backend: str = ""
     extra: dict[str, Any] = field(default_factory=dict)
+    num_abandoned: int = 0
+    latency_mean_ms: float | None = None
+    latency_p99_ms: float | None = None
 
     @property
     def num_requests(self) -> int:
@@ -114,6 +146,36 @@ class LoadReport:
         n = self.num_requests
         return 100.0 * self.num_failures / n if n else 0.0
 
+    @property
+    def offered_requests(self) -> int:
+        """Requests the users meant to make: recorded plus abandoned."""
+        return self.num_requests + self.num_abandoned
+
+    @property
+    def num_good(self) -> int:
+        """Successful requests within their endpoint's latency objective, over all endpoints.
+
+        Raises:
+            ValueError: an endpoint that saw requests has no ``num_good`` (not measured).
+        """
+        missing = sorted(e.name for e in self.endpoints.values()
+                         if e.num_requests and e.num_good is None)
+        if missing:
+            raise ValueError(f"{self.backend or 'backend'} report does not count requests "
+                             f"within their SLO for {missing}")
+        return sum(e.num_good or 0 for e in self.endpoints.values())
+
+    @property
+    def goodput_rps(self) -> float:
+        """Requests served within their SLO per second of the run."""
+        return self.num_good / self.duration_s if self.duration_s > 0 else 0.0
+
+    @property
+    def good_pct(self) -> float:
+        """Requests served within their SLO as a percentage of the offered requests."""
+        n = self.offered_requests
+        return 100.0 * self.num_good / n if n else 0.0
+
     def to_dict(self) -> dict[str, Any]:
         """A JSON-ready dict (None for statistics that do not exist)."""
         return {
@@ -123,6 +185,9 @@ class LoadReport:
             "total_rps": self.total_rps,
             "num_requests": self.num_requests,
             "num_failures": self.num_failures,
+            "num_abandoned": self.num_abandoned,
+            "latency_mean_ms": self.latency_mean_ms,
+            "latency_p99_ms": self.latency_p99_ms,
             "endpoints": {k: asdict(v) for k, v in self.endpoints.items()},
             "services": {k: asdict(v) for k, v in self.services.items()},
             "extra": self.extra,
@@ -142,6 +207,9 @@ class LoadReport:
             users=int(data.get("users", 0)),
             backend=str(data.get("backend", "")),
             extra=dict(data.get("extra", {})),
+            num_abandoned=int(data.get("num_abandoned", 0)),
+            latency_mean_ms=data.get("latency_mean_ms"),
+            latency_p99_ms=data.get("latency_p99_ms"),
         )
 
     def to_locust_table(self) -> str:
