@@ -8,7 +8,7 @@ through :func:`measure`, the re-measurement of an episode's start and end throug
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -19,9 +19,12 @@ from envs.backends.report import LoadReport
 from envs.istio import rules_for
 from envs.reward import N_ENDPOINTS, evaluation_score
 
-#: Objective of a run the backend could not complete (searches maximise; as bad as every
-#: endpoint at 100 % failures).
+#: Objective of a run the backend could not complete (searches maximise): below any score of
+#: a completed run, under either objective's evaluation (the SLO's worst is -100, the classic
+#: failure term of every request failing -1800).
 FAILED_RUN_SCORE = -100.0 * N_ENDPOINTS
+#: A score of one run (higher is better): :func:`envs.reward.evaluation_score` by default.
+Evaluation = Callable[[LoadReport], float]
 
 
 def max_p99_ms(report: LoadReport) -> float:
@@ -55,12 +58,16 @@ class Measurement:
     """One load run of one configuration.
 
     Attributes:
-        eval_score: :func:`envs.reward.evaluation_score` of the run; None if the backend could
-            not complete the run (``error`` says why).
+        eval_score: the evaluation score of the run (:func:`envs.reward.evaluation_score`
+            unless another was asked for); None if the backend could not complete the run
+            (``error`` says why).
         failure_pct: failed / all requests, %.
         p99_ms: the largest endpoint p99 of the run, ms (``MeshEnv``'s ``info["p99_ms"]``).
         healthy: the backend's health check passed before the run.
         error: the backend's error message when the run failed, else "".
+        good_pct: offered requests served within their SLO, % (None: not measured).
+        goodput_rps: requests served within their SLO per second.
+        latency_mean_ms, latency_p99_ms: over all requests of the run, ms.
     """
 
     eval_score: float | None
@@ -68,6 +75,10 @@ class Measurement:
     p99_ms: float | None
     healthy: bool
     error: str = ""
+    good_pct: float | None = None
+    goodput_rps: float | None = None
+    latency_mean_ms: float | None = None
+    latency_p99_ms: float | None = None
 
     @property
     def objective(self) -> float:
@@ -75,7 +86,19 @@ class Measurement:
         return FAILED_RUN_SCORE if self.eval_score is None else self.eval_score
 
 
-def measure(backend: Backend, config: MeshConfig, load: LoadSpec, seed: int) -> Measurement:
+def measurement_of(report: LoadReport, healthy: bool,
+                   evaluation: Evaluation = evaluation_score) -> Measurement:
+    """The :class:`Measurement` of a completed run: its score and what users felt."""
+    counted = all(e.num_good is not None for e in report.endpoints.values() if e.num_requests)
+    return Measurement(evaluation(report), report.failure_pct, max_p99_ms(report), healthy,
+                       good_pct=report.good_pct if counted else None,
+                       goodput_rps=report.goodput_rps if counted else None,
+                       latency_mean_ms=report.latency_mean_ms,
+                       latency_p99_ms=report.latency_p99_ms)
+
+
+def measure(backend: Backend, config: MeshConfig, load: LoadSpec, seed: int,
+            evaluation: Evaluation = evaluation_score) -> Measurement:
     """Apply ``config``, check health, run ``load`` with load seed ``seed`` and score it.
 
     The load runs even when the health check fails (the run then shows what users would see);
@@ -86,12 +109,12 @@ def measure(backend: Backend, config: MeshConfig, load: LoadSpec, seed: int) -> 
         report = run_checked(backend, load, seed)
     except BackendError as exc:
         return Measurement(None, None, None, healthy, error=str(exc))
-    return Measurement(evaluation_score(report), report.failure_pct, max_p99_ms(report),
-                       healthy)
+    return measurement_of(report, healthy, evaluation)
 
 
 def mean_eval_score(backend: Backend, load: LoadSpec, config: MeshConfig,
-                    seeds: Sequence[int]) -> float | None:
+                    seeds: Sequence[int], evaluation: Evaluation = evaluation_score
+                    ) -> float | None:
     """Mean evaluation score of ``config`` over one run of ``load`` per load seed.
 
     Returns None if the mesh fails its health check with ``config`` (no load ran, no score
@@ -100,5 +123,5 @@ def mean_eval_score(backend: Backend, load: LoadSpec, config: MeshConfig,
     """
     if not apply_config(backend, config):
         return None
-    scores = [evaluation_score(run_checked(backend, load, s)) for s in seeds]
+    scores = [evaluation(run_checked(backend, load, s)) for s in seeds]
     return float(np.mean(scores))

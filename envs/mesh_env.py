@@ -19,26 +19,33 @@ from envs.backends.lease import ReplicaLease, acquire_replica
 from envs.backends.report import LoadReport
 from envs.istio import DestinationRule, rules_for
 from envs.measure import apply_config, max_p99_ms, run_checked
-from envs.observation import ObservationEncoder
-from envs.reward import StepReward, evaluation_score, score
+from envs.observation import ObservationEncoder, ratio_scale
+from envs.reward import StepReward
+from envs.scenarios import SCENARIO_SETS, Scenario, draw
 from envs.settings import EnvSettings, next_env_index
 from envs.sockshop import HATCH_RATE_PER_S
+from envs.sockshop.slo import NOMINAL_RATE_RPS
 
 #: The id the env is registered under, with RLlib and with gymnasium.
-ENV_NAME = "meshtune/MeshEnv-v0"
+ENV_NAME = "meshtune/MeshEnv-v1"
 #: How many random initial configurations are drawn before giving up on a healthy one.
 MAX_INIT_DRAWS = 20
 
 
 class MeshEnv(gym.Env):
-    """Tune SockShop's DestinationRule connection pools on one leased mesh replica.
+    """Tune SockShop's DestinationRule connection pools on one leased mesh replica, through a
+    scenario of changing load and faults, for the requests users get served within their SLO.
 
     ## Description
 
     Through the :class:`~envs.backends.base.Backend` interface only (backend ``sim``, ``local``
     or ``k8s``, by name), on a replica it leases (:mod:`envs.backends.lease`), a step applies
     one catalogue action to the configuration, checks the front-end answers (the notebook's
-    ``check_fail``), drives the episode's load through the mesh and scores the report.
+    ``check_fail``), drives the step's load through the mesh and scores the report. Under the
+    default open load an episode is a **scenario** (:mod:`envs.scenarios`): per run an offered
+    rate (Poisson session arrivals) and the faults active then (a service down, a service
+    slowed ×k), and a starting configuration; the load does not depend on the configuration,
+    so serving less cannot score better. ``load="classic"`` is the notebook's closed loop.
 
     ## Action Space
 
@@ -48,25 +55,24 @@ class MeshEnv(gym.Env):
 
     ## Observation Space
 
-    ``Box(float32)``, ``3·18 + 2·14 + 8 + S·K + 2`` channels (S services, K knobs; 164 for
-    ``classic``), named in :attr:`observation_names`; a statistic the run did not produce is 0
-    **with its ``seen`` channel 0** (:mod:`envs.observation`).
-
-    | block | one group per | channel | unit / range |
-    |---|---|---|---|
-    | endpoints | Locust request name (18) | ``failure_frac``, ``p99_s``, ``seen`` | 0..1, s, 0/1 |
-    | services | SockShop service (14) | ``error_ratio`` (callers' view), ``seen`` | 0..1, 0/1 |
-    | | HTTP service only (8) | ``p99_s`` (TCP: connections, no durations) | s |
-    | configuration | tunable service × knob | ``log1p(v)/log1p(ceiling)`` | 0..1 |
-    | load | — | ``users_frac`` (/ max users), ``requests_frac`` (/ max requests) | 0..1 |
-
-    ``v``: :func:`envs.knobs.knob_value` (count, ms, 0/1); ``ceiling``: top of its ``knob_range``.
+    ``Box(0, 1, float32)``, named in :attr:`observation_names` (:mod:`envs.observation`): a
+    global context (load level, progress, the run as users felt it, per endpoint failures and
+    p99, the untuned services) and one equal-length block per tuned service (:attr:`
+    service_slices`): what its callers saw — errors, latency, the **causes** (``UO`` pool
+    overflow, ``UF`` connect failure, ``UT`` timeout, resets, retries, ``URX`` retries
+    exhausted, retries skipped by the budget) and the **demand** (requests in flight per pool
+    against ``maxConnections``, the queue and ``http2MaxRequests``) — and its configuration
+    (``log1p(v)/log1p(ceiling)``). A statistic the run did not produce is 0 with its ``seen``
+    channel 0.
 
     ## Rewards
 
-    ``score = -18 · (failure % of all requests + latency_weight · traffic-weighted mean endpoint
-    p99 in latency_unit)`` (:func:`envs.reward.score`); per step (:class:`~envs.reward.StepReward`;
-    penalty: ``unhealthy_penalty``, default -1800, the failure term of all requests failing):
+    The objective (``objective``, :mod:`envs.reward`): ``slo`` (default), ``score = -100 ·
+    (failed + abandoned + late_weight · late) / offered`` — the share of offered requests not
+    served within their endpoint's SLO (:mod:`envs.sockshop.slo`); ``classic``, the notebook's
+    ``-18 · (failure % + latency_weight · traffic-weighted mean endpoint p99 in latency_unit)``.
+    Per step (:class:`~envs.reward.StepReward`; penalty: ``unhealthy_penalty``, default the
+    objective's worst score: -100, or -1800 for ``classic``):
 
     | reward_mode | healthy step *t* | unhealthy step *t* |
     |---|---|---|
@@ -75,16 +81,19 @@ class MeshEnv(gym.Env):
 
     ## Starting State
 
-    ``reset`` applies the initial configuration, checks health and runs the load once.
-    ``init``: ``classic_fixed`` (the notebook's: the six classic knobs of each service uniform
-    in 1..``init_upper``, drawn once per env), ``classic_random`` (drawn at each reset; a draw
-    failing the health check is redrawn, at most :data:`MAX_INIT_DRAWS` times) or
-    ``istio_default`` (no rules); Istio's defaults or the fixed draw failing the health check
-    raise :class:`~envs.backends.base.BackendError`. Load: users uniform in ``users_range``,
-    ``requests_per_user`` each, drawn ``per_env`` or ``per_episode`` (``load_draw``);
-    ``faults`` in every run, not in the health check; ``load_seed`` ``per_run`` (new every run)
-    or ``per_episode`` (every run replays the episode's load: an action changing nothing on
-    the simulator gets exactly 0).
+    ``reset`` draws the scenario (``scenarios``: the set ``training`` or ``held_out``, a YAML
+    file or a list; ``reset(options={"scenario": s})`` plays ``s``), applies the initial
+    configuration, checks health and runs the scenario's first load. The start is ``init`` if
+    given, else the scenario's (open load) or ``classic_fixed`` (classic load):
+    ``classic_fixed`` (the notebook's: the six classic knobs of each service uniform in
+    1..``init_upper``, drawn once per env), ``classic_random`` (drawn at each reset; a draw
+    failing the health check is redrawn, at most :data:`MAX_INIT_DRAWS` times),
+    ``istio_default`` (no rules) or ``tuned`` (``tuned_config``); a fixed start failing the
+    health check raises :class:`~envs.backends.base.BackendError`. Run *t* of the open load
+    offers ``rate_t × step_s`` requests at ``rate_t``; the classic load is users uniform in
+    ``users_range`` × ``requests_per_user``, drawn ``per_env`` or ``per_episode``
+    (``load_draw``). ``faults`` are added to every run, not to the health check; ``load_seed``
+    ``per_run`` (new every run) or ``per_episode`` (common random numbers within an episode).
 
     ## Episode End
 
@@ -92,39 +101,50 @@ class MeshEnv(gym.Env):
 
     ## Info
 
-    ``healthy``, ``failure_pct`` (%), ``p99_ms`` (largest endpoint p99, ms), ``score`` /
-    ``eval_score`` (env's / evaluation weights), ``initial_score`` / ``initial_eval_score``,
-    ``users``, ``requests``, ``action_desc``, ``step``, ``replica``; measurements None if no run.
+    ``healthy``, ``good_pct`` (% of offered requests served within SLO), ``goodput_rps``,
+    ``failure_pct`` (%), ``abandoned``, ``latency_mean_ms`` / ``latency_p99_ms`` (all requests),
+    ``p99_ms`` (largest endpoint p99), ``score`` / ``eval_score`` (the objective's / its fixed
+    evaluation: :func:`envs.reward.evaluation_score` for ``slo``), ``initial_score`` /
+    ``initial_eval_score``, ``scenario``, ``rate_rps``, ``users``, ``requests``,
+    ``action_desc``, ``step``, ``replica``; measurements None if no run.
 
     ## Arguments
 
-    ``env_config``, a dict or ``EnvContext`` (:data:`envs.settings.DEFAULT_ENV_CONFIG`):
+    ``env_config``, a dict or ``EnvContext`` (:data:`envs.settings.DEFAULT_ENV_CONFIG`;
+    :func:`envs.settings.classic_env_config` is the notebook's setup):
 
     | key | default | meaning |
     |---|---|---|
     | ``backend`` / ``backend_kwargs`` | ``"sim"`` / ``{}`` | backend name and its kwargs |
     | ``replica`` | None | replica to lease (None: lowest free; taken: ``ReplicaTakenError``) |
-    | ``users_range`` / ``requests_per_user`` | (10, 20) / 80 | the load (Starting State) |
+    | ``load`` | ``"open"`` | ``open`` (scenarios) or ``classic`` (the notebook's closed loop) |
+    | ``scenarios`` / ``step_s`` | ``"training"`` / 10.0 | open load: scenarios, s per run |
+    | ``users_range`` / ``requests_per_user`` | (10, 20) / 80 | classic load |
     | ``load_draw`` / ``load_seed`` | ``per_env`` / ``per_run`` | see Starting State |
-    | ``faults`` | () | ``ServiceDown`` / ``LatencySpike`` in every run's ``LoadSpec`` |
-    | ``latency_weight`` / ``latency_unit`` | 0.1 / ``"ms"`` | score points per unit of p99 |
-    | ``reward_mode`` / ``unhealthy_penalty`` | ``delta`` / -1800.0 | see Rewards (<= 0) |
+    | ``faults`` | () | ``ServiceDown`` / ``LatencySpike`` added to every run's ``LoadSpec`` |
+    | ``objective`` / ``late_weight`` | ``"slo"`` / 1.0 | see Rewards (late_weight in [0, 1]) |
+    | ``latency_weight`` / ``latency_unit`` | 0.1 / ``"ms"`` | classic objective's weight |
+    | ``reward_mode`` / ``unhealthy_penalty`` | ``delta`` / None | see Rewards (<= 0) |
     | ``episode_len`` | 20 | steps before truncation |
     | ``catalogue`` / ``services`` | ``classic`` / None | None: ``TUNABLE_SERVICES`` |
-    | ``init`` / ``init_upper`` | ``classic_fixed`` / 100 | see Starting State |
+    | ``init`` / ``init_upper`` / ``tuned_config`` | None / 100 / None | see Starting State |
     | ``seed`` | 0 | seeds the per-env draws (Seeding) |
 
     ## Seeding
 
     ``seed``, the RLlib worker index and the env's index in its ``EnvContext``
     (:func:`envs.settings.next_env_index`) seed the per-env draws and a first unseeded
-    ``reset()``; ``reset(seed=s)`` seeds the episode: the same ``s``, the same episode (sim).
+    ``reset()``; ``reset(seed=s)`` seeds the episode (its scenario, start and load seeds): the
+    same ``s``, the same episode (sim).
 
     ## Version History
 
-    * v0: the only version. Added since, defaults keeping earlier episodes: ``load_seed``
-      (``per_run``), ``faults`` (none; before, ``SimMesh(faults=...)`` via ``backend_kwargs``).
-      Renamed: ``seed_fixed`` / ``seed_random`` / catalogue ``seed`` became ``classic_*``.
+    * v1: the open, scenario-driven load, the SLO objective and the cause/demand observation
+      (all in [0, 1]) became the defaults; the v0 behaviour is ``classic_env_config()``
+      (closed loop, the notebook's score), with the v1 observation.
+    * v0: closed loop and the notebook-style score. Added during v0, defaults keeping earlier
+      episodes: ``load_seed`` (``per_run``), ``faults``. Renamed: ``seed_fixed`` /
+      ``seed_random`` / catalogue ``seed`` became ``classic_*``.
     """
 
     metadata: ClassVar[dict[str, Any]] = {"render_modes": []}
@@ -139,8 +159,7 @@ class MeshEnv(gym.Env):
             self.catalogue = make_catalogue(s.catalogue, s.services)  # type: ignore[arg-type]
         except (ValueError, TypeError) as e:
             raise ValueError(f"env_config catalogue/services: {e}") from None
-        top = s.users_range[1]
-        self._encoder = ObservationEncoder(self.catalogue, top, top * s.requests_per_user)
+        self._encoder = ObservationEncoder(self.catalogue, s.episode_len)
         self.action_space = gym.spaces.Discrete(len(self.catalogue))
         self.observation_space = self._encoder.space
         # Per-env draws, each from its own stream of (seed, worker, env index): the per-env load,
@@ -157,7 +176,8 @@ class MeshEnv(gym.Env):
         self._episode_initial: MeshConfig = {}
         self._t = 0
         self._episode_over = True
-        self._reward = StepReward(s.reward_mode, s.weights, s.unhealthy_penalty, s.episode_len)
+        self._scenario: Scenario | None = None
+        self._reward = StepReward(s.reward_mode, s.objective, s.unhealthy_penalty, s.episode_len)
         self._initial_score = self._initial_eval_score = 0.0
         self.last_report: LoadReport | None = None
         self._closed = False
@@ -189,14 +209,29 @@ class MeshEnv(gym.Env):
         return self._encoder.names
 
     @property
+    def service_slices(self) -> tuple[tuple[int, ...], ...]:
+        """Per catalogue service, the observation indices of its own block (equal lengths)."""
+        return self._encoder.service_slices
+
+    @property
+    def global_indices(self) -> tuple[int, ...]:
+        """The observation indices of the context shared by every service."""
+        return self._encoder.global_indices
+
+    @property
     def users(self) -> int:
-        """Concurrent users of the current episode's load."""
-        return self._users
+        """Concurrent users of the current episode's load (classic load; 0 under the open one)."""
+        return self._users if self.settings.load == "classic" else 0
 
     @property
     def requests(self) -> int:
-        """Total requests of the current episode's load."""
-        return self._users * self.settings.requests_per_user
+        """Requests of the current run's load (the next run's after a step)."""
+        return self._load_spec().requests
+
+    @property
+    def scenario(self) -> Scenario | None:
+        """The current episode's scenario (None under the classic load)."""
+        return self._scenario
 
     @property
     def config(self) -> MeshConfig:
@@ -210,7 +245,7 @@ class MeshEnv(gym.Env):
 
     @property
     def load_spec(self) -> LoadSpec:
-        """The load every run of the current episode drives through the mesh."""
+        """The load of the current step's run (the reset's before the first step)."""
         return self._load_spec()
 
     def current_rules(self) -> list[DestinationRule]:
@@ -219,30 +254,43 @@ class MeshEnv(gym.Env):
 
     def reset(self, *, seed: int | None = None,
               options: dict[str, Any] | None = None) -> tuple[np.ndarray, dict[str, Any]]:
-        """Restore the initial configuration, run the load once, observe it (Starting State)."""
+        """Start an episode: draw its scenario (open load), apply the initial configuration, run
+        the load once, observe it (Starting State). ``options={"scenario": Scenario}`` plays
+        that scenario instead of a draw (evaluation)."""
         if self._closed:
             raise RuntimeError("MeshEnv is closed")
+        options = dict(options or {})
+        pinned = options.pop("scenario", None)
         if options:
-            raise ValueError(f"MeshEnv.reset takes no options, got {sorted(options)}")
+            raise ValueError(f"MeshEnv.reset takes only the option 'scenario', got "
+                             f"{sorted(options)}")
+        if pinned is not None and not isinstance(pinned, Scenario):
+            raise ValueError(f"reset option 'scenario' must be an envs.scenarios.Scenario, "
+                             f"got {pinned!r}")
         if seed is None and self._np_random is None:
             seed = self._default_episode_seed
         super().reset(seed=seed)
         self._episode_over = True  # until the initial run below succeeds
+        self._t = 0
         s = self.settings
+        if s.load == "open":
+            self._scenario = self._check_scenario(pinned or self._draw_scenario())
+        elif pinned is not None:
+            raise ValueError("a scenario needs the open load (env_config['load'] = 'open')")
         if s.load_draw == "per_episode":
             self._users = int(self.np_random.integers(s.users_range[0], s.users_range[1],
                                                       endpoint=True))
-        self._config = self._initial_config()
+        start = self._start_mode()
+        self._config = self._initial_config(start)
         self._episode_initial = dict(self._config)
         if s.load_seed == "per_episode":
             self._episode_load_seed = self._load_seed(fresh=True)
         report = self._run_load()
-        self._t = 0
         self._episode_over = False
         self._initial_score = self._reward.reset(report)
-        self._initial_eval_score = evaluation_score(report)
-        info = self._info(report, f"reset to the {s.init} initial configuration")
-        return self._encoder.encode(report, self._config, self.users, self.requests), info
+        self._initial_eval_score = s.objective.evaluation(report)
+        info = self._info(report, f"reset to the {start} initial configuration")
+        return self._observe(report), info
 
     def step(self, action: Any) -> tuple[np.ndarray, float, bool, bool, dict[str, Any]]:
         """Apply catalogue action ``action``, check health, run the load, score it."""
@@ -262,13 +310,11 @@ class MeshEnv(gym.Env):
             self._episode_over = True
             self.last_report = None
             reward = self._reward.step(None, self._t)
-            obs = self._encoder.encode(None, self._config, self.users, self.requests)
-            return obs, reward, True, truncated, self._info(None, desc)
+            return self._observe(None), reward, True, truncated, self._info(None, desc)
         report = self._run_load()
         reward = self._reward.step(report, self._t)
         self._episode_over = truncated
-        obs = self._encoder.encode(report, self._config, self.users, self.requests)
-        return obs, reward, False, truncated, self._info(report, desc)
+        return self._observe(report), reward, False, truncated, self._info(report, desc)
 
     def close(self) -> None:
         """Close the backend (which restores the mesh) and release the replica. Idempotent."""
@@ -283,8 +329,55 @@ class MeshEnv(gym.Env):
             self._lease.release()
 
     def _load_spec(self) -> LoadSpec:
-        return LoadSpec(users=self.users, requests=self.requests,
-                        hatch_rate_per_s=HATCH_RATE_PER_S, faults=self.settings.faults)
+        """The load of run ``self._t`` (0: the reset's): the scenario's step, or the classic
+        closed loop; ``env_config["faults"]`` added to its faults."""
+        s = self.settings
+        if s.load == "classic":
+            return LoadSpec(users=self._users, requests=self._users * s.requests_per_user,
+                            hatch_rate_per_s=HATCH_RATE_PER_S, faults=s.faults)
+        if self._scenario is None:
+            raise RuntimeError("no scenario yet: call reset()")
+        load = self._scenario.load(self._t, s.step_s)
+        if not s.faults:
+            return load
+        return LoadSpec(users=load.users, requests=load.requests, mode=load.mode,
+                        arrival_rate_rps=load.arrival_rate_rps,
+                        hatch_rate_per_s=load.hatch_rate_per_s,
+                        faults=(*load.faults, *s.faults))
+
+    def _load_level(self) -> float:
+        """The offered load in [0, 1]: ``r/(1+r)`` of the rate over the nominal rate (open
+        load), or users / the top of ``users_range`` (classic)."""
+        s = self.settings
+        if s.load == "classic":
+            return self._users / s.users_range[1]
+        rate = self._load_spec().arrival_rate_rps or 0.0
+        return ratio_scale(rate / NOMINAL_RATE_RPS)
+
+    def _observe(self, report: LoadReport | None) -> np.ndarray:
+        return self._encoder.encode(report, self._config, self._load_level(), self._t)
+
+    def _draw_scenario(self) -> Scenario:
+        """This episode's scenario: a draw from the named set or one of the given list."""
+        chosen = self.settings.scenarios
+        if isinstance(chosen, str):
+            return draw(SCENARIO_SETS[chosen], self.np_random, self.settings.episode_len)
+        return chosen[int(self.np_random.integers(len(chosen)))]
+
+    def _check_scenario(self, scenario: Scenario) -> Scenario:
+        need = self.settings.episode_len + 1
+        if len(scenario.rates) < need:
+            raise ValueError(f"scenario {scenario.name!r} has {len(scenario.rates)} runs; an "
+                             f"episode of {self.settings.episode_len} steps needs {need}")
+        return scenario
+
+    def _start_mode(self) -> str:
+        """The initial-configuration mode: ``init`` if given, else the scenario's start (open
+        load) or ``classic_fixed`` (classic load)."""
+        s = self.settings
+        if s.init is not None or self._scenario is None:
+            return s.start
+        return self._scenario.start
 
     def _load_seed(self, fresh: bool = False) -> int:
         """The next run's load seed: a fresh draw from the episode's generator (``per_run``, or
@@ -303,15 +396,19 @@ class MeshEnv(gym.Env):
         raise BackendError(f"{MAX_INIT_DRAWS} random initial configurations (knobs in "
                            f"1..{s.init_upper}) all failed the health check")
 
-    def _initial_config(self) -> MeshConfig:
+    def _initial_config(self, start: str) -> MeshConfig:
         """Apply and return the episode's initial configuration (class doc, Starting State)."""
         s = self.settings
-        if s.init == "istio_default":
-            config = istio_default_config()
+        if start in ("istio_default", "tuned"):
+            if start == "tuned" and s.tuned_config is None:
+                raise ValueError("the scenario starts from 'tuned' but env_config['tuned_config'] "
+                                 "is not given")
+            config = istio_default_config() if start == "istio_default" else dict(s.tuned_config)
             if not apply_config(self.backend, config):
-                raise BackendError("the mesh fails the health check with Istio's defaults")
+                raise BackendError(f"the mesh fails the health check with the {start} "
+                                   "configuration")
             return config
-        if s.init == "classic_random":
+        if start == "classic_random":
             return self._draw_healthy(self.np_random)
         if self._fixed_init is None:
             self._fixed_init = self._draw_healthy(self._init_rng)
@@ -328,14 +425,24 @@ class MeshEnv(gym.Env):
     def _info(self, report: LoadReport | None, action_desc: str) -> dict[str, Any]:
         """The step's info (class doc, Info). Measurements are None when no load ran."""
         m = report is not None
+        objective = self.settings.objective
+        measured = m and all(e.num_good is not None for e in report.endpoints.values()
+                             if e.num_requests)
+        load = self._load_spec()
         return {"healthy": m, "failure_pct": report.failure_pct if m else None,
                 "p99_ms": max_p99_ms(report) if m else None,
-                "score": score(report, self.settings.weights) if m else None,
-                "eval_score": evaluation_score(report) if m else None,
+                "latency_p99_ms": report.latency_p99_ms if m else None,
+                "latency_mean_ms": report.latency_mean_ms if m else None,
+                "goodput_rps": report.goodput_rps if measured else None,
+                "good_pct": report.good_pct if measured else None,
+                "abandoned": report.num_abandoned if m else None,
+                "score": objective.score(report) if m else None,
+                "eval_score": objective.evaluation(report) if m else None,
                 "initial_score": self._initial_score,
                 "initial_eval_score": self._initial_eval_score, "users": self.users,
-                "requests": self.requests, "action_desc": action_desc, "step": self._t,
-                "replica": self.replica}
+                "requests": load.requests, "rate_rps": load.arrival_rate_rps,
+                "scenario": self._scenario.name if self._scenario is not None else None,
+                "action_desc": action_desc, "step": self._t, "replica": self.replica}
 
 
 def register() -> None:

@@ -1,45 +1,53 @@
 """The objective: how good one load run through the mesh was. The one place it lives.
 
-The notebook scored a run as ``-(Σ endpoint failure % + 10000 · Σ p99 latencies in s)`` and
-rewarded the *change* of that score from one step to the next. meshtune keeps that form, makes
-the weight and the latency unit explicit, and aggregates over the endpoints by traffic:
+Two objectives, each an object that scores a :class:`~envs.backends.report.LoadReport` (higher is
+better, 0 is perfect) and names its fixed evaluation counterpart:
 
-    score(report, w) = -N · ( failure % of all requests
-                              + w.latency_weight · traffic-weighted mean endpoint p99 in unit )
+* :class:`SloObjective` (the default): the share of the **offered** requests that users got
+  served within their endpoint's latency objective (:mod:`envs.sockshop.slo`),
 
-with ``N`` = :data:`N_ENDPOINTS` = 18, the reference load test's Locust request names, a fixed
-constant. When all 18 endpoints saw requests, at one failure rate and one p99, it is the notebook's
-``Σ_e failure %(e) + w · Σ_e p99(e)``, so weights keep the notebook's meaning: points per unit of
-*one endpoint's* p99, and one failure percentage point of one endpoint costs 1 point.
+      score = -100 · (failed + abandoned + late_weight · late) / offered
 
-Why not the plain sums over the report's endpoints: the reference load test aborts a user's
-loop when ``GET /catalogue`` fails (it parses the answer to pick an item), so a configuration
-that breaks the catalogue leaves most endpoints without a single request. Plain sums then
-count 4 endpoints instead of 18 and score such a shop — 100 % of requests failing, fast —
-*better* than a healthy one (measured on the simulator: -428 against -494 with the evaluation
-weights and plain sums; -1953 against -682 with this score). Weighting by requests and
-scaling by the fixed ``N`` cannot shrink that way: an endpoint without requests has no weight
-(it has no p99, and nothing is invented for it) and every request made counts.
+  with *failed* the requests that got an error, *abandoned* the requests never sent because their
+  session gave up (open loop: its ``GET /catalogue`` failed), *late* the successful requests
+  slower than their SLO and *offered* = recorded + abandoned. With ``late_weight`` 1 it is
+  ``good % - 100``. Under an open load the offered requests do not depend on the configuration,
+  so a configuration that serves fewer requests (a throttle failing them) or serves them later
+  scores worse; nothing is won by serving less. ``late_weight`` in [0, 1] says how much a late
+  answer costs against a failed one (the sweep's "SLO strictness").
+* :class:`ClassicObjective`: the notebook's score, kept so its results can be reproduced:
+  ``-(Σ endpoint failure % + 10000 · Σ p99 latencies in s)``, written as
 
-Failing fast still trades against latency: the latency term includes failed requests (as
-Locust's statistics do), so a large enough latency weight prefers a broken, fast shop. On the
-simulator the crossover is near 0.36 points per ms (20 users × 80 requests: every request
-failing at a mean p99 of 85 ms against 1.7 % failures at 362 ms with Istio's defaults); the
-notebook's 10 000 per s (= 10 per ms) is far above it, :data:`EVALUATION_WEIGHTS` below it.
+      score(report, w) = -N · ( failure % of all requests
+                                + w.latency_weight · traffic-weighted mean endpoint p99 in unit )
 
-:func:`evaluation_score` is the formula with :data:`EVALUATION_WEIGHTS`, fixed once for the
-project, so runs trained with different reward weights can be ranked on one scale.
+  with ``N`` = :data:`N_ENDPOINTS` = 18. It has no throughput term: under the notebook's
+  closed loop (no think time, a fixed request count) a throttle that serves 17 % fewer requests
+  per second at a 21 % higher mean latency scores *better* than Istio's defaults (measured on
+  the simulator, issue 12), which is why it is no longer the default.
 
-:class:`StepReward` turns the scores of an episode's runs into ``MeshEnv``'s per-step rewards:
-the change of the score (``delta``, the notebook's) or the score itself (``absolute``), and a
-penalty for a step that left the mesh unhealthy (no run, no score).
+:func:`evaluation_score` is the SLO objective with ``late_weight`` 1, fixed once for the project,
+so runs trained with different weights are ranked on one scale; :func:`classic_score` and
+:data:`EVALUATION_WEIGHTS` are the classic family's. :class:`StepReward` turns an episode's scores
+into ``MeshEnv``'s per-step rewards (the change of the score or the score itself, and a penalty
+for a step that left the mesh unhealthy).
+
+**The classic score's aggregation.** When all 18 endpoints saw requests, at one failure rate and
+one p99, it is the notebook's ``Σ_e failure %(e) + w · Σ_e p99(e)``, so weights keep the
+notebook's meaning: points per unit of *one endpoint's* p99; one failure percentage point of one
+endpoint costs 1 point. Plain sums over the report's endpoints would score a shop whose
+catalogue is broken — most endpoints then see no request, since the load test aborts its loop —
+*better* than a healthy one (simulator: -428 against -494 with plain sums; -1953 against -682
+with this score). Failing fast still trades against latency: on the simulator the crossover is
+near 0.36 points per ms (20 users × 80 requests); the notebook's 10 per ms is far above it,
+:data:`EVALUATION_WEIGHTS` below it.
 """
 
 from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Literal
+from typing import ClassVar, Literal, Protocol
 
 from envs.backends.report import LoadReport
 from envs.sockshop import endpoint_names
@@ -125,7 +133,7 @@ def latency_term_ms(report: LoadReport) -> float:
     return N_ENDPOINTS * mean_p99_ms(report)
 
 
-def score(report: LoadReport, weights: RewardWeights) -> float:
+def classic_score(report: LoadReport, weights: RewardWeights) -> float:
     """``-N · (failure % of all requests + latency_weight · traffic-weighted mean endpoint p99
     in latency_unit)``; higher is better, 0 is perfect (no failures, no latency).
 
@@ -137,13 +145,118 @@ def score(report: LoadReport, weights: RewardWeights) -> float:
     return -(failure_term(report) + weights.points_per_ms * latency_term_ms(report))
 
 
+def classic_evaluation_score(report: LoadReport) -> float:
+    """:func:`classic_score` with the fixed :data:`EVALUATION_WEIGHTS`: the classic family's
+    weight-independent figure."""
+    return classic_score(report, EVALUATION_WEIGHTS)
+
+
+def slo_score(report: LoadReport, late_weight: float = 1.0) -> float:
+    """``-100 · (failed + abandoned + late_weight · late) / offered`` (module docstring).
+
+    Raises:
+        ValueError: the report has no offered request, or does not count the requests within
+            their SLO.
+    """
+    offered = report.offered_requests
+    if offered == 0:
+        raise ValueError("cannot score a load report with no requests")
+    good = report.num_good
+    failed = report.num_failures
+    late = report.num_requests - failed - good
+    if late < 0:
+        raise ValueError(f"{report.backend or 'backend'} report counts more requests within "
+                         f"their SLO ({good}) than successful ones "
+                         f"({report.num_requests - failed})")
+    return -100.0 * (failed + report.num_abandoned + late_weight * late) / offered
+
+
 def evaluation_score(report: LoadReport) -> float:
-    """:func:`score` with the fixed :data:`EVALUATION_WEIGHTS`: the weight-independent figure
-    to rank trials and policies by."""
-    return score(report, EVALUATION_WEIGHTS)
+    """The fixed figure every run is ranked by: :func:`slo_score` with ``late_weight`` 1, i.e.
+    ``good % - 100`` (0: every offered request served within its SLO)."""
+    return slo_score(report, 1.0)
 
 
-#: The failure term of a run where every request fails: ``MeshEnv``'s default unhealthy penalty.
+class Objective(Protocol):
+    """What ``MeshEnv`` maximises: a score of one run and its family's fixed evaluation."""
+
+    name: ClassVar[str]
+
+    @property
+    def worst(self) -> float:
+        """The score of a run in which every offered request failed: the default penalty of a
+        step that left the mesh unhealthy."""
+        ...
+
+    def score(self, report: LoadReport) -> float:
+        """The run's score (higher is better, 0 is perfect)."""
+        ...
+
+    def evaluation(self, report: LoadReport) -> float:
+        """The family's fixed, weight-independent score of the run (to rank trials by)."""
+        ...
+
+
+@dataclass(frozen=True)
+class SloObjective:
+    """The default objective: requests served within their SLO among those offered (module doc).
+
+    Attributes:
+        late_weight: cost of a late (successful, beyond its SLO) request relative to a failed
+            one, in [0, 1]: a late answer is never worse than none.
+    """
+
+    late_weight: float = 1.0
+    name: ClassVar[str] = "slo"
+
+    def __post_init__(self) -> None:
+        w = self.late_weight
+        if isinstance(w, bool) or not isinstance(w, int | float) or not 0.0 <= w <= 1.0:
+            raise ValueError(f"late_weight must be a number in [0, 1], got {w!r}")
+
+    @property
+    def worst(self) -> float:
+        """-100: every offered request failed."""
+        return -100.0
+
+    def score(self, report: LoadReport) -> float:
+        """:func:`slo_score` with this ``late_weight``."""
+        return slo_score(report, self.late_weight)
+
+    def evaluation(self, report: LoadReport) -> float:
+        """:func:`evaluation_score`."""
+        return evaluation_score(report)
+
+
+@dataclass(frozen=True)
+class ClassicObjective:
+    """The notebook's objective (:func:`classic_score`), kept to reproduce it.
+
+    Attributes:
+        weights: the latency weight and its unit (the notebook's: :data:`CLASSIC_WEIGHTS`).
+    """
+
+    weights: RewardWeights = EVALUATION_WEIGHTS
+    name: ClassVar[str] = "classic"
+
+    @property
+    def worst(self) -> float:
+        """The failure term of a run where every request fails, -100 · N."""
+        return DEFAULT_UNHEALTHY_PENALTY
+
+    def score(self, report: LoadReport) -> float:
+        """:func:`classic_score` with these weights."""
+        return classic_score(report, self.weights)
+
+    def evaluation(self, report: LoadReport) -> float:
+        """:func:`classic_evaluation_score`."""
+        return classic_evaluation_score(report)
+
+
+#: The objective names of ``env_config["objective"]``.
+OBJECTIVES: tuple[str, ...] = ("slo", "classic")
+#: The classic score of a run where every request fails: ``MeshEnv``'s unhealthy penalty
+#: under the classic objective.
 DEFAULT_UNHEALTHY_PENALTY = -100.0 * N_ENDPOINTS
 #: The per-step reward modes of :class:`StepReward`.
 REWARD_MODES: tuple[str, ...] = ("delta", "absolute")
@@ -163,28 +276,27 @@ class StepReward:
 
     Args:
         mode: ``"delta"`` or ``"absolute"`` (:data:`REWARD_MODES`).
-        weights: the weights of :func:`score`.
-        penalty: the reward of an unhealthy step, score points (e.g.
-            :data:`DEFAULT_UNHEALTHY_PENALTY`).
+        objective: what a run scores (:class:`SloObjective` or :class:`ClassicObjective`).
+        penalty: the reward of an unhealthy step, score points (e.g. ``objective.worst``).
         episode_len: steps before the episode is truncated.
 
     Raises:
         ValueError: an unknown ``mode``.
     """
 
-    def __init__(self, mode: str, weights: RewardWeights, penalty: float,
+    def __init__(self, mode: str, objective: Objective, penalty: float,
                  episode_len: int) -> None:
         if mode not in REWARD_MODES:
             raise ValueError(f"reward mode must be one of {REWARD_MODES}, got {mode!r}")
         self.mode = mode
-        self.weights = weights
+        self.objective = objective
         self.penalty = penalty
         self.episode_len = episode_len
         self.previous_score = 0.0
 
     def reset(self, report: LoadReport) -> float:
         """Start an episode at the reset run ``report``; returns its score (``score_0``)."""
-        self.previous_score = score(report, self.weights)
+        self.previous_score = self.objective.score(report)
         return self.previous_score
 
     def step(self, report: LoadReport | None, t: int) -> float:
@@ -193,7 +305,7 @@ class StepReward:
         if report is None:
             remaining = self.episode_len - t + 1
             return float(self.penalty * (remaining if self.mode == "absolute" else 1))
-        new_score = score(report, self.weights)
+        new_score = self.objective.score(report)
         reward = new_score - self.previous_score if self.mode == "delta" else new_score
         self.previous_score = new_score
         return float(reward)
@@ -205,13 +317,19 @@ __all__ = [
     "EVALUATION_WEIGHTS",
     "LATENCY_UNITS",
     "N_ENDPOINTS",
+    "OBJECTIVES",
     "REWARD_MODES",
+    "ClassicObjective",
     "LatencyUnit",
+    "Objective",
     "RewardWeights",
+    "SloObjective",
     "StepReward",
+    "classic_evaluation_score",
+    "classic_score",
     "evaluation_score",
     "failure_term",
     "latency_term_ms",
     "mean_p99_ms",
-    "score",
+    "slo_score",
 ]

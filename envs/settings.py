@@ -20,36 +20,60 @@ import numpy as np
 
 from envs.backends.base import Fault, LatencySpike, ServiceDown
 from envs.backends.registry import backend_factory
-from envs.reward import DEFAULT_UNHEALTHY_PENALTY, REWARD_MODES, RewardWeights
+from envs.reward import (
+    OBJECTIVES,
+    REWARD_MODES,
+    ClassicObjective,
+    Objective,
+    RewardWeights,
+    SloObjective,
+)
+from envs.scenarios import SCENARIO_SETS, Scenario, load_scenarios
 
 #: The ``load_draw`` choices: the episode's users drawn once per env or at every reset.
 LOAD_DRAWS: tuple[str, ...] = ("per_env", "per_episode")
 #: The ``load_seed`` choices: a new load seed for every run, or one per episode.
 LOAD_SEEDS: tuple[str, ...] = ("per_run", "per_episode")
-#: The ``init`` choices: the episode's initial configuration.
-INIT_MODES: tuple[str, ...] = ("classic_fixed", "classic_random", "istio_default")
+#: The ``init`` choices: the episode's initial configuration (None: the scenario's start under
+#: the open load, ``classic_fixed`` under the classic load).
+INIT_MODES: tuple[str, ...] = ("classic_fixed", "classic_random", "istio_default", "tuned")
+#: The ``load`` choices: scenario-driven open-loop arrivals, or the notebook's closed loop.
+LOADS: tuple[str, ...] = ("open", "classic")
 
 #: Every env_config key and its default. Keys not listed here are rejected.
 DEFAULT_ENV_CONFIG: dict[str, Any] = {
     "backend": "sim",
     "backend_kwargs": {},
     "replica": None,
+    "load": "open",
+    "scenarios": "training",
+    "step_s": 10.0,
     "users_range": (10, 20),
     "requests_per_user": 80,
     "load_draw": "per_env",
     "load_seed": "per_run",
+    "objective": "slo",
+    "late_weight": 1.0,
     "latency_weight": 0.1,
     "latency_unit": "ms",
     "reward_mode": "delta",
     "episode_len": 20,
     "catalogue": "classic",
     "services": None,
-    "init": "classic_fixed",
+    "init": None,
     "init_upper": 100,
+    "tuned_config": None,
     "seed": 0,
-    "unhealthy_penalty": DEFAULT_UNHEALTHY_PENALTY,
+    "unhealthy_penalty": None,
     "faults": (),
 }
+
+
+def classic_env_config(**overrides: Any) -> dict[str, Any]:
+    """The notebook's setup as an ``env_config``: its closed-loop load (10–20 users × 80
+    requests, no think time), its score (:class:`envs.reward.ClassicObjective`) with the
+    evaluation weights, its fixed random start; ``overrides`` on top."""
+    return {"load": "classic", "objective": "classic", "init": "classic_fixed", **overrides}
 
 
 def _int(config: Mapping[str, Any], key: str, low: int) -> int:
@@ -74,17 +98,21 @@ class EnvSettings:
     backend: str
     backend_kwargs: dict[str, Any]
     replica: int | None
+    load: str
+    scenarios: str | tuple[Scenario, ...]
+    step_s: float
     users_range: tuple[int, int]
     requests_per_user: int
     load_draw: str
     load_seed: str
-    weights: RewardWeights
+    objective: Objective
     reward_mode: str
     episode_len: int
     catalogue: str
     services: tuple[str, ...] | None
-    init: str
+    init: str | None
     init_upper: int
+    tuned_config: dict[str, Any] | None
     seed: int
     unhealthy_penalty: float
     faults: tuple[Fault, ...]
@@ -128,34 +156,82 @@ class EnvSettings:
             raise ValueError("env_config['faults'] must be a sequence of "
                              "envs.backends.base.ServiceDown / LatencySpike, "
                              f"got {faults!r}")
-        penalty = c["unhealthy_penalty"]
-        if (isinstance(penalty, bool) or not isinstance(penalty, int | float)
-                or not math.isfinite(penalty) or penalty > 0):
-            raise ValueError(f"env_config['unhealthy_penalty'] must be a finite number <= 0, "
-                             f"got {penalty!r}")
         try:
             weights = RewardWeights(c["latency_weight"], c["latency_unit"])
         except ValueError as e:
             raise ValueError(f"env_config latency_weight/latency_unit: {e}") from None
+        objective_name = _choice(c, "objective", OBJECTIVES)
+        try:
+            objective: Objective = (SloObjective(c["late_weight"]) if objective_name == "slo"
+                                    else ClassicObjective(weights))
+        except ValueError as e:
+            raise ValueError(f"env_config['late_weight']: {e}") from None
+        penalty = c["unhealthy_penalty"]
+        if penalty is None:
+            penalty = objective.worst
+        if (isinstance(penalty, bool) or not isinstance(penalty, int | float)
+                or not math.isfinite(penalty) or penalty > 0):
+            raise ValueError(f"env_config['unhealthy_penalty'] must be a finite number <= 0 "
+                             f"(or None: the objective's worst score), got {penalty!r}")
+        step_s = c["step_s"]
+        if (isinstance(step_s, bool) or not isinstance(step_s, int | float)
+                or not math.isfinite(step_s) or step_s <= 0):
+            raise ValueError(f"env_config['step_s'] must be a positive number of seconds, "
+                             f"got {step_s!r}")
+        init = None if c["init"] is None else _choice(c, "init", INIT_MODES)
+        tuned = c["tuned_config"]
+        if tuned is not None and not isinstance(tuned, Mapping):
+            raise ValueError("env_config['tuned_config'] must be a mapping service -> "
+                             f"ConnectionPool or None, got {tuned!r}")
+        if init == "tuned" and tuned is None:
+            raise ValueError("env_config['init'] is 'tuned' but env_config['tuned_config'] "
+                             "is not given")
         return cls(
             backend=str(c["backend"]),
             backend_kwargs=dict(c["backend_kwargs"]),
             replica=replica,
+            load=_choice(c, "load", LOADS),
+            scenarios=_scenarios(c["scenarios"]),
+            step_s=float(step_s),
             users_range=(int(users[0]), int(users[1])),
             requests_per_user=_int(c, "requests_per_user", 1),
             load_draw=_choice(c, "load_draw", LOAD_DRAWS),
             load_seed=_choice(c, "load_seed", LOAD_SEEDS),
-            weights=weights,
+            objective=objective,
             reward_mode=_choice(c, "reward_mode", REWARD_MODES),
             episode_len=_int(c, "episode_len", 1),
             catalogue=str(c["catalogue"]),
             services=services,
-            init=_choice(c, "init", INIT_MODES),
+            init=init,
             init_upper=_int(c, "init_upper", 1),
+            tuned_config=None if tuned is None else dict(tuned),
             seed=_int(c, "seed", 0),
             unhealthy_penalty=float(penalty),
             faults=tuple(faults),
         )
+
+    @property
+    def start(self) -> str:
+        """The initial-configuration mode when it does not come from a scenario: ``init``, or
+        ``classic_fixed`` under the classic load."""
+        return self.init or "classic_fixed"
+
+
+def _scenarios(value: Any) -> str | tuple[Scenario, ...]:
+    """``env_config["scenarios"]`` validated: a set's name (:data:`envs.scenarios.SCENARIO_SETS`),
+    a YAML file's path (read now) or a non-empty sequence of :class:`~envs.scenarios.Scenario`."""
+    if isinstance(value, str):
+        if value in SCENARIO_SETS:
+            return value
+        if value.endswith((".yaml", ".yml")):
+            return tuple(load_scenarios(value))
+        raise ValueError(f"env_config['scenarios'] must be one of {sorted(SCENARIO_SETS)}, a "
+                         f".yaml path or a list of Scenario, got {value!r}")
+    if (isinstance(value, Mapping) or not isinstance(value, Sequence) or not value
+            or not all(isinstance(v, Scenario) for v in value)):
+        raise ValueError("env_config['scenarios'] must be a set's name, a .yaml path or a "
+                         f"non-empty list of envs.scenarios.Scenario, got {value!r}")
+    return tuple(value)
 
 
 _envs_built_from: dict[int, int] = {}
@@ -181,5 +257,5 @@ def next_env_index(env_config: object) -> int:
     return index
 
 
-__all__ = ["DEFAULT_ENV_CONFIG", "INIT_MODES", "LOAD_DRAWS", "LOAD_SEEDS", "EnvSettings",
-           "next_env_index"]
+__all__ = ["DEFAULT_ENV_CONFIG", "INIT_MODES", "LOADS", "LOAD_DRAWS", "LOAD_SEEDS", "EnvSettings",
+           "classic_env_config", "next_env_index"]
