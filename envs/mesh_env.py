@@ -21,7 +21,7 @@ from envs.istio import DestinationRule, rules_for
 from envs.measure import apply_config, max_p99_ms, run_checked
 from envs.observation import ObservationEncoder, ratio_scale
 from envs.reward import StepReward
-from envs.scenarios import SCENARIO_SETS, Scenario, draw
+from envs.scenarios import Scenario, draw
 from envs.settings import EnvSettings, next_env_index
 from envs.sockshop import HATCH_RATE_PER_S
 from envs.sockshop.slo import NOMINAL_RATE_RPS
@@ -361,7 +361,7 @@ class MeshEnv(gym.Env):
         """This episode's scenario: a draw from the named set or one of the given list."""
         chosen = self.settings.scenarios
         if isinstance(chosen, str):
-            return draw(SCENARIO_SETS[chosen], self.np_random, self.settings.episode_len)
+            return draw(chosen, self.np_random, self.settings.episode_len)
         return chosen[int(self.np_random.integers(len(chosen)))]
 
     def _check_scenario(self, scenario: Scenario) -> Scenario:

@@ -582,8 +582,8 @@ def load_scenarios(path: str | Path) -> list[Scenario]:
     """The scenarios of a YAML file holding a list of :meth:`Scenario.to_dict` mappings.
 
     Raises:
-        ValueError: unreadable YAML, not a list, or a bad field (one line naming the file, the
-            scenario's index and the field).
+        ValueError: a missing or unreadable file, malformed YAML, not a list, or a bad field
+            (one line naming the file, the scenario's index and the field).
     """
     path = Path(path)
     try:
@@ -593,6 +593,8 @@ def load_scenarios(path: str | Path) -> list[Scenario]:
         at = f" at line {where.line + 1}" if where is not None else ""
         problem = getattr(err, "problem", None) or type(err).__name__
         raise ValueError(f"{path}: malformed YAML{at}: {problem}") from None
+    except OSError as err:
+        raise ValueError(f"{path}: cannot read the scenario file: {err.strerror}") from None
     if not isinstance(data, list):
         raise ValueError(f"{path}: expected a YAML list of scenarios, got {type(data).__name__}")
     scenarios = []

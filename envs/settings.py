@@ -28,7 +28,7 @@ from envs.reward import (
     RewardWeights,
     SloObjective,
 )
-from envs.scenarios import SCENARIO_SETS, Scenario, load_scenarios
+from envs.scenarios import DISTRIBUTIONS, Scenario, load_scenarios
 
 #: The ``load_draw`` choices: the episode's users drawn once per env or at every reset.
 LOAD_DRAWS: tuple[str, ...] = ("per_env", "per_episode")
@@ -162,10 +162,10 @@ class EnvSettings:
             raise ValueError(f"env_config latency_weight/latency_unit: {e}") from None
         objective_name = _choice(c, "objective", OBJECTIVES)
         try:
-            objective: Objective = (SloObjective(c["late_weight"]) if objective_name == "slo"
-                                    else ClassicObjective(weights))
+            slo = SloObjective(c["late_weight"])  # checked whichever objective is chosen
         except ValueError as e:
             raise ValueError(f"env_config['late_weight']: {e}") from None
+        objective: Objective = slo if objective_name == "slo" else ClassicObjective(weights)
         penalty = c["unhealthy_penalty"]
         if penalty is None:
             penalty = objective.worst
@@ -218,14 +218,14 @@ class EnvSettings:
 
 
 def _scenarios(value: Any) -> str | tuple[Scenario, ...]:
-    """``env_config["scenarios"]`` validated: a set's name (:data:`envs.scenarios.SCENARIO_SETS`),
+    """``env_config["scenarios"]`` validated: a set's name (:data:`envs.scenarios.DISTRIBUTIONS`),
     a YAML file's path (read now) or a non-empty sequence of :class:`~envs.scenarios.Scenario`."""
     if isinstance(value, str):
-        if value in SCENARIO_SETS:
+        if value in DISTRIBUTIONS:
             return value
         if value.endswith((".yaml", ".yml")):
             return tuple(load_scenarios(value))
-        raise ValueError(f"env_config['scenarios'] must be one of {sorted(SCENARIO_SETS)}, a "
+        raise ValueError(f"env_config['scenarios'] must be one of {sorted(DISTRIBUTIONS)}, a "
                          f".yaml path or a list of Scenario, got {value!r}")
     if (isinstance(value, Mapping) or not isinstance(value, Sequence) or not value
             or not all(isinstance(v, Scenario) for v in value)):

@@ -11,6 +11,7 @@ from envs.backends.lease import leased_replicas
 from envs.istio import ConnectionPool, HttpSettings, TcpKeepalive, TcpSettings
 from envs.knobs import Knob, with_knob
 from envs.mesh_env import MeshEnv
+from envs.settings import classic_env_config
 
 S = 1_000  # ms per second
 
@@ -96,8 +97,9 @@ def index_of(name: str, knob: Knob, delta: int | None) -> int:
 
 # --- MeshEnv on the simulator ------------------------------------------------------------------
 
-#: A small load so each step is quick: 2..3 users, 30 requests each.
-FAST = {"users_range": (2, 3), "requests_per_user": 30, "episode_len": 4}
+#: The notebook's setup (closed loop, classic score) with a small load so each step is quick:
+#: 2..3 users, 30 requests each. The v1 defaults (open load, SLO objective) have their own tests.
+FAST = classic_env_config(users_range=(2, 3), requests_per_user=30, episode_len=4)
 
 
 @pytest.fixture(autouse=True)

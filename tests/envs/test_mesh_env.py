@@ -14,7 +14,7 @@ from envs.backends.base import BackendError
 from envs.backends.lease import ReplicaTakenError, leased_replicas
 from envs.istio import pools_of
 from envs.mesh_env import ENV_NAME, MeshEnv, register
-from envs.reward import RewardWeights, evaluation_score, score
+from envs.reward import RewardWeights, classic_evaluation_score, classic_score
 from envs.settings import DEFAULT_ENV_CONFIG
 from tests.envs._support import FAST, _no_leaked_leases, make  # noqa: F401  (autouse fixture)
 
@@ -49,7 +49,7 @@ def test_spaces():
     env = make()
     try:
         assert env.action_space.n == len(make_catalogue("classic")) == 144
-        assert env.observation_space.shape == (3 * 18 + 2 * 14 + 8 + 12 * 6 + 2,) == (164,)
+        assert env.observation_space.shape == (2 + 6 + 3 * 18 + 2 * 16 + 12 * (16 + 6),) == (358,)
         assert len(env.observation_names) == env.observation_space.shape[0]
         assert len(set(env.observation_names)) == len(env.observation_names)
     finally:
@@ -57,7 +57,8 @@ def test_spaces():
     env = make(catalogue="extended", services=["carts", "orders"])
     try:
         assert env.action_space.n == 2 * 21 + 1
-        assert env.observation_space.shape == (3 * 18 + 2 * 14 + 8 + 2 * 11 + 2,)
+        # the 12 untuned services' blocks join the global context
+        assert env.observation_space.shape == (2 + 6 + 3 * 18 + 12 * 16 + 2 * (16 + 11),)
     finally:
         env.close()
 
@@ -76,7 +77,7 @@ def test_info_has_the_contract_keys_and_consistent_values():
         assert info["failure_pct"] == pytest.approx(report.failure_pct)
         assert info["p99_ms"] == max(e.p99_ms for e in report.endpoints.values()
                                      if e.num_requests)
-        assert info["eval_score"] == pytest.approx(evaluation_score(report))
+        assert info["eval_score"] == pytest.approx(classic_evaluation_score(report))
         assert info["users"] == env.users and info["requests"] == env.users * 30
         assert info["action_desc"] == "carts: tcp.maxConnections +20"
     finally:
@@ -88,12 +89,12 @@ def test_reward_is_the_change_in_score():
     env = make(latency_weight=0.5, latency_unit="ms", episode_len=4)
     try:
         _, info = env.reset(seed=5)
-        previous = score(env.last_report, weights)
+        previous = classic_score(env.last_report, weights)
         assert info["initial_score"] == pytest.approx(previous)
         for action in (0, 13, 30, 100):
             _, reward, terminated, _, info = env.step(action)
             assert not terminated
-            current = score(env.last_report, weights)
+            current = classic_score(env.last_report, weights)
             assert info["score"] == pytest.approx(current)
             assert reward == pytest.approx(current - previous)
             previous = current
@@ -106,8 +107,8 @@ def test_absolute_reward_is_the_score_and_latency_unit_scales_it():
     try:
         env.reset(seed=5)
         _, reward, *_ = env.step(1)
-        assert reward == pytest.approx(score(env.last_report, RewardWeights(2.0, "s")))
-        assert reward == pytest.approx(score(env.last_report, RewardWeights(0.002, "ms")))
+        assert reward == pytest.approx(classic_score(env.last_report, RewardWeights(2.0, "s")))
+        assert reward == pytest.approx(classic_score(env.last_report, RewardWeights(0.002, "ms")))
     finally:
         env.close()
 
@@ -370,9 +371,10 @@ def test_unhealthy_config_terminates_with_the_penalty(mode):
             assert info[key] is None, key
         assert info["action_desc"] == "session-db: tcp.connectTimeout -50ms"
         assert env.last_report is None
-        # Nothing was measured: every seen channel is 0 and so is every measurement.
+        # Nothing was measured: every seen channel is 0 and so is every measurement (a
+        # destination's ``tcp`` flag is what it is, not a measurement).
         measured = [i for i, n in enumerate(env.observation_names)
-                    if n.startswith(("endpoint/", "service/"))]
+                    if n.startswith(("endpoint/", "service/", "run/")) and not n.endswith("/tcp")]
         assert not obs[measured].any()
         assert env.observation_space.contains(obs)
         with pytest.raises(RuntimeError, match="call reset"):

@@ -7,8 +7,15 @@ from __future__ import annotations
 import pytest
 
 from envs.backends.base import LatencySpike, ServiceDown
-from envs.reward import DEFAULT_UNHEALTHY_PENALTY
-from envs.settings import DEFAULT_ENV_CONFIG, EnvSettings, next_env_index
+from envs.reward import (
+    CLASSIC_WEIGHTS,
+    DEFAULT_UNHEALTHY_PENALTY,
+    ClassicObjective,
+    RewardWeights,
+    SloObjective,
+)
+from envs.scenarios import steady
+from envs.settings import DEFAULT_ENV_CONFIG, EnvSettings, classic_env_config, next_env_index
 from tests.envs._support import _no_leaked_leases, make  # noqa: F401  (autouse fixture)
 
 
@@ -32,19 +39,40 @@ def test_unknown_backend_is_named():
     ("catalogue", "huge", "unknown action catalogue 'huge'"),
     ("services", ["carts", "nosuch"], "unknown service"),
     ("seed", -1, r"env_config\['seed'\] must be an int >= 0"),
+    ("load", "closed", r"env_config\['load'\] must be one of \('open', 'classic'\)"),
+    ("objective", "p99", r"env_config\['objective'\] must be one of"),
+    ("late_weight", 2.0, r"env_config\['late_weight'\]: late_weight must be a number in"),
+    ("step_s", 0, r"env_config\['step_s'\] must be a positive number"),
+    ("scenarios", "weekly", r"env_config\['scenarios'\] must be one of \['held_out', "),
+    ("scenarios", [], r"env_config\['scenarios'\] must be a set's name"),
+    ("scenarios", "/nonexistent/s.yaml", "s.yaml"),
+    ("init", "tuned", r"env_config\['init'\] is 'tuned' but env_config\['tuned_config'\]"),
+    ("tuned_config", [1], r"env_config\['tuned_config'\] must be a mapping"),
 ])
 def test_bad_config_is_rejected_naming_the_problem(key, value, message):
     with pytest.raises(ValueError, match=message):
         make(**{key: value})
 
 
-def test_default_config_is_the_seed_setup():
-    assert DEFAULT_ENV_CONFIG["users_range"] == (10, 20)
-    assert DEFAULT_ENV_CONFIG["requests_per_user"] == 80
+def test_default_config_is_the_open_load_and_the_slo_objective():
+    settings = EnvSettings.from_config(None)
+    assert settings.load == "open" and settings.scenarios == "training"
+    assert settings.objective == SloObjective(1.0)
+    assert settings.unhealthy_penalty == -100.0  # every offered request failed
+    assert settings.init is None  # the scenario's start
     assert DEFAULT_ENV_CONFIG["episode_len"] == 20
-    assert DEFAULT_ENV_CONFIG["init"] == "classic_fixed"
     assert DEFAULT_ENV_CONFIG["reward_mode"] == "delta"
-    assert DEFAULT_UNHEALTHY_PENALTY == -1800.0
+
+
+def test_classic_env_config_is_the_notebook_setup():
+    settings = EnvSettings.from_config(classic_env_config())
+    assert settings.load == "classic" and settings.start == "classic_fixed"
+    assert settings.users_range == (10, 20) and settings.requests_per_user == 80
+    assert settings.objective == ClassicObjective(RewardWeights(0.1, "ms"))
+    assert settings.unhealthy_penalty == DEFAULT_UNHEALTHY_PENALTY == -1800.0
+    with_notebook_weights = EnvSettings.from_config(
+        classic_env_config(latency_weight=10_000.0, latency_unit="s"))
+    assert with_notebook_weights.objective == ClassicObjective(CLASSIC_WEIGHTS)
 
 
 def test_unknown_backend_is_named_by_the_registry():
@@ -76,3 +104,9 @@ def test_next_env_index_counts_envs_per_env_config_object():
     assert [next_env_index(first) for _ in range(3)] == [0, 1, 2]
     assert next_env_index(second) == 0
     assert next_env_index({}) == next_env_index({}) == 0  # a plain dict is not tracked
+
+
+def test_scenarios_may_be_a_list_or_a_named_distribution():
+    one = steady(60.0, 4)
+    assert EnvSettings.from_config({"scenarios": [one]}).scenarios == (one,)
+    assert EnvSettings.from_config({"scenarios": "held_out"}).scenarios == "held_out"
