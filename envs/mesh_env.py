@@ -106,7 +106,8 @@ class MeshEnv(gym.Env):
     ``p99_ms`` (largest endpoint p99), ``score`` / ``eval_score`` (the objective's / its fixed
     evaluation: :func:`envs.reward.evaluation_score` for ``slo``), ``initial_score`` /
     ``initial_eval_score``, ``scenario``, ``rate_rps``, ``users``, ``requests``,
-    ``action_desc``, ``step``, ``replica``; measurements None if no run.
+    ``action_desc``, ``step``, ``episode_len``, ``eval_worst`` (the objective's worst score),
+    ``replica``; measurements None if no run.
 
     ## Arguments
 
@@ -400,10 +401,7 @@ class MeshEnv(gym.Env):
         """Apply and return the episode's initial configuration (class doc, Starting State)."""
         s = self.settings
         if start in ("istio_default", "tuned"):
-            if start == "tuned" and s.tuned_config is None:
-                raise ValueError("the scenario starts from 'tuned' but env_config['tuned_config'] "
-                                 "is not given")
-            config = istio_default_config() if start == "istio_default" else dict(s.tuned_config)
+            config = istio_default_config() if start == "istio_default" else s.tuned()
             if not apply_config(self.backend, config):
                 raise BackendError(f"the mesh fails the health check with the {start} "
                                    "configuration")
@@ -442,7 +440,9 @@ class MeshEnv(gym.Env):
                 "initial_eval_score": self._initial_eval_score, "users": self.users,
                 "requests": load.requests, "rate_rps": load.arrival_rate_rps,
                 "scenario": self._scenario.name if self._scenario is not None else None,
-                "action_desc": action_desc, "step": self._t, "replica": self.replica}
+                "action_desc": action_desc, "step": self._t,
+                "episode_len": self.settings.episode_len, "eval_worst": objective.worst,
+                "replica": self.replica}
 
 
 def register() -> None:

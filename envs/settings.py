@@ -14,12 +14,14 @@ import math
 import weakref
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from envs.backends.base import Fault, LatencySpike, ServiceDown
 from envs.backends.registry import backend_factory
+from envs.istio import pools_of, read_rules
 from envs.reward import (
     OBJECTIVES,
     REWARD_MODES,
@@ -37,6 +39,10 @@ LOAD_SEEDS: tuple[str, ...] = ("per_run", "per_episode")
 #: The ``init`` choices: the episode's initial configuration (None: the scenario's start under
 #: the open load, ``classic_fixed`` under the classic load).
 INIT_MODES: tuple[str, ...] = ("classic_fixed", "classic_random", "istio_default", "tuned")
+#: The static configuration the ``tuned`` start uses when ``tuned_config`` is None: the best
+#: configuration TPE found with 201 runs on the steady nominal load (``experiments/tune_static.py``
+#: writes it), as DestinationRules an operator could apply.
+TUNED_STATIC_PATH = Path(__file__).resolve().parent / "data" / "tuned_static.yaml"
 #: The ``load`` choices: scenario-driven open-loop arrivals, or the notebook's closed loop.
 LOADS: tuple[str, ...] = ("open", "classic")
 
@@ -180,12 +186,11 @@ class EnvSettings:
                              f"got {step_s!r}")
         init = None if c["init"] is None else _choice(c, "init", INIT_MODES)
         tuned = c["tuned_config"]
-        if tuned is not None and not isinstance(tuned, Mapping):
+        if isinstance(tuned, str):
+            tuned = tuned_config_from(tuned)
+        elif tuned is not None and not isinstance(tuned, Mapping):
             raise ValueError("env_config['tuned_config'] must be a mapping service -> "
-                             f"ConnectionPool or None, got {tuned!r}")
-        if init == "tuned" and tuned is None:
-            raise ValueError("env_config['init'] is 'tuned' but env_config['tuned_config'] "
-                             "is not given")
+                             f"ConnectionPool, a DestinationRule YAML path or None, got {tuned!r}")
         return cls(
             backend=str(c["backend"]),
             backend_kwargs=dict(c["backend_kwargs"]),
@@ -210,11 +215,30 @@ class EnvSettings:
             faults=tuple(faults),
         )
 
+    def tuned(self) -> dict[str, Any]:
+        """The ``tuned`` start's configuration: ``tuned_config``, or the project's shipped
+        static configuration (:data:`TUNED_STATIC_PATH`) when None."""
+        if self.tuned_config is not None:
+            return dict(self.tuned_config)
+        return tuned_config_from(TUNED_STATIC_PATH)
+
     @property
     def start(self) -> str:
         """The initial-configuration mode when it does not come from a scenario: ``init``, or
         ``classic_fixed`` under the classic load."""
         return self.init or "classic_fixed"
+
+
+def tuned_config_from(path: str | Path) -> dict[str, Any]:
+    """The configuration (service → pool) of the DestinationRule YAML file at ``path``.
+
+    Raises:
+        ValueError: the file is missing, malformed or holds invalid rules (one line naming it).
+    """
+    try:
+        return dict(pools_of(read_rules(path)))
+    except (OSError, ValueError) as e:
+        raise ValueError(f"tuned configuration {path}: {e}") from None
 
 
 def _scenarios(value: Any) -> str | tuple[Scenario, ...]:

@@ -12,7 +12,14 @@ They are logged through RLlib's MetricsLogger and appear in Tune's results and T
 * ``unhealthy_end`` — fraction of episodes that ended because the mesh stopped serving (the
   env's health check failed after an action). Such an episode's last step ran no load, so it has
   no failure rate, latency or score: it counts here and in none of the metrics above (nothing is
-  made up for it).
+  made up for it);
+* ``eval_score_mean`` — the mean evaluation score of the episode's steps 1..episode_len: what a
+  controller delivers through a scenario of changing load and faults. Every step an unhealthy
+  end cut off counts as the objective's worst score (``info["eval_worst"]``: -100 for the SLO
+  objective, nothing served), so breaking the mesh never pays. Trials of a sweep are ranked by
+  it;
+* ``good_pct_mean`` / ``goodput_rps_mean`` / ``failure_pct_mean`` / ``latency_mean_ms_mean`` /
+  ``latency_p99_ms_mean`` — what users felt, mean over the episode's healthy steps.
 
 The same figures go to Ray's own metrics (``ray.util.metrics``), so that they show in the Ray
 dashboard's metrics view when a Prometheus scrapes Ray (README, "Watching a run"), per backend
@@ -28,7 +35,7 @@ and replica:
 from __future__ import annotations
 
 import time
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import ray
@@ -43,6 +50,37 @@ REQUIRED_INFO_KEYS = ("failure_pct", "p99_ms", "score", "eval_score", "initial_s
                       "initial_eval_score")
 EPISODE_METRICS = ("failure_pct", "p99_ms", "score", "eval_score", "score_gain",
                    "eval_score_gain")
+
+
+#: Per-step figures averaged over an episode's healthy steps (``<name>_mean``).
+STEP_MEANS = ("good_pct", "goodput_rps", "failure_pct", "latency_mean_ms", "latency_p99_ms")
+
+
+def trajectory_metrics(infos: Sequence[Mapping[str, Any]]) -> dict[str, float]:
+    """The episode-long metrics from every ``info`` of an episode (reset's first): the mean
+    evaluation score of steps 1..``episode_len`` (steps cut off by an unhealthy end count as
+    ``info["eval_worst"]``) and the :data:`STEP_MEANS` over the healthy steps.
+
+    Raises:
+        KeyError: the infos lack ``episode_len``, ``eval_worst`` or ``healthy``.
+    """
+    steps = list(infos[1:])
+    if not steps:
+        return {}
+    missing = [k for k in ("episode_len", "eval_worst", "healthy") if k not in steps[-1]]
+    if missing:
+        raise KeyError(f"env info lacks {missing} (got keys {sorted(steps[-1])})")
+    episode_len = int(steps[-1]["episode_len"])
+    healthy = [i for i in steps if i["healthy"]]
+    cut_off = episode_len - len(healthy)
+    worst = float(steps[-1]["eval_worst"])
+    out = {"eval_score_mean": (sum(float(i["eval_score"]) for i in healthy) + worst * cut_off)
+           / episode_len}
+    for key in STEP_MEANS:
+        values = [float(i[key]) for i in healthy if i.get(key) is not None]
+        if values:
+            out[f"{key}_mean"] = sum(values) / len(values)
+    return out
 
 
 def episode_metrics(final_info: Mapping[str, Any]) -> dict[str, float]:
@@ -144,5 +182,7 @@ class MeshMetricsCallback(RLlibCallback):
             raise ValueError("MeshMetricsCallback needs RLlib's metrics_logger")
         config = getattr(env_runner, "config", None)
         window = int(getattr(config, "metrics_num_episodes_for_smoothing", METRICS_WINDOW))
-        for name, value in episode_metrics(episode.get_infos(-1)).items():
+        metrics = {**episode_metrics(episode.get_infos(-1)),
+                   **trajectory_metrics(episode.get_infos())}
+        for name, value in metrics.items():
             metrics_logger.log_value(name, value, reduce="mean", window=window)

@@ -46,7 +46,7 @@ def test_unknown_backend_is_named():
     ("scenarios", "weekly", r"env_config\['scenarios'\] must be one of \['held_out', "),
     ("scenarios", [], r"env_config\['scenarios'\] must be a set's name"),
     ("scenarios", "/nonexistent/s.yaml", "s.yaml"),
-    ("init", "tuned", r"env_config\['init'\] is 'tuned' but env_config\['tuned_config'\]"),
+    ("tuned_config", "/nonexistent/t.yaml", "tuned configuration /nonexistent/t.yaml: "),
     ("tuned_config", [1], r"env_config\['tuned_config'\] must be a mapping"),
 ])
 def test_bad_config_is_rejected_naming_the_problem(key, value, message):
