@@ -152,7 +152,7 @@ def shared_module_settings(model_config: Mapping[str, Any] | None, obs_dim: int,
         raise ValueError(
             f"the action space has {num_actions} actions but model_config describes "
             f"{settings.num_services} services (service_features) x {acts} acts "
-            f"(acts_per_service){' + 1 no-op (noop_action)' if noop else ''} = "
+            f"(acts_per_service) + {int(noop)} no-op (noop_action={noop}) = "
             f"{settings.num_actions}")
     return settings
 
