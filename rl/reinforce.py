@@ -19,7 +19,10 @@ Settings beyond RLlib's own (``lr``, ``gamma``, ``train_batch_size``...), all se
 * ``rank_returns`` — replace each return-to-go by its centred rank among the batch's at the same
   step index (fitness shaping, :func:`rl.connectors.per_step_centered_ranks`; robust to the
   heavy-tailed returns of the mesh; takes the place of ``per_step_baseline``);
-* ``entropy_coeff`` — weight of the entropy bonus (0 = plain REINFORCE).
+* ``entropy_coeff`` — weight of the entropy bonus (0 = plain REINFORCE);
+* ``learned_baseline`` — subtract the module's value head ``V(s)`` from the (shaped)
+  returns-to-go and train it by MSE (:mod:`rl.learner`); off by default;
+* ``vf_loss_coeff`` — weight of that MSE in the loss.
 
 The policy network defaults to the original notebook's (see :mod:`rl.module`).
 """
@@ -172,6 +175,8 @@ class ReinforceConfig(AlgorithmConfig):
         self.per_step_baseline: bool = True
         self.rank_returns: bool = False
         self.entropy_coeff: float = 0.0
+        self.learned_baseline: bool = False
+        self.vf_loss_coeff: float = 1.0
         self.lr = 1e-3
         self.gamma = 0.99
         # Every train batch is made of whole episodes (REINFORCE needs the full return).
@@ -184,7 +189,9 @@ class ReinforceConfig(AlgorithmConfig):
                  normalize_returns: bool | Any = NotProvided,
                  per_step_baseline: bool | Any = NotProvided,
                  rank_returns: bool | Any = NotProvided,
-                 entropy_coeff: float | Any = NotProvided, **kwargs: Any) -> Self:
+                 entropy_coeff: float | Any = NotProvided,
+                 learned_baseline: bool | Any = NotProvided,
+                 vf_loss_coeff: float | Any = NotProvided, **kwargs: Any) -> Self:
         """RLlib's training settings plus the REINFORCE ones (see the module docstring)."""
         super().training(**kwargs)
         if num_episodes_per_train_batch is not NotProvided:
@@ -197,6 +204,10 @@ class ReinforceConfig(AlgorithmConfig):
             self.rank_returns = rank_returns
         if entropy_coeff is not NotProvided:
             self.entropy_coeff = entropy_coeff
+        if learned_baseline is not NotProvided:
+            self.learned_baseline = learned_baseline
+        if vf_loss_coeff is not NotProvided:
+            self.vf_loss_coeff = vf_loss_coeff
         return self
 
     def validate(self) -> None:
@@ -212,11 +223,20 @@ class ReinforceConfig(AlgorithmConfig):
                 f"least num_env_runners ({self.num_env_runners}) so every runner samples")
         if self.entropy_coeff < 0:
             raise ValueError(f"entropy_coeff must be >= 0, got {self.entropy_coeff}")
+        if not isinstance(self.learned_baseline, bool):
+            raise ValueError(f"learned_baseline must be a bool, got {self.learned_baseline!r}")
+        if not self.vf_loss_coeff >= 0:
+            raise ValueError(f"vf_loss_coeff must be >= 0, got {self.vf_loss_coeff}")
         if self.batch_mode != "complete_episodes":
             raise ValueError(f"REINFORCE needs batch_mode='complete_episodes', "
                              f"got {self.batch_mode!r}")
         if self.framework_str != "torch":
             raise ValueError(f"only framework='torch' is supported, got {self.framework_str!r}")
+
+    @property
+    def _model_config_auto_includes(self) -> dict[str, Any]:
+        """``value_head`` follows ``learned_baseline`` (a user's ``model_config`` overrides it)."""
+        return {**super()._model_config_auto_includes, "value_head": self.learned_baseline}
 
     def get_default_rl_module_spec(self) -> RLModuleSpec:
         """The notebook's softmax policy (:data:`rl.module.DEFAULT_POLICY_CONFIG`), overridable via

@@ -43,7 +43,8 @@ def test_hidden_sizes_and_dropout_are_configurable() -> None:
 
 
 @pytest.mark.parametrize(("key", "value"), [("hidden_sizes", [0]), ("hidden_sizes", "250"),
-                                            ("dropout", 1.0), ("activation", "gelu9")])
+                                            ("dropout", 1.0), ("activation", "gelu9"),
+                                            ("value_head", 1)])
 def test_bad_settings_name_the_key(key: str, value: object) -> None:
     with pytest.raises(ValueError, match=key):
         policy_config({key: value})
@@ -71,3 +72,18 @@ def test_rejects_non_discrete_actions() -> None:
     with pytest.raises(ValueError, match="Discrete"):
         RLModuleSpec(module_class=SoftmaxPolicyModule, observation_space=OBS,
                      action_space=gym.spaces.Box(0, 1, (2,))).build()
+
+
+def test_value_head_only_when_asked_and_only_on_the_learner() -> None:
+    assert not _module().has_value_head  # the notebook's network: no value head
+    module = _module(value_head=True, dropout=0.5)
+    assert module.has_value_head
+    assert not any(isinstance(layer, torch.nn.Dropout) for layer in module.value_net)
+    assert module.compute_values({Columns.OBS: torch.rand(4, 7)}).shape == (4,)
+    runner = RLModuleSpec(module_class=SoftmaxPolicyModule, observation_space=OBS,
+                          action_space=ACTIONS, model_config={"value_head": True},
+                          inference_only=True).build()
+    assert not runner.has_value_head
+    runner.set_state(module.get_state(inference_only=True))
+    with pytest.raises(ValueError, match="value_head"):
+        runner.compute_values({Columns.OBS: torch.rand(1, 7)})

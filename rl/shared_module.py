@@ -1,0 +1,246 @@
+"""A policy that learns one rule and applies it to every service: a shared-weight RLModule.
+
+For each service ``s`` one MLP ``phi`` (the same weights for every service) reads that
+service's own features ``obs[service_features[s]]`` plus the context shared by all services
+``obs[global_features]`` and scores the service's ``A`` acts. The logits are concatenated in
+service order — index ``s * A + a``, as :class:`envs.actions.ActionCatalogue` numbers its
+actions — and, with ``noop_action``, one more logit is appended last: a head over the mean of the
+services' embeddings (``phi``'s last hidden layer) and the global features. No parameter depends
+on the number of services ``S``: weights trained with one set of services can be loaded into a
+module over another (e.g. trained on SockShop's services, applied to another application's).
+Permuting the services permutes the logit blocks and leaves the no-op logit (and the value)
+unchanged.
+
+With ``value_head`` (set by ``ReinforceConfig.training(learned_baseline=True)``) the module
+also estimates ``V(s)`` for the learned baseline of :mod:`rl.learner`: its own per-service
+encoder (same shape as ``phi``'s hidden layers, separate weights, so the value loss does not
+pull the policy's features), mean-pooled over services, with the global features, into a small
+head. Permutation-invariant, and dropped from the env runners' inference-only copies.
+
+``model_config`` keys (issue 12's contract, §7):
+
+* ``service_features`` — S lists of F observation indices (one per service, equal lengths);
+* ``global_features`` — observation indices shared by all services (may be empty);
+* ``acts_per_service`` — ``A``, the acts of one service;
+* ``noop_action`` — whether the action space ends with one global no-op;
+* ``hidden`` — widths of ``phi``'s hidden layers (default ``[64, 64]``);
+* optional: ``activation`` (``relu`` | ``tanh`` | ``elu``, default ``relu``), ``value_head``.
+
+The action space must be ``Discrete(S * A + noop_action)``; a bad key raises ``ValueError``
+naming it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import gymnasium as gym
+import torch
+from ray.rllib.core.columns import Columns
+from ray.rllib.core.rl_module.apis import InferenceOnlyAPI, ValueFunctionAPI
+from ray.rllib.core.rl_module.torch import TorchRLModule
+
+from rl.module import (
+    activation,
+    activation_name,
+    no_value_head_error,
+    value_head_flag,
+)
+
+#: ``phi``'s hidden widths when ``model_config`` does not set ``hidden``.
+DEFAULT_HIDDEN: tuple[int, ...] = (64, 64)
+
+#: The keys every shared module needs (no default: they describe the env).
+REQUIRED_KEYS: tuple[str, ...] = ("service_features", "global_features", "acts_per_service",
+                                  "noop_action")
+
+
+@dataclass(frozen=True)
+class SharedModuleSettings:
+    """The checked ``model_config`` of a :class:`SharedServiceModule`.
+
+    Attributes:
+        service_features: per service, its observation indices (S tuples of F ints).
+        global_features: observation indices every service also reads (G ints).
+        acts_per_service: ``A``, logits per service.
+        noop_action: one extra, global, logit at the end.
+        hidden: widths of ``phi``'s hidden layers (the last is the embedding size).
+        activation: name of the hidden layers' activation.
+        value_head: build ``V(s)`` for the learned baseline.
+    """
+
+    service_features: tuple[tuple[int, ...], ...]
+    global_features: tuple[int, ...]
+    acts_per_service: int
+    noop_action: bool
+    hidden: tuple[int, ...]
+    activation: str
+    value_head: bool
+
+    @property
+    def num_services(self) -> int:
+        """``S``."""
+        return len(self.service_features)
+
+    @property
+    def num_actions(self) -> int:
+        """``S * A`` (+1 with the no-op): the size of the ``Discrete`` action space."""
+        return self.num_services * self.acts_per_service + int(self.noop_action)
+
+
+def _is_int(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _index_list(key: str, value: Any, obs_dim: int) -> tuple[int, ...]:
+    """A list of observation indices, each in ``0 .. obs_dim - 1``, else ``ValueError``."""
+    if not isinstance(value, Sequence) or isinstance(value, str):
+        raise ValueError(f"model_config[{key!r}] must be a list of ints, got {value!r}")
+    indices = tuple(value)
+    if not all(_is_int(i) for i in indices):
+        raise ValueError(f"model_config[{key!r}] must hold ints, got {value!r}")
+    outside = [i for i in indices if not 0 <= i < obs_dim]
+    if outside:
+        raise ValueError(f"model_config[{key!r}] has indices {outside} outside the "
+                         f"observation (size {obs_dim})")
+    return indices
+
+
+def shared_module_settings(model_config: Mapping[str, Any] | None, obs_dim: int,
+                           num_actions: int) -> SharedModuleSettings:
+    """Check ``model_config`` against the observation size and the action-space size.
+
+    Raises:
+        ValueError: naming the key — a required key is missing; ``service_features`` is empty,
+            has lists of unequal or zero length, or indices outside the observation;
+            ``global_features`` has indices outside it; ``acts_per_service`` is not a positive
+            int; ``noop_action``/``value_head`` not a bool; ``hidden`` not a non-empty list of
+            positive ints; or the action space's size is not ``S * A (+1)``.
+    """
+    config = dict(model_config or {})
+    missing = [key for key in REQUIRED_KEYS if key not in config]
+    if missing:
+        raise ValueError(f"model_config is missing {missing} (needed by SharedServiceModule)")
+    raw = config["service_features"]
+    if not isinstance(raw, Sequence) or isinstance(raw, str) or len(raw) == 0:
+        raise ValueError(f"model_config['service_features'] must be a non-empty list of lists "
+                         f"of ints, got {raw!r}")
+    services = tuple(_index_list("service_features", s, obs_dim) for s in raw)
+    lengths = sorted({len(s) for s in services})
+    if len(lengths) != 1 or lengths[0] == 0:
+        raise ValueError(f"model_config['service_features'] lists must all have the same, "
+                         f"non-zero length; got lengths {[len(s) for s in services]}")
+    global_features = _index_list("global_features", config["global_features"], obs_dim)
+    acts = config["acts_per_service"]
+    if not _is_int(acts) or acts < 1:
+        raise ValueError(f"model_config['acts_per_service'] must be a positive int, got {acts!r}")
+    noop = config["noop_action"]
+    if not isinstance(noop, bool):
+        raise ValueError(f"model_config['noop_action'] must be a bool, got {noop!r}")
+    hidden = config.get("hidden", DEFAULT_HIDDEN)
+    if (not isinstance(hidden, Sequence) or isinstance(hidden, str) or len(hidden) == 0
+            or not all(_is_int(h) and h > 0 for h in hidden)):
+        raise ValueError(f"model_config['hidden'] must be a non-empty list of positive ints, "
+                         f"got {hidden!r}")
+    settings = SharedModuleSettings(
+        service_features=services, global_features=global_features, acts_per_service=acts,
+        noop_action=noop, hidden=tuple(hidden), activation=activation_name(config),
+        value_head=value_head_flag(config.get("value_head", False)))
+    if settings.num_actions != num_actions:
+        raise ValueError(
+            f"the action space has {num_actions} actions but model_config describes "
+            f"{settings.num_services} services (service_features) x {acts} acts "
+            f"(acts_per_service) + {int(noop)} no-op (noop_action={noop}) = "
+            f"{settings.num_actions}")
+    return settings
+
+
+def _trunk(in_dim: int, hidden: Sequence[int], act: str) -> torch.nn.Sequential:
+    """``[Linear -> activation] * len(hidden)``: maps ``in_dim`` features to ``hidden[-1]``."""
+    layers: list[torch.nn.Module] = []
+    for width in hidden:
+        layers += [torch.nn.Linear(in_dim, width), activation(act)]
+        in_dim = width
+    return torch.nn.Sequential(*layers)
+
+
+def _head(in_dim: int, width: int, act: str) -> torch.nn.Sequential:
+    """``Linear(in_dim, width) -> activation -> Linear(width, 1)``: one scalar."""
+    return torch.nn.Sequential(torch.nn.Linear(in_dim, width), activation(act),
+                               torch.nn.Linear(width, 1))
+
+
+class SharedServiceModule(TorchRLModule, ValueFunctionAPI, InferenceOnlyAPI):
+    """A categorical policy whose per-service logits come from one network shared by all
+    services (see the module docstring for the layout and the ``model_config`` keys)."""
+
+    def setup(self) -> None:
+        """Check ``model_config`` against the spaces and build ``phi`` and the heads."""
+        if not isinstance(self.action_space, gym.spaces.Discrete):
+            raise ValueError(f"SharedServiceModule needs a Discrete action space, "
+                             f"got {self.action_space}")
+        if not isinstance(self.observation_space, gym.spaces.Box) or \
+                len(self.observation_space.shape) != 1:
+            raise ValueError(f"SharedServiceModule needs a flat Box observation space, "
+                             f"got {self.observation_space}")
+        s = shared_module_settings(self.model_config, int(self.observation_space.shape[0]),
+                                   int(self.action_space.n))
+        self.settings = s
+        in_dim = len(s.service_features[0]) + len(s.global_features)
+        width = s.hidden[-1]
+        self.encoder = _trunk(in_dim, s.hidden, s.activation)
+        self.act_head = torch.nn.Linear(width, s.acts_per_service)
+        self.noop_head = _head(width + len(s.global_features), width, s.activation) \
+            if s.noop_action else None
+        self.value_encoder: torch.nn.Sequential | None = None
+        self.value_head: torch.nn.Sequential | None = None
+        if s.value_head:
+            self.value_encoder = _trunk(in_dim, s.hidden, s.activation)
+            self.value_head = _head(width + len(s.global_features), width, s.activation)
+        # Not persistent: the state dict must not depend on S (or on where features sit).
+        self.register_buffer("service_index", torch.tensor(s.service_features,
+                                                           dtype=torch.long), persistent=False)
+        self.register_buffer("global_index", torch.tensor(s.global_features, dtype=torch.long),
+                             persistent=False)
+
+    def _inputs(self, obs: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """``(per-service inputs [..., S, F + G], global features [..., G])`` of ``obs``
+        (``[..., obs_dim]``)."""
+        obs = obs.float()
+        own = obs[..., self.service_index]
+        shared = obs[..., self.global_index]
+        tiled = shared.unsqueeze(-2).expand(*own.shape[:-1], shared.shape[-1])
+        return torch.cat([own, tiled], dim=-1), shared
+
+    def _forward(self, batch: dict[str, Any], **kwargs: Any) -> dict[str, Any]:
+        """Action logits ``[..., S * A (+1)]`` for ``batch[Columns.OBS]`` (``[..., obs_dim]``)."""
+        inputs, shared = self._inputs(batch[Columns.OBS])
+        embeddings = self.encoder(inputs)
+        logits = self.act_head(embeddings).flatten(-2)
+        if self.noop_head is not None:
+            pooled = torch.cat([embeddings.mean(dim=-2), shared], dim=-1)
+            logits = torch.cat([logits, self.noop_head(pooled)], dim=-1)
+        return {Columns.ACTION_DIST_INPUTS: logits}
+
+    @property
+    def has_value_head(self) -> bool:
+        """Whether :meth:`compute_values` works (built with a value head, not inference-only)."""
+        return getattr(self, "value_head", None) is not None
+
+    def compute_values(self, batch: dict[str, Any], embeddings: Any = None) -> torch.Tensor:
+        """``V(s)``, shape ``[...]``, in the units of the learner's returns-to-go.
+
+        ``embeddings`` is ignored: the value has its own encoder. ``ValueError`` if the module
+        has no value head.
+        """
+        if not self.has_value_head:
+            raise no_value_head_error(self)
+        inputs, shared = self._inputs(batch[Columns.OBS])
+        pooled = self.value_encoder(inputs).mean(dim=-2)
+        return self.value_head(torch.cat([pooled, shared], dim=-1)).squeeze(-1)
+
+    def get_non_inference_attributes(self) -> list[str]:
+        """The value encoder and head: acting never needs them."""
+        return ["value_encoder", "value_head"]
