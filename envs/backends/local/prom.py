@@ -164,7 +164,7 @@ class MeshMetrics:
         buckets = sorted(growth.items())
         return {f"p{round(q * 100)}": histogram_quantile(q, buckets) for q in quantiles}
 
-    def service_stats(self, start: float, end: float) -> dict[str, ServiceStats]:
+    def service_stats(self, start: float, end: float, duration_s: float = 0.0) -> dict[str, ServiceStats]:
         """Every SockShop service's figures over the window [start, end] (see the module
         docstring)."""
         self.check_no_reset(start, end)
