@@ -14,7 +14,7 @@ Two load shapes (``envs.backends.base.LoadSpec.mode``):
   The window starts from an idle mesh instead of a warm one; a closed loop is back in its
   steady state within one loop.
 * **open** (``--rate R``): sessions arrive as a Poisson process of ``R / 9`` sessions per second
-  (seeded: :func:`arrival_offsets`), each a fresh Locust user (its own connections) that runs
+  (seeded: ``arrivals.arrival_offsets``), each a fresh Locust user (its own connections) that runs
   the 9-request loop once and leaves. A session whose ``GET /catalogue`` fails (no item list)
   gives up: its 8 unsent requests are *abandoned* (counted while recording). The window starts
   at the first scheduled arrival on an idle mesh; ``max_lag_ms`` says how late the latest
@@ -48,13 +48,11 @@ monkey.patch_all()
 
 import argparse  # noqa: E402  (after the monkey-patching)
 import json  # noqa: E402
-import math  # noqa: E402
 import random  # noqa: E402
 import sys  # noqa: E402
 import time  # noqa: E402
 import urllib.request  # noqa: E402
 from collections import defaultdict  # noqa: E402
-from collections.abc import Iterator  # noqa: E402
 from typing import Any, ClassVar  # noqa: E402
 
 import gevent  # noqa: E402
@@ -63,31 +61,13 @@ import gevent.pool  # noqa: E402
 from locust import FastHttpUser, constant, events, task  # noqa: E402
 from locust.env import Environment  # noqa: E402
 
+from envs.backends.local.arrivals import arrival_offsets, nearest_rank  # noqa: E402
 from envs.sockshop import CUSTOMER, LOAD_TEST_LOOP  # noqa: E402
 from envs.sockshop.slo import slo_ms  # noqa: E402
 
 _STEP = {s.route: s for s in LOAD_TEST_LOOP}
 #: Requests of one session (the reference loop).
 LOOP_LEN = len(LOAD_TEST_LOOP)
-
-
-def arrival_offsets(session_rate_per_s: float, seed: int) -> Iterator[float]:
-    """Arrival times (s after the window's start) of an open load's sessions: a Poisson
-    process of ``session_rate_per_s`` sessions per second, exponential gaps drawn from
-    ``random.Random(seed)``. Endless; the first arrival is one gap after 0."""
-    if not session_rate_per_s > 0:
-        raise ValueError(f"session rate must be positive, got {session_rate_per_s}")
-    rng = random.Random(seed)
-    t = 0.0
-    while True:
-        t += rng.expovariate(session_rate_per_s)
-        yield t
-
-
-def nearest_rank(values: list[float], q: float) -> float:
-    """The nearest-rank ``q`` quantile (0 < q <= 1) of non-empty ``values``."""
-    ordered = sorted(values)
-    return ordered[max(0, math.ceil(q * len(ordered)) - 1)]
 
 
 class _Run:
@@ -108,6 +88,7 @@ class _Run:
     sessions_arrived = 0
     max_lag_s = 0.0
     fault_errors: ClassVar[list[str]] = []
+    session_errors: ClassVar[list[str]] = []
     # every recorded request (Locust's statistics' population): name -> [(ok, ms), ...]
     outcomes: ClassVar[dict[str, list[tuple[bool, float]]]] = defaultdict(list)
 
@@ -275,6 +256,7 @@ def run_open(host: str, rate_rps: float, requests: int, seed: int, max_seconds: 
     report document (see the module docstring)."""
     _Run.seed, _Run.requests, _Run.open_loop = seed, requests, True
     _Run.gate.set()
+    SockShopUser.host = host  # Locust's runner sets it on the users it spawns; these are ours
     env = Environment(user_classes=[SockShopUser], host=host, events=events)
     runner = env.create_local_runner()  # records the statistics; its own users never start
     env.events.request.add_listener(_record)
@@ -293,15 +275,18 @@ def run_open(host: str, rate_rps: float, requests: int, seed: int, max_seconds: 
     sessions = gevent.pool.Group()
 
     def session(k: int) -> None:
-        user = SockShopUser(env)
-        user.rng = random.Random(seed * 100_003 + k)
         try:
-            user.shop()
-        finally:
-            user.client.client.close()
+            user = SockShopUser(env)
+            user.rng = random.Random(seed * 100_003 + k)
+            try:
+                user.shop()
+            finally:
+                user.client.client.close()
+        except Exception as exc:  # a broken session ends the run with its error
+            _Run.session_errors.append(repr(exc))
+            done.set()
 
-    # the session stream's own seed, apart from the sessions' item choices
-    arrivals = arrival_offsets(rate_rps / LOOP_LEN, seed * 7_919 + 1)
+    arrivals = arrival_offsets(rate_rps / LOOP_LEN, seed)
     t0 = time.monotonic()
     _Run.started_at = time.time()
 
@@ -333,6 +318,9 @@ def run_open(host: str, rate_rps: float, requests: int, seed: int, max_seconds: 
 def _document(env: Environment, requests: int, max_seconds: float, users: int,
               ) -> dict[str, Any]:
     """The report document of a finished load (RuntimeError if it did not finish)."""
+    if _Run.session_errors:
+        raise RuntimeError(f"{len(_Run.session_errors)} open-loop sessions failed: "
+                           f"{_Run.session_errors[:3]}")
     if _Run.ended_at is None:
         raise RuntimeError(f"load did not reach {requests} requests in {max_seconds:.0f} s "
                            f"(counted {_Run.counted})")
