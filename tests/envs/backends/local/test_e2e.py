@@ -116,6 +116,7 @@ def check_report(report) -> None:
     for s in report.services.values():
         if s.num_requests or s.num_attempts:
             check_invariants(s)
+        assert s.in_flight_per_pool is not None
     good = 0
     for e in report.endpoints.values():
         assert e.num_good is not None and 0 <= e.num_good <= e.num_requests - e.num_failures
