@@ -339,7 +339,7 @@ class K8sMesh:
         window_s = max(1, math.ceil(end - start))
         queries = istio_queries(self.namespace, window_s)
         results = {name: self._query(name, q, eval_time) for name, q in queries.items()}
-        return service_stats(results, self.namespace), eval_time
+        return service_stats(results, self.namespace, float(window_s)), eval_time
 
     # -- close -------------------------------------------------------------------------------
 

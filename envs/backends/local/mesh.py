@@ -10,9 +10,11 @@ stops it again on :meth:`LocalMesh.close`.
   destinations), renames the new files into each sidecar's watched directories and returns once
   every Envoy's admin ``/config_dump`` shows the new versions and ``/clusters`` shows the new
   circuit-breaker thresholds. A file Envoy rejects puts the previous files back and raises.
-* :meth:`run_load` runs real Locust (:mod:`envs.backends.local.loadgen`) against the ingress
-  and builds the :class:`~envs.backends.report.LoadReport`: endpoints from Locust's statistics,
-  services from PromQL (:mod:`envs.backends.local.prom`).
+* :meth:`run_load` runs real Locust (:mod:`envs.backends.local.loadgen`) against the ingress —
+  closed loop (users) or open loop (Poisson sessions), with the load's faults (a service down,
+  a service slowed) switched on and off through the services host — and builds the
+  :class:`~envs.backends.report.LoadReport`: endpoints from Locust's statistics and per-request
+  SLO counts, services from PromQL over Envoy's own statistics (:mod:`envs.backends.local.prom`).
 * :meth:`close` re-applies the rules found at construction (and stops the replica if it
   started it); it also runs at interpreter exit, after SIGINT, and after SIGTERM (turned into
   ``SystemExit`` when the process had no SIGTERM handler of its own).
@@ -36,7 +38,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from envs.backends.base import BackendError, LoadSpec
+from envs.backends.base import BackendError, LatencySpike, LoadSpec, ServiceDown
 from envs.backends.lease import pid_alive
 from envs.backends.local import envoy_config as ec
 from envs.backends.local.ports import HOST, ReplicaPorts
@@ -50,7 +52,7 @@ from envs.backends.local.supervisor import (
 )
 from envs.backends.report import EndpointStats, LoadReport
 from envs.istio import DestinationRule, read_rules, write_rules
-from envs.sockshop import endpoint_names
+from envs.sockshop import SERVICE_NAMES, endpoint_names
 
 #: Seconds to wait for Envoy to take new resource files.
 APPLY_TIMEOUT_S = 10.0
@@ -65,6 +67,29 @@ PAUSE_S = 2.5
 #: Seconds between an apply and the next load, so Prometheus has scraped the replaced
 #: clusters' fresh counters before the window opens.
 APPLY_SETTLE_S = 1.5
+
+
+def fault_documents(load: LoadSpec) -> list[dict[str, Any]]:
+    """``load``'s faults as the load generator takes them (``loadgen --faults``): service,
+    kind (``down`` / ``slow``), window in seconds from the counted window's start, factor.
+    ValueError for a fault the simulator would reject too."""
+    docs = []
+    for f in load.faults:
+        if f.service not in SERVICE_NAMES:
+            raise ValueError(f"fault names unknown service {f.service!r}")
+        if not f.end_s > f.start_s >= 0:
+            raise ValueError(f"fault window must satisfy 0 <= start_s < end_s, got {f}")
+        if isinstance(f, ServiceDown):
+            docs.append({"service": f.service, "kind": "down", "start_s": f.start_s,
+                         "end_s": f.end_s, "factor": 1.0})
+        elif isinstance(f, LatencySpike):
+            if not f.factor > 0:
+                raise ValueError(f"LatencySpike.factor must be positive, got {f.factor}")
+            docs.append({"service": f.service, "kind": "slow", "start_s": f.start_s,
+                         "end_s": f.end_s, "factor": float(f.factor)})
+        else:
+            raise ValueError(f"unsupported fault {f!r}")
+    return docs
 
 
 def _get_json(url: str, timeout_s: float = 2.0) -> Any:
@@ -319,51 +344,67 @@ class LocalMesh:
             return False
 
     def run_load(self, load: LoadSpec, seed: int) -> LoadReport:
-        """Drive ``load`` with Locust through the ingress; the report's endpoints are Locust's
-        statistics, its services PromQL over the counted window."""
-        if load.mode != "closed":
-            raise BackendError("the local backend runs closed-loop loads only (Locust users)")
-        if load.faults:
-            raise BackendError("the local backend cannot inject faults "
-                               f"({[type(f).__name__ for f in load.faults]})")
+        """Drive ``load`` with Locust through the ingress (closed: users; open: sessions
+        arriving at ``load.arrival_rate_rps / 9`` per second), with its faults switched on and
+        off at their times; the report's endpoints are Locust's statistics plus ``num_good``,
+        its services PromQL over the counted window. Every fault is cleared afterwards, also
+        after an error."""
+        faults = fault_documents(load)
         self._check_alive()
         wait = APPLY_SETTLE_S - (time.monotonic() - self._last_apply)
-        if wait > 0 and not self.reset_stats_after_hatch:  # else the pause covers it
-            time.sleep(wait)
+        if wait > 0 and (load.mode == "open" or not self.reset_stats_after_hatch):
+            time.sleep(wait)  # a closed load's pause covers it otherwise
         self.reset_services()
-        doc = self._locust(load, seed)
+        try:
+            doc = self._locust(load, seed, faults)
+        finally:
+            if faults:
+                self.reset_services()  # every service up and at its speed again
         crashes = self._control("GET", "/stats")
         start, end = float(doc["started_at"]), float(doc["ended_at"]) + SETTLE_S
         pause = end + 0.3 - time.time()
         if pause > 0:
             time.sleep(pause)
-        services = self.metrics.service_stats(start, end)
+        duration_s = float(doc["duration_s"])
+        services = self.metrics.service_stats(start, end, duration_s)
         connect_ms = self.metrics.connect_ms_quantiles(start, end)
-        endpoints = {name: EndpointStats(name, 0, 0, None, None, None, None, None, None, 0.0)
+        endpoints = {name: EndpointStats(name, 0, 0, None, None, None, None, None, None, 0.0,
+                                         num_good=0)
                      for name in endpoint_names()}
         for row in doc["endpoints"]:
             if row["name"] not in endpoints:
                 raise BackendError(f"Locust reported an unknown endpoint {row['name']!r}")
             endpoints[row["name"]] = EndpointStats(**row)
+        extra: dict[str, Any] = {
+            "task_errors": int(doc["task_errors"]), "locust_errors": doc["errors"],
+            "connect_ms": connect_ms,
+            "frontend_crashes": int(crashes["frontend_crashes"]),
+            "frontend_down_ms": float(crashes["frontend_down_ms"]),
+            "replica": self.replica,
+            "window": [start, end], "run_dir": self.state.run_dir}
+        if load.mode == "open":
+            extra.update(sessions_arrived=int(doc["sessions_arrived"]),
+                         max_lag_ms=float(doc["max_lag_ms"]))
         return LoadReport(
-            endpoints=endpoints, services=services, duration_s=float(doc["duration_s"]),
-            users=load.users, backend=self.name,
-            extra={"task_errors": int(doc["task_errors"]), "locust_errors": doc["errors"],
-                   "connect_ms": connect_ms,
-                   "frontend_crashes": int(crashes["frontend_crashes"]),
-                   "frontend_down_ms": float(crashes["frontend_down_ms"]),
-                   "replica": self.replica,
-                   "window": [start, end], "run_dir": self.state.run_dir})
+            endpoints=endpoints, services=services, duration_s=duration_s,
+            users=load.users if load.mode == "closed" else 0, backend=self.name, extra=extra,
+            num_abandoned=int(doc["abandoned"]), latency_mean_ms=doc["latency_mean_ms"],
+            latency_p99_ms=doc["latency_p99_ms"])
 
-    def _locust(self, load: LoadSpec, seed: int) -> dict[str, Any]:
+    def _locust(self, load: LoadSpec, seed: int,
+                faults: list[dict[str, Any]]) -> dict[str, Any]:
         logs = Path(self.state.run_dir) / "logs"
         with tempfile.NamedTemporaryFile(suffix=".json", dir=logs, delete=False) as out:
             out_path = Path(out.name)
+        shape = (["--users", str(load.users)] if load.mode == "closed"
+                 else ["--rate", repr(float(load.arrival_rate_rps or 0.0))])
         argv = [sys.executable, str(Path(__file__).with_name("loadgen.py")),
-                "--host", f"http://{HOST}:{self.ports.ingress}", "--users", str(load.users),
+                "--host", f"http://{HOST}:{self.ports.ingress}", *shape,
                 "--requests", str(load.requests), "--hatch-rate", str(load.hatch_rate_per_s),
                 "--seed", str(seed), "--max-seconds", str(self.load_timeout_s),
                 "--pause-s", str(PAUSE_S),
+                "--faults", json.dumps(faults),
+                "--control", f"http://{HOST}:{self.ports.control}",
                 "--out", str(out_path)]
         if not self.reset_stats_after_hatch:
             argv.append("--no-reset-after-hatch")

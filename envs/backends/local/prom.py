@@ -1,33 +1,91 @@
 """Per-service figures of one load window, from the replica's Prometheus (PromQL over the
-Envoys' stats, through ``prometheus-api-client``).
+Envoys' own statistics, through ``prometheus-api-client``).
 
-What is read (Envoy stat → :class:`~envs.backends.report.ServiceStats` field), always summed
-over every calling proxy (the ``reporter="source"`` view) and over the callee's inbound cluster
-where Istio also enforces the pool:
+Every destination D is seen from two kinds of Envoy cluster: the **outbound** cluster
+``outbound|<port>||D…`` in every caller's sidecar (the caller's connection pool to D, with D's
+DestinationRule limits, behind Istio's default retry policy), and D's own **inbound** cluster
+``inbound|<port>||`` in D's sidecar (the callee-side pool in front of D's application, where
+Istio applies the same limits). All counts are sums over D's callers (the
+``reporter="source"`` view) and are exact differences over the window (see below).
 
-* ``num_requests``: HTTP — ``vhost.<dest>.vcluster.all.upstream_rq_<code>`` (one per caller
-  request, after retries, local 503s included); TCP — ``upstream_cx_total`` of the callers'
-  outbound clusters (connections, as Istio reports TCP);
-* ``error_ratio``: HTTP — share of those with code >= 500; TCP — (``upstream_cx_connect_fail``
-  + ``upstream_cx_overflow``) / connections;
-* ``p99_ms``: HTTP — ``histogram_quantile(0.99, ...)`` of the virtual cluster's
-  ``upstream_rq_time``; TCP — None (opaque TCP has no request duration, as in Istio);
-* ``uo_count``: HTTP — ``upstream_rq_pending_overflow`` + ``upstream_rq_active_overflow``;
-  TCP — ``upstream_cx_overflow`` (a refused connection);
-* ``uf_count``: ``upstream_cx_connect_fail`` (connect timeouts included);
-* ``retry_count``: ``upstream_rq_retry`` of the callers' outbound clusters.
+HTTP destinations — an *attempt* is one try of the callers' routers (first try or retry):
+
+* ``num_requests``: ``vhost.<D>.vcluster.all.upstream_rq_<code>`` (one per caller request,
+  after retries, local 503s included); ``error_ratio``: the share of those with code >= 500;
+* ``p99_ms``: ``histogram_quantile(0.99)`` of the virtual cluster's ``upstream_rq_time``;
+* ``num_attempts``: outbound ``upstream_rq_total`` (attempts given a connection) +
+  ``upstream_rq_pending_overflow`` + ``upstream_rq_active_overflow`` (attempts the pool
+  rejected: not in ``upstream_rq_total``) + ``upstream_rq_pending_failure_eject`` (attempts
+  failed while waiting for a connection that could not be set up: not in it either) — checked
+  on this Envoy: rq_total = first tries + ``upstream_rq_retry``;
+* ``uo_count`` (UO): ``upstream_rq_pending_overflow`` (``http1MaxPendingRequests``) +
+  ``upstream_rq_active_overflow`` (``http2MaxRequests``), outbound and inbound. Not
+  ``upstream_cx_overflow``: for HTTP/1.1 a connection over ``maxConnections`` is not opened and
+  the request waits as pending — it is rejected only when the pending queue overflows, which
+  ``upstream_rq_pending_overflow`` counts (``upstream_cx_overflow`` counts the times the
+  connection limit was hit, often several per request);
+* ``uf_count`` (UF), per attempt: outbound ``upstream_rq_pending_failure_eject`` — attempts
+  failed because the caller's sidecar could not set up a connection to D's sidecar (refused,
+  or ``connectTimeout`` expired: Envoy counts a connect timeout in both
+  ``upstream_cx_connect_fail`` and ``upstream_cx_connect_timeout``). Per connection
+  (``upstream_cx_connect_fail``) would under-count: one failed connection fails every attempt
+  waiting for it;
+* ``ut_count`` (UT): outbound ``upstream_rq_timeout`` + ``upstream_rq_per_try_timeout``, inbound
+  ``upstream_rq_timeout`` (0 unless a route sets a timeout: Istio's default routes set none);
+* ``reset_count``: inbound ``upstream_rq_pending_failure_eject`` (D's application refused the
+  connection: a service down) + inbound ``upstream_cx_destroy_remote_with_active_rq`` (D's
+  application dropped a connection with a request in flight; HTTP/1: one request per
+  connection). The caller's sidecar gets a 503 for each, which Istio's retry policy retries;
+* ``urx_count`` (URX): outbound ``upstream_rq_retry_limit_exceeded`` (requests that wanted
+  another retry after their ``num_retries``: they fail with the last attempt's answer);
+* ``retry_overflow_count``: outbound ``upstream_rq_retry_overflow`` (retries not sent: the
+  cluster's ``maxRetries`` circuit breaker or retry budget); ``retry_count``: outbound
+  ``upstream_rq_retry``;
+* ``mean_ms``: outbound ``upstream_rq_time`` sum / count (Envoy times a request from the end
+  of the caller's request to the end of the answer, pending wait and retries included);
+* ``in_flight_per_pool``: Little's law per calling sidecar's outbound cluster — the growth of
+  its ``upstream_rq_time`` sum (total request-milliseconds spent in that pool) over the load's
+  duration — and the largest over D's callers. The window starts and ends idle, so this is
+  the time-averaged number of requests in flight (active + pending) in that pool.
+
+TCP destinations — the "request" is a connection a caller's tcp_proxy asks for (tcp_proxy
+makes one connect attempt and never retries, so ``num_attempts = num_requests``):
+
+* ``num_requests``: outbound ``upstream_cx_total`` + ``upstream_cx_overflow`` (opened or
+  refused by the pool; an overflowed connection is never opened, so it is not in
+  ``upstream_cx_total``);
+* ``uo_count``: ``upstream_cx_overflow``, outbound and inbound;
+* ``uf_count``: outbound ``upstream_cx_connect_timeout`` (a connection to D's sidecar that did
+  not finish TCP + mTLS in time). Other outbound connect failures are D's own refusals: D's
+  sidecar accepts, its tcp_proxy cannot reach the application and closes — counted in
+  ``reset_count`` on D's side, not twice;
+* ``reset_count``: inbound ``upstream_cx_destroy_remote`` (D's application refused a
+  connection — Envoy counts a refused connect there too — or dropped an established one; the
+  SockShop DB servers never close a connection on their own);
+* ``error_ratio``: ``(uo + uf + reset) / num_requests``; ``p99_ms``, ``mean_ms``: None (opaque
+  TCP has no request duration, as in Istio); ``ut``, ``urx``, ``retry_overflow``, retries: 0
+  (tcp_proxy has no request timeout and no retry);
+* ``in_flight_per_pool``: ``avg_over_time`` of the outbound ``upstream_cx_active`` gauge over
+  the load's duration (one sample per scrape, each second), the largest over D's callers:
+  connections in use per pool, against ``tcp.maxConnections``.
+
+Invariants (checked by the tests on every report): ``uo + uf + ut + reset <= num_attempts``
+(disjoint attempts: outbound rejections and connect failures never reach D's sidecar; D's
+sidecar's rejections and refusals are attempts the outbound pool had sent),
+``retry_count <= num_attempts``, ``urx`` and ``retry_overflow <= num_requests``,
+``0 <= error_ratio <= 1``.
 
 Counts are exact differences of the counters between the window's start and end: Prometheus'
 ``increase()`` extrapolates to the window's edges, which inflates a 10–20 s window's counts by
 5–10 %, too much to compare with Locust. Both ends are instants at which the counters stand
-still (the load generator pauses every user across the window's start, and the window's end is
-read after the load has stopped and a scrape has followed), so the last scrape before each is
-exact. Counters are only reset when a cluster is replaced (an ``apply``), which never happens
-inside a load window; ``resets()`` over the window checks that, and a reset is a
-:class:`BackendError`. The p99 is Prometheus' ``histogram_quantile`` interpolation
-(:func:`histogram_quantile`) over the latency buckets' growth between the same two instants, so
-counts and latencies describe the same requests. A query that fails or returns nothing is a
-``BackendError``, never a default.
+still (the load generator pauses every user across the window's start, an open load starts on
+an idle mesh, and the window's end is read after the load has stopped and a scrape has
+followed), so the last scrape before each is exact. Counters are only reset when a cluster is
+replaced (an ``apply``), which never happens inside a load window; ``resets()`` over the window
+checks that, and a reset is a :class:`BackendError`. The p99 is Prometheus'
+``histogram_quantile`` interpolation (:func:`histogram_quantile`) over the latency buckets'
+growth between the same two instants, so counts and latencies describe the same requests. A
+query that fails or returns nothing is a ``BackendError``, never a default.
 """
 
 from __future__ import annotations
@@ -46,13 +104,49 @@ from envs.sockshop import SERVICE_NAMES
 #: Envoy counters read at the window's start and end.
 COUNTERS = (
     "envoy_vhost_vcluster_upstream_rq",
+    "envoy_cluster_upstream_rq_total",
     "envoy_cluster_upstream_rq_pending_overflow",
     "envoy_cluster_upstream_rq_active_overflow",
-    "envoy_cluster_upstream_cx_connect_fail",
-    "envoy_cluster_upstream_cx_overflow",
-    "envoy_cluster_upstream_cx_total",
+    "envoy_cluster_upstream_rq_pending_failure_eject",
+    "envoy_cluster_upstream_rq_timeout",
+    "envoy_cluster_upstream_rq_per_try_timeout",
     "envoy_cluster_upstream_rq_retry",
+    "envoy_cluster_upstream_rq_retry_overflow",
+    "envoy_cluster_upstream_rq_retry_limit_exceeded",
+    "envoy_cluster_upstream_rq_time_sum",
+    "envoy_cluster_upstream_rq_time_count",
+    "envoy_cluster_upstream_cx_total",
+    "envoy_cluster_upstream_cx_overflow",
+    "envoy_cluster_upstream_cx_connect_fail",
+    "envoy_cluster_upstream_cx_connect_timeout",
+    "envoy_cluster_upstream_cx_destroy_remote",
+    "envoy_cluster_upstream_cx_destroy_remote_with_active_rq",
 )
+#: Which counters (short names, ``envoy_cluster_`` dropped) feed which field, per direction
+#: and protocol (module docstring).
+_HTTP_SUMS: dict[str, tuple[tuple[str, str], ...]] = {
+    "attempts": (("out", "upstream_rq_total"), ("out", "upstream_rq_pending_overflow"),
+                 ("out", "upstream_rq_active_overflow"),
+                 ("out", "upstream_rq_pending_failure_eject")),
+    "uo": (("out", "upstream_rq_pending_overflow"), ("out", "upstream_rq_active_overflow"),
+           ("in", "upstream_rq_pending_overflow"), ("in", "upstream_rq_active_overflow")),
+    "uf": (("out", "upstream_rq_pending_failure_eject"),),
+    "ut": (("out", "upstream_rq_timeout"), ("out", "upstream_rq_per_try_timeout"),
+           ("in", "upstream_rq_timeout")),
+    "reset": (("in", "upstream_rq_pending_failure_eject"),
+              ("in", "upstream_cx_destroy_remote_with_active_rq")),
+    "urx": (("out", "upstream_rq_retry_limit_exceeded"),),
+    "retry_overflow": (("out", "upstream_rq_retry_overflow"),),
+    "retries": (("out", "upstream_rq_retry"),),
+    "time_sum": (("out", "upstream_rq_time_sum"),),
+    "time_count": (("out", "upstream_rq_time_count"),),
+}
+_TCP_SUMS: dict[str, tuple[tuple[str, str], ...]] = {
+    "attempts": (("out", "upstream_cx_total"), ("out", "upstream_cx_overflow")),
+    "uo": (("out", "upstream_cx_overflow"), ("in", "upstream_cx_overflow")),
+    "uf": (("out", "upstream_cx_connect_timeout"),),
+    "reset": (("in", "upstream_cx_destroy_remote"),),
+}
 _LATENCY_BUCKETS = "envoy_vhost_vcluster_upstream_rq_time_bucket"
 
 Series = dict[tuple[tuple[str, str], ...], float]
@@ -164,13 +258,48 @@ class MeshMetrics:
         buckets = sorted(growth.items())
         return {f"p{round(q * 100)}": histogram_quantile(q, buckets) for q in quantiles}
 
-    def service_stats(self, start: float, end: float) -> dict[str, ServiceStats]:
+    def _pool_time_ms(self, start: float, end: float) -> dict[tuple[str, str], float]:
+        """Growth of each outbound cluster's ``upstream_rq_time`` sum (request-ms) over the
+        window, by (destination, calling proxy)."""
+        out: dict[tuple[str, str], float] = defaultdict(float)
+        sel = f'envoy_cluster_upstream_rq_time_sum{{replica="{self.replica}"}}'
+        before, after = self.values_at(sel, start), self.values_at(sel, end)
+        for key, v1 in after.items():
+            labels = dict(key)
+            dest = destination_of(labels)
+            if dest is not None and labels.get("cluster_name", "").startswith("outbound|"):
+                out[(dest, labels.get("proxy", ""))] += v1 - before.get(key, 0.0)
+        return out
+
+    def tcp_connections_in_use(self, start: float, end: float) -> dict[str, float]:
+        """Per TCP destination, the largest over its callers' outbound clusters of the
+        time-averaged ``upstream_cx_active`` gauge over [start, end] (connections)."""
+        window_ms = max(1, round(1000 * (end - start)))
+        rows = self.query(f'avg_over_time(envoy_cluster_upstream_cx_active{{replica='
+                          f'"{self.replica}"}}[{window_ms}ms])', end)
+        out: dict[str, float] = {}
+        for row in rows:
+            labels = row["metric"]
+            dest = destination_of(labels)
+            if (dest is not None and is_tcp(dest)
+                    and labels.get("cluster_name", "").startswith("outbound|")):
+                out[dest] = max(out.get(dest, 0.0), float(row["value"][1]))
+        return out
+
+    def service_stats(self, start: float, end: float, duration_s: float,
+                      ) -> dict[str, ServiceStats]:
         """Every SockShop service's figures over the window [start, end] (see the module
-        docstring)."""
+        docstring); ``duration_s``: the load's own duration from ``start`` (the divisor of
+        Little's law; the window's tail after it is idle)."""
+        if not duration_s > 0:
+            raise ValueError(f"duration_s must be positive, got {duration_s}")
         self.check_no_reset(start, end)
         before = self.counters(start)
         after = self.counters(end)
-        totals: dict[str, dict[str, float]] = defaultdict(lambda: defaultdict(float))
+        # (dest, direction, short counter name) -> delta; vcluster requests by code apart
+        deltas: dict[tuple[str, str, str], float] = defaultdict(float)
+        requests: dict[str, float] = defaultdict(float)
+        errors: dict[str, float] = defaultdict(float)
         for key, v1 in after.items():
             labels = dict(key)
             dest = destination_of(labels)
@@ -181,48 +310,59 @@ class MeshMetrics:
                 raise BackendError(f"counter {labels.get('__name__')} of {dest} went down "
                                    f"({before.get(key)} → {v1}) inside the load window")
             name = labels["__name__"]
-            outbound = labels.get("cluster_name", "").startswith("outbound|")
             if name == "envoy_vhost_vcluster_upstream_rq":
-                if labels.get("envoy_virtual_cluster") != "all":
-                    continue
-                totals[dest]["requests"] += delta
-                if int(labels.get("envoy_response_code", "0")) >= 500:
-                    totals[dest]["errors"] += delta
-            elif name == "envoy_cluster_upstream_cx_total":
-                if outbound:
-                    totals[dest]["connections"] += delta
-            elif name == "envoy_cluster_upstream_cx_overflow":
-                if is_tcp(dest):
-                    totals[dest]["uo"] += delta
-            elif name in ("envoy_cluster_upstream_rq_pending_overflow",
-                          "envoy_cluster_upstream_rq_active_overflow"):
-                if not is_tcp(dest):
-                    totals[dest]["uo"] += delta
-            elif name == "envoy_cluster_upstream_cx_connect_fail":
-                totals[dest]["uf"] += delta
-            elif name == "envoy_cluster_upstream_rq_retry" and outbound:
-                totals[dest]["retries"] += delta
+                if labels.get("envoy_virtual_cluster") == "all":
+                    requests[dest] += delta
+                    if int(labels.get("envoy_response_code", "0")) >= 500:
+                        errors[dest] += delta
+                continue
+            cluster = labels.get("cluster_name", "")
+            direction = ("out" if cluster.startswith("outbound|")
+                         else "in" if cluster.startswith("inbound|") else None)
+            if direction is not None:
+                deltas[(dest, direction, name.removeprefix("envoy_cluster_"))] += delta
         p99 = self.p99_ms(start, end)
+        pool_ms = self._pool_time_ms(start, end)
+        tcp_in_use = self.tcp_connections_in_use(start, start + duration_s)
+
+        def total(dest: str, sums: dict[str, tuple[tuple[str, str], ...]], field: str) -> int:
+            return round(sum(deltas[(dest, d, c)] for d, c in sums.get(field, ())))
+
         stats: dict[str, ServiceStats] = {}
         for service in SERVICE_NAMES:
-            t = totals[service]
             if is_tcp(service):
-                n = round(t["connections"])
-                bad = t["uf"] + t["uo"]
-                p99_ms = None
-            else:
-                n = round(t["requests"])
-                bad = t["errors"]
-                p99_ms = p99.get(service) if n else None
-                if n and p99_ms is None:
-                    raise BackendError(f"{service} saw {n} requests but Prometheus has no "
-                                       "latency histogram for it")
+                attempts = total(service, _TCP_SUMS, "attempts")
+                uo, uf = total(service, _TCP_SUMS, "uo"), total(service, _TCP_SUMS, "uf")
+                reset = total(service, _TCP_SUMS, "reset")
+                stats[service] = ServiceStats(
+                    name=service, num_requests=attempts, p99_ms=None,
+                    error_ratio=(uo + uf + reset) / attempts if attempts else 0.0,
+                    uo_count=uo, uf_count=uf, retry_count=0, num_attempts=attempts,
+                    mean_ms=None, ut_count=0, reset_count=reset, urx_count=0,
+                    retry_overflow_count=0, in_flight_per_pool=tcp_in_use.get(service, 0.0))
+                continue
+            n = round(requests[service])
+            p99_ms = p99.get(service) if n else None
+            if n and p99_ms is None:
+                raise BackendError(f"{service} saw {n} requests but Prometheus has no "
+                                   "latency histogram for it")
+            timed = deltas[(service, "out", "upstream_rq_time_count")]
+            pools = [ms for (dest, _proxy), ms in pool_ms.items() if dest == service]
             stats[service] = ServiceStats(
                 name=service, num_requests=n, p99_ms=p99_ms,
-                error_ratio=(bad / n) if n else 0.0, uo_count=round(t["uo"]),
-                uf_count=round(t["uf"]), retry_count=round(t["retries"]))
+                error_ratio=errors[service] / n if n else 0.0,
+                uo_count=total(service, _HTTP_SUMS, "uo"),
+                uf_count=total(service, _HTTP_SUMS, "uf"),
+                retry_count=total(service, _HTTP_SUMS, "retries"),
+                num_attempts=total(service, _HTTP_SUMS, "attempts"),
+                mean_ms=deltas[(service, "out", "upstream_rq_time_sum")] / timed if timed
+                else None,
+                ut_count=total(service, _HTTP_SUMS, "ut"),
+                reset_count=total(service, _HTTP_SUMS, "reset"),
+                urx_count=total(service, _HTTP_SUMS, "urx"),
+                retry_overflow_count=total(service, _HTTP_SUMS, "retry_overflow"),
+                in_flight_per_pool=max(pools, default=0.0) / (1000.0 * duration_s))
         return stats
-
 
 
 def histogram_quantile(q: float, buckets: list[tuple[float, float]]) -> float | None:

@@ -20,9 +20,16 @@ The front-end's Node.js process crashes like the simulator's (``figures.FRONTEND
 a sidecar's plain-text 503, or any failure, of the calls whose reply it parses unguarded): its
 server closes, every connection to it is reset (the gateway answers 503), and it serves again
 after ``FRONTEND_RESTART_MS`` plus kubelet's CrashLoopBackOff for repeated crashes. A control
-endpoint (``POST /reset``: empty cart, clean restart history, front-end up; ``GET /stats``:
-crashes and down time since the reset) lets the backend start every run from the same state,
-as the simulator does.
+endpoint (``POST /reset``: empty cart, clean restart history, front-end up, every fault
+cleared; ``GET /stats``: crashes and down time since the reset; ``POST /fault``: a fault of
+``envs.backends.base``, on or off) lets the backend start every run from the same state, as the
+simulator does, and inject its faults:
+
+* a service **down** (``ServiceDown``): its server closes its listening socket and aborts every
+  open connection, so its sidecar's connections to it are refused and requests in flight are
+  reset — what a stopped process does; it listens again when the fault ends;
+* a service **slowed** ×k (``LatencySpike``): every work draw of the service is multiplied by
+  ``k`` while the fault is on.
 
 The TCP services (MongoDB, MySQL, redis, RabbitMQ) are line-based JSON servers; their callers
 use a driver shaped by ``figures.DRIVERS`` (``drivers.py``: a pool of up to N connections, one
@@ -113,20 +120,27 @@ class ShopHost:
         self.sessions: dict[str, ClientSession] = {}
         self.drivers: dict[tuple[str, str], TcpDriver] = {}
         self._runners: list[web.AppRunner] = []
-        self._servers: list[asyncio.base_events.Server] = []
         self._frontend: web.AppRunner | None = None
         self._frontend_restart: asyncio.TimerHandle | None = None
         self._tasks: set[asyncio.Task[None]] = set()
         self.frontend_down_until = 0.0
         self.frontend_crashes = 0
         self.frontend_down_ms = 0.0
+        self._service_runners: dict[str, web.AppRunner] = {}
+        self._tcp_servers: dict[str, asyncio.base_events.Server] = {}
+        self._tcp_writers: dict[str, set[asyncio.StreamWriter]] = {s: set() for s in SERVICE_NAMES}
+        #: services taken down by a ``ServiceDown`` fault
+        self.down: set[str] = set()
+        #: work multiplier per service slowed by a ``LatencySpike`` fault
+        self.slow: dict[str, float] = {}
 
     # ----- work ----------------------------------------------------------------------------
 
     def draw_work_ms(self, service: str, mean_ms: float) -> float:
         """The simulator's draw: lognormal with mean ``mean_ms`` and the service's sigma."""
         sigma = figures.SERVICE_PROFILES[service].work_sigma
-        return mean_ms * math.exp(sigma * self.rng.gauss(0.0, 1.0) - 0.5 * sigma * sigma)
+        factor = self.slow.get(service, 1.0)  # a LatencySpike fault's multiplier
+        return factor * mean_ms * math.exp(sigma * self.rng.gauss(0.0, 1.0) - 0.5 * sigma * sigma)
 
     async def work(self, service: str, mean_ms: float) -> None:
         """Run one chunk of ``service``'s CPU work (mean ``mean_ms``)."""
@@ -262,7 +276,7 @@ class ShopHost:
         task.add_done_callback(self._tasks.discard)
 
     async def _start_frontend(self) -> None:
-        if self._frontend is not None:
+        if self._frontend is not None or "front-end" in self.down:
             return
         app = web.Application()
         for key in ROUTES:
@@ -275,7 +289,11 @@ class ShopHost:
         self._frontend = runner
 
     async def reset(self) -> None:
-        """A fresh start for the next run: empty cart, no crash history, front-end up."""
+        """A fresh start for the next run: empty cart, no crash history, no fault, every
+        service up."""
+        self.slow.clear()
+        for service in sorted(self.down):
+            await self.set_down(service, False)
         self.cart.clear()
         self.frontend_crashes = 0
         self.frontend_down_ms = 0.0
@@ -295,9 +313,27 @@ class ShopHost:
                                       "frontend_down_ms": self.frontend_down_ms,
                                       "frontend_up": self._frontend is not None})
 
+        async def fault(request: web.Request) -> web.Response:
+            body = await request.json()
+            service, kind, on = str(body["service"]), str(body["kind"]), bool(body["on"])
+            if service not in SERVICE_NAMES or kind not in ("down", "slow"):
+                return web.json_response({"error": f"bad fault {body!r}"}, status=400)
+            if kind == "down":
+                await self.set_down(service, on)
+            elif on:
+                factor = float(body["factor"])
+                if not factor > 0:
+                    return web.json_response({"error": f"bad factor {factor}"}, status=400)
+                self.slow[service] = factor
+            else:
+                self.slow.pop(service, None)
+            return web.json_response({"ok": True, "down": sorted(self.down),
+                                      "slow": self.slow})
+
         app = web.Application()
         app.router.add_post("/reset", reset)
         app.router.add_get("/stats", stats)
+        app.router.add_post("/fault", fault)
         runner = web.AppRunner(app, access_log=None, handle_signals=False)
         await runner.setup()
         await web.TCPSite(runner, HOST, self.ports.control, reuse_address=True).start()
@@ -395,6 +431,7 @@ class ShopHost:
     def _tcp_handler(self, service: str):  # type: ignore[no-untyped-def]
         async def serve(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
             tasks: set[asyncio.Task[None]] = set()
+            self._tcp_writers[service].add(writer)
             try:
                 while True:
                     line = await reader.readline()
@@ -408,6 +445,7 @@ class ShopHost:
             finally:
                 for task in tasks:
                     task.cancel()
+                self._tcp_writers[service].discard(writer)
                 writer.close()
 
         return serve
@@ -460,32 +498,66 @@ class ShopHost:
                 self.drivers[(caller, dest)] = TcpDriver(
                     self.ports.outbound_tcp(caller, slot), drv.max_connections, drv.multiplexed)
         for service in SERVICE_NAMES:
-            port = self.ports.app(service)
-            if service == "front-end":
-                await self._start_frontend()
-                continue
-            if is_tcp(service):
-                server = await asyncio.start_server(self._tcp_handler(service), HOST, port,
-                                                    reuse_address=True, backlog=1024)
-                self._servers.append(server)
-                continue
-            app = web.Application()
-            for operation, call in operations_of(service).items():
-                method, path = split_operation(operation)
-                app.router.add_route(method, path, self._service_handler(service, call))
-            runner = web.AppRunner(app, access_log=None, handle_signals=False)
-            await runner.setup()
-            await web.TCPSite(runner, HOST, port, reuse_address=True, backlog=1024).start()
-            self._runners.append(runner)
+            await self._start_service(service)
         self._runners.append(await self._control())
+
+    async def _start_service(self, service: str) -> None:
+        """Open ``service``'s server on its application port (no-op if it is already up)."""
+        if service == "front-end":
+            await self._start_frontend()
+            return
+        if service in self._tcp_servers or service in self._service_runners:
+            return
+        port = self.ports.app(service)
+        if is_tcp(service):
+            self._tcp_servers[service] = await asyncio.start_server(
+                self._tcp_handler(service), HOST, port, reuse_address=True, backlog=1024)
+            return
+        app = web.Application()
+        for operation, call in operations_of(service).items():
+            method, path = split_operation(operation)
+            app.router.add_route(method, path, self._service_handler(service, call))
+        runner = web.AppRunner(app, access_log=None, handle_signals=False, shutdown_timeout=0.1)
+        await runner.setup()
+        await web.TCPSite(runner, HOST, port, reuse_address=True, backlog=1024,
+                          shutdown_timeout=0.1).start()
+        self._service_runners[service] = runner
+
+    async def set_down(self, service: str, down: bool) -> None:
+        """Take ``service`` down (``down``: stop listening, abort every connection: refused
+        connects and reset requests, as a stopped process gives) or bring it back up."""
+        if not down:
+            self.down.discard(service)
+            await self._start_service(service)
+            return
+        self.down.add(service)
+        if service == "front-end":
+            if self._frontend_restart is not None:
+                self._frontend_restart.cancel()
+                self._frontend_restart = None
+            runner, self._frontend = self._frontend, None
+            if runner is not None:
+                await self._kill(runner)
+        elif is_tcp(service):
+            server = self._tcp_servers.pop(service, None)
+            if server is not None:
+                server.close()
+                for writer in list(self._tcp_writers[service]):
+                    writer.transport.abort()
+                await server.wait_closed()
+        else:
+            runner = self._service_runners.pop(service, None)
+            if runner is not None:
+                await self._kill(runner)
 
     async def stop(self) -> None:
         """Close every server and client."""
         if self._frontend_restart is not None:
             self._frontend_restart.cancel()
-        for server in self._servers:
+        for server in self._tcp_servers.values():
             server.close()
-        for runner in [*self._runners, *([self._frontend] if self._frontend else [])]:
+        for runner in [*self._runners, *self._service_runners.values(),
+                       *([self._frontend] if self._frontend else [])]:
             await runner.cleanup()
         for session in self.sessions.values():
             await session.close()

@@ -335,6 +335,9 @@ class FakePrometheus:
         if "envoy_cluster" in q:
             assert f'namespace="{NS}"' in q, q
             assert r'cluster_name=~"outbound\\|[0-9]+\\|\\|[^.]+\\.' + NS in q, q
+            if q.startswith("sum by (cluster_name) (increase("
+                            "envoy_cluster_upstream_rq_retry_overflow{"):
+                return "retry_overflow"
             assert q.startswith("sum by (cluster_name) (increase(envoy_cluster_upstream_rq_retry{")
             return "retries"
         assert f'reporter="source",destination_service_namespace="{NS}"' in q, q
@@ -342,13 +345,21 @@ class FakePrometheus:
         if q.startswith("histogram_quantile(0.99, sum by (destination_service_name, le) "
                         "(rate(istio_request_duration_milliseconds_bucket{"):
             return "http_p99"
+        if q.startswith("sum by (destination_service_name, pod) (increase("
+                        "istio_request_duration_milliseconds_sum{"):
+            return "http_pool_ms"
         assert q.startswith("sum by (destination_service_name) (increase("), q
+        if "istio_request_duration_milliseconds_sum{" in q:
+            return "http_duration_ms"
+        if "istio_request_duration_milliseconds_count{" in q:
+            return "http_duration_n"
         if ' or (0 * ' not in q:
             return f"{proto}_requests"
-        if 'response_flags=~"(.*,)?UO(,.*)?"' in q:
-            return f"{proto}_uo"
-        if 'response_flags=~"(.*,)?UF(,.*)?"' in q:
-            return f"{proto}_uf"
+        for flag in ("UO", "UF", "UT", "URX"):
+            if f'response_flags=~"(.*,)?{flag}(,.*)?"' in q:
+                return f"{proto}_{flag.lower()}"
+        if 'response_flags=~"(.*,)?(UC|UR)(,.*)?"' in q:
+            return f"{proto}_reset"
         if proto == "http":
             assert 'response_code!~"[123].."' in q, q
         else:
@@ -374,12 +385,25 @@ class FakePrometheus:
             "http_failed": lambda: per(CALLED_HTTP, lambda i: 10.0 if i == 0 else 0.0),
             "http_uo": lambda: per(CALLED_HTTP, lambda i: 4.0 if i == 0 else 0.0),
             "http_uf": lambda: per(CALLED_HTTP, lambda i: 0.0),
+            "http_ut": lambda: per(CALLED_HTTP, lambda i: 1.0 if i == 0 else 0.0),
+            "http_reset": lambda: per(CALLED_HTTP, lambda i: 2.0 if i == 0 else 0.0),
+            "http_urx": lambda: per(CALLED_HTTP, lambda i: 3.0 if i == 0 else 0.0),
             "http_p99": lambda: per(CALLED_HTTP, lambda i: 250.0 + i),
+            "http_duration_ms": lambda: per(CALLED_HTTP, lambda i: 4000.0 * (100.0 + i)),
+            "http_duration_n": lambda: per(CALLED_HTTP, lambda i: 100.0 + i),
+            # two calling pods per destination: the busier one is the demand
+            "http_pool_ms": lambda: [
+                sample({"destination_service_name": s, "pod": f"{pod}-0"}, ms)
+                for s in CALLED_HTTP for pod, ms in (("front-end", 60_000.0),
+                                                     ("orders", 30_000.0))],
             "tcp_requests": lambda: per(TCP, lambda i: 30.4),
             "tcp_failed": lambda: per(TCP, lambda i: 0.0),
             "tcp_uo": lambda: per(TCP, lambda i: 0.0),
             "tcp_uf": lambda: per(TCP, lambda i: 1.0),
+            "tcp_ut": lambda: per(TCP, lambda i: 0.0),
+            "tcp_reset": lambda: per(TCP, lambda i: 2.0 if i == 0 else 0.0),
             "retries": lambda: clusters(HTTP + TCP, lambda i: 3.0 if i == 0 else 0.0),
+            "retry_overflow": lambda: clusters(HTTP + TCP, lambda i: 1.0 if i == 0 else 0.0),
         }[kind]()
 
 

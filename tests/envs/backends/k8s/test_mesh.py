@@ -4,6 +4,7 @@ Prometheus on 127.0.0.1 (``_fakes.py``). No cluster is involved."""
 from __future__ import annotations
 
 import json
+import math
 from collections.abc import Callable
 from typing import Any
 
@@ -34,6 +35,7 @@ from tests.envs.backends.k8s._fakes import (
     dr,
     mesh,
 )
+from tests.envs.backends.local.test_causes import check_invariants
 
 # ---------------------------------------------------------------------------------------------
 # Restore: close, context manager, atexit, rollback
@@ -168,8 +170,10 @@ def test_run_load_creates_a_job_and_reads_istio_metrics(load_setup: Any) -> None
     # polled until done, then waited for the metrics to settle: END + 10 s lag
     assert sleeps.calls[:2] == [2.0, 2.0]
     assert prom.seen and set(prom.seen) == {
-        "http_requests", "http_failed", "http_uo", "http_uf", "http_p99", "tcp_requests",
-        "tcp_failed", "tcp_uo", "tcp_uf", "retries"}
+        "http_requests", "http_failed", "http_uo", "http_uf", "http_ut", "http_reset",
+        "http_urx", "http_p99", "http_duration_ms", "http_duration_n", "http_pool_ms",
+        "tcp_requests", "tcp_failed", "tcp_uo", "tcp_uf", "tcp_ut", "tcp_reset", "retries",
+        "retry_overflow"}
     assert report.backend == "k8s" and report.users == 10
     assert report.duration_s == pytest.approx(40.4)
     orders = report.endpoints["POST /orders"]
@@ -179,12 +183,23 @@ def test_run_load_creates_a_job_and_reads_istio_metrics(load_setup: Any) -> None
     assert (carts.num_requests, carts.uo_count, carts.uf_count) == (100, 4, 0)
     assert carts.error_ratio == pytest.approx(0.1)
     assert carts.p99_ms == 250.0 and carts.retry_count == 3  # not sockshop-9's 999
+    # the causes from response_flags, attempts = first tries + retries, demand per pod
+    assert (carts.ut_count, carts.reset_count, carts.urx_count) == (1, 2, 3)
+    assert carts.num_attempts == 103 and carts.retry_overflow_count == 1
+    assert carts.mean_ms == pytest.approx(4000.0)
+    window_s = math.ceil(40.4)
+    assert carts.in_flight_per_pool == pytest.approx(60.0 / window_s)  # front-end's pod
     catalogue = report.services["catalogue"]
     assert (catalogue.num_requests, catalogue.error_ratio, catalogue.p99_ms) == (101, 0.0, 251.0)
     assert report.services["queue-master"] == report.services["queue-master"].__class__(
-        "queue-master", 0, None, 0.0, 0, 0, 0)
+        "queue-master", 0, None, 0.0, 0, 0, 0, num_attempts=0, ut_count=0, reset_count=0,
+        urx_count=0, retry_overflow_count=0, in_flight_per_pool=0.0)
     mongo = report.services["carts-db"]
     assert (mongo.num_requests, mongo.uf_count, mongo.p99_ms) == (30, 1, None)
+    assert mongo.mean_ms is None and mongo.in_flight_per_pool is None
+    for s in report.services.values():
+        if s.num_requests:
+            check_invariants(s)
     assert set(report.services) == {s.name for s in SERVICES}
     assert set(report.endpoints) <= set(endpoint_names())  # the simulator's endpoint names
     assert report.extra["job"] == "locust-00001"

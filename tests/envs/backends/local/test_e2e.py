@@ -7,6 +7,7 @@ One replica (index :data:`REPLICA`) serves the module; short loads (a few second
 from __future__ import annotations
 
 import contextlib
+import itertools
 import json
 import math
 import os
@@ -19,14 +20,17 @@ import urllib.request
 
 import pytest
 
-from envs.backends.base import BackendError, LoadSpec
+from envs.backends.base import BackendError, LoadSpec, ServiceDown
 from envs.backends.lease import pid_alive
 from envs.backends.local import LocalMesh, start_replica, stop_replica
 from envs.backends.local import envoy_config as ec
+from envs.backends.local.arrivals import arrival_offsets
 from envs.backends.local.ports import ReplicaPorts
 from envs.backends.local.supervisor import busy_ports, read_state
 from envs.cli import main as cli_main
 from envs.istio import ConnectionPool, DestinationRule, HttpSettings, TcpSettings, cluster_name
+from envs.sockshop.slo import slo_ms
+from tests.envs.backends.local.test_causes import check_invariants
 
 pytestmark = pytest.mark.slow
 
@@ -81,12 +85,48 @@ def _listening_addresses(pids: list[int]) -> set[tuple[str, int]]:
 @pytest.fixture(scope="module")
 def mesh():
     m = LocalMesh(replica=REPLICA, start=True)
+    children = _children_of(m.state.pid)  # services host, 15 Envoys, Prometheus
     try:
         yield m
     finally:
         m.close()
     assert read_state(REPLICA) is None
     assert busy_ports(list(ReplicaPorts(REPLICA).all_ports())) == []
+    assert not any(pid_alive(c) for c in children)
+
+
+def _cmdline(pid: int) -> str:
+    try:
+        with open(f"/proc/{pid}/cmdline", "rb") as fh:
+            return fh.read().replace(b"\0", b" ").decode(errors="replace")
+    except OSError:
+        return ""
+
+
+@pytest.fixture(autouse=True)
+def no_load_generator_left():
+    """After every test: no Locust process of ours is left."""
+    yield
+    left = [c for c in _children_of(os.getpid()) if "loadgen.py" in _cmdline(c)]
+    assert left == [], left
+
+
+def check_report(report) -> None:
+    """What every local report must satisfy (the report contract)."""
+    for s in report.services.values():
+        if s.num_requests or s.num_attempts:
+            check_invariants(s)
+        assert s.in_flight_per_pool is not None
+    good = 0
+    for e in report.endpoints.values():
+        assert e.num_good is not None and 0 <= e.num_good <= e.num_requests - e.num_failures
+        if e.num_requests and e.num_good == e.num_requests - e.num_failures:
+            assert e.max_ms is None or e.num_failures or e.max_ms <= slo_ms(e.name) + 1
+        good += e.num_good
+    assert report.num_good == good and 0.0 <= report.good_pct <= 100.0
+    assert report.latency_mean_ms is not None and report.latency_p99_ms is not None
+    assert report.latency_p99_ms >= report.latency_mean_ms * 0.5
+    assert report.num_abandoned % 8 == 0
 
 
 def _locust_503s(report) -> int:
@@ -106,6 +146,7 @@ def test_tight_limits_give_503_uo_in_locust_and_prometheus(mesh):
     assert abs(fe.uo_count - locust_503) <= LOAD.users, (fe, locust_503)
     assert abs(fe.num_requests - report.num_requests) <= LOAD.users, (fe, report.num_requests)
     assert fe.error_ratio > 0.1
+    check_report(report)
 
 
 def test_loose_limits_after_a_live_change_give_no_overflow(mesh):
@@ -124,6 +165,72 @@ def test_loose_limits_after_a_live_change_give_no_overflow(mesh):
     assert fe.p99_ms is not None and fe.p99_ms > 0
     assert report.services["carts-db"].num_requests > 0  # TCP connections through tcp_proxy
     assert report.services["carts-db"].p99_ms is None
+    check_report(report)
+
+
+def _open(rate_rps: float, requests: int, *faults) -> LoadSpec:
+    return LoadSpec(users=0, requests=requests, mode="open", arrival_rate_rps=rate_rps,
+                    faults=tuple(faults))
+
+
+def test_open_load_honours_the_offered_rate(mesh):
+    mesh.apply([])
+    rate, seed = 45.0, 5
+    report = mesh.run_load(_open(rate, 315), seed=seed)
+    check_report(report)
+    d, n = report.duration_s, report.extra["sessions_arrived"]
+    # the generator followed its seeded Poisson schedule: every session due before the end
+    # (less the largest lateness) arrived, none due after it
+    lag_s = report.extra["max_lag_ms"] / 1000.0
+    assert lag_s < 0.25, report.extra
+    offsets = list(itertools.takewhile(lambda t: t <= d, arrival_offsets(rate / 9, seed)))
+    assert sum(t <= d - lag_s for t in offsets) <= n <= len(offsets)
+    # the offered rate is the schedule's: 9 requests per session; a Poisson count of n
+    # sessions has a relative standard deviation of 1/sqrt(n), so 3 of them is the tolerance
+    assert abs(9 * n / d / rate - 1) <= 3 / math.sqrt(n), (n, d)
+    # what was recorded is what was offered, less the sessions still running at the end
+    # (a session lasts under a second here: at 5 sessions/s a few sessions' requests, <15 %)
+    assert 0.85 * 9 * n <= report.offered_requests <= 9 * n
+    assert report.num_abandoned == 0 and report.num_failures <= 0.05 * report.num_requests
+    assert report.good_pct > 80.0, report.to_locust_table()
+
+
+def test_a_tiny_pool_overflows_and_loses_good_requests(mesh):
+    load = _open(60.0, 270)
+    mesh.apply([])
+    loose = mesh.run_load(load, seed=7)
+    mesh.apply(TIGHT_FRONT_END)
+    tight = mesh.run_load(load, seed=7)  # the same arrivals
+    mesh.apply([])
+    for report in (loose, tight):
+        check_report(report)
+    assert all(s.uo_count == 0 for s in loose.services.values())
+    fe = tight.services["front-end"]
+    assert fe.uo_count > 0 and fe.num_attempts >= fe.num_requests
+    assert tight.good_pct < loose.good_pct - 5.0, (tight.good_pct, loose.good_pct)
+    # the gateway's pool to the front-end is the one that overflows: demand above its limit
+    assert fe.in_flight_per_pool is not None and fe.in_flight_per_pool > 0
+
+
+def test_a_dead_service_shows_resets_and_a_dead_catalogue_abandons_sessions(mesh):
+    mesh.apply([])
+    report = mesh.run_load(_open(90.0, 30, ServiceDown("catalogue", 0.0, 600.0)), seed=3)
+    check_report(report)
+    cat = report.services["catalogue"]
+    assert cat.reset_count > 0 and cat.uf_count == 0  # refused by catalogue itself
+    assert cat.retry_count > 0  # Istio's retry policy retries the 503s of the refusals
+    # every session's catalogue failed, save those that raced the fault's start
+    catalogue_requests = report.endpoints["GET /catalogue"].num_requests
+    assert report.num_abandoned >= 8 * (catalogue_requests - 2) > 0
+    assert report.good_pct < 20.0
+    assert mesh.healthy()  # the fault was cleared after the run
+    # a TCP service down: carts-db refuses carts' connections
+    report = mesh.run_load(LoadSpec(users=4, requests=120, hatch_rate_per_s=20.0,
+                                    faults=(ServiceDown("carts-db", 0.0, 600.0),)), seed=4)
+    check_report(report)
+    db = report.services["carts-db"]
+    assert db.reset_count > 0 and db.error_ratio > 0.5, db
+    assert mesh.healthy()
 
 
 def test_an_unparsable_503_crashes_the_front_end_and_a_reset_brings_it_back(mesh):
