@@ -175,17 +175,27 @@ def label(case: dict[str, Any]) -> str:
     return f"{case['mode']}/{fault}"
 
 
-def field_diffs(old: Any, new: Any, path: str = "") -> list[str]:
-    """The paths (``services.carts.uf_count``) where two JSON-like values differ."""
+def field_diffs(old: Any, new: Any, path: tuple[str, ...] = ()) -> list[tuple[str, ...]]:
+    """The paths (``("services", "carts", "uf_count")``) where two JSON-like values differ."""
     if isinstance(old, dict) and isinstance(new, dict):
         out = []
         for k in sorted(set(old) | set(new)):
             if k not in old or k not in new:
-                out.append(f"{path}{k}")
+                out.append((*path, k))
             else:
-                out.extend(field_diffs(old[k], new[k], f"{path}{k}."))
+                out.extend(field_diffs(old[k], new[k], (*path, k)))
         return out
-    return [] if old == new else [path.rstrip(".")]
+    return [] if old == new else [path]
+
+
+def field_kind(path: tuple[str, ...]) -> str:
+    """A difference's path with the endpoint / service / per-service key as ``*``."""
+    parts = list(path)
+    if len(parts) > 1 and parts[0] in ("services", "endpoints"):
+        parts[1] = "*"
+    elif len(parts) > 2 and parts[0] == "extra":
+        parts[2] = "*"
+    return ".".join(parts)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -203,6 +213,8 @@ def main(argv: list[str] | None = None) -> int:
     all_cases = cases(args.cases)
     if args.dump or args.diff:
         views = [legacy_view(run_case(c)) for c in all_cases]
+        # the views went through JSON in a dump: compare like with like
+        views = json.loads(json.dumps(views, allow_nan=False))
         if args.dump:
             args.dump.parent.mkdir(parents=True, exist_ok=True)
             args.dump.write_text(json.dumps(views, allow_nan=False))
@@ -219,9 +231,7 @@ def main(argv: list[str] | None = None) -> int:
             diffs = field_diffs(old, new)
             by_label.setdefault(label(all_cases[i]), []).append(int(bool(diffs)))
             for f in diffs:
-                key = ".".join(p if j != 1 or f.split(".")[0] not in ("services", "endpoints")
-                               else "*" for j, p in enumerate(f.split(".")))
-                fields[key] = fields.get(key, 0) + 1
+                fields[field_kind(f)] = fields.get(field_kind(f), 0) + 1
         for lab, flags in sorted(by_label.items()):
             print(f"{lab:<28} {sum(flags):>4} of {len(flags):>4} cases differ")
         for f, n in sorted(fields.items(), key=lambda kv: -kv[1]):
