@@ -227,15 +227,15 @@ def simulate(
     seed, job_cap, user_cap, timer_cap,
 ):
     """Run one load; returns (status, rec_ep, rec_lat_ms, rec_fail, t_start_ms, t_end_ms,
-    svc_stats, srec_svc, srec_lat_ms, extra, attempt_ms, cl_in_flight_area).
+    svc_stats, srec_svc, srec_lat_ms, extra, attempt_ms, in_flight_area).
 
     ``rec_*`` hold exactly ``n_requests`` Locust records (endpoint index, latency, failed);
     ``svc_stats`` the per-destination counters (``ST_*`` columns); ``srec_*`` one record per
     HTTP call completed at a caller (destination, latency as the caller's sidecar saw it);
     ``extra`` the run's ``X_*`` counters; ``attempt_ms`` per destination the summed duration of
-    the attempts counted in ``ST_ATTEMPTS`` (ms); ``cl_in_flight_area`` per outbound cluster the
-    integral over the recorded window of its attempts in flight (active + pending), attempts ×
-    ms.
+    the attempts counted in ``ST_ATTEMPTS`` (ms); ``in_flight_area`` per destination, over its
+    calling sidecars' outbound clusters, the largest integral over the recorded window of a
+    cluster's attempts in flight (active + pending), attempts × ms.
 
     An *attempt* is one try of a call through the caller's outbound cluster: from EV_START
     (a first try or a retry) until it fails locally (EV_FAIL: UO, UF, refused, reset), its
@@ -304,11 +304,10 @@ def simulate(
     stats = np.zeros((n_svc, NST), np.int64)
     # summed durations of the attempts counted in ST_ATTEMPTS, ms, per destination
     sdur = np.zeros(n_svc, np.float64)
-    # per outbound cluster: attempts in flight now (active + pending), the time integral of
-    # that count since recording started (attempts × ms), and when it last changed
+    # per outbound cluster: attempts in flight now (active + pending) and the time integral of
+    # that count since recording started (attempts × ms; see ``_in_flight``)
     cl_inf = np.zeros(n_cl, np.int64)
     cl_area = np.zeros(n_cl, np.float64)
-    cl_tlast = np.zeros(n_cl, np.float64)
     xc = np.zeros(NX, np.float64)
     rec_ep = np.zeros(n_requests, np.int64)
     rec_lat = np.zeros(n_requests, np.float64)
@@ -478,9 +477,9 @@ def simulate(
             lat = now - jf[j, F_ISSUE]
             # the attempt leaves the pool (a local reply's attempt already left it in EV_FAIL;
             # a request the front-end's crash lost leaves it now)
-            orphan = ji[j, J_PHASE] == PHASE_ORPHAN
+            orphan = b != 0 and ji[j, J_PHASE] == PHASE_ORPHAN
             if b == 0 or orphan:
-                _in_flight(cl_inf, cl_area, cl_tlast, c, now, -1)
+                _in_flight(cl_inf, cl_area, c, now, -1)
             if recording:
                 stats[d, ST_REQ] += 1
                 if ji[j, J_STATUS] >= 500:
@@ -865,7 +864,7 @@ def simulate(
             # a new attempt enters the caller's pool
             jf[j, F_ATTEMPT] = now
             ji[j, J_COUNTED] = 0
-            _in_flight(cl_inf, cl_area, cl_tlast, c, now, 1)
+            _in_flight(cl_inf, cl_area, c, now, 1)
             if svc_is_tcp[d] and cl_mux[c]:
                 if ci[c, C_MUX] == 2:
                     idle = cl_idle_timeout_ms[c]
@@ -1049,7 +1048,7 @@ def simulate(
             n = ji[j, J_NODE]
             c = node_cluster[n]
             d = node_svc[n]
-            _in_flight(cl_inf, cl_area, cl_tlast, c, now, -1)
+            _in_flight(cl_inf, cl_area, c, now, -1)
             if recording:
                 stats[d, ST_ATTEMPTS] += 1
                 sdur[d] += now - jf[j, F_ATTEMPT]
@@ -1161,8 +1160,8 @@ def simulate(
             xc[X_ABANDONED] = 0
             sdur[:] = 0.0
             # the in-flight areas start now (the attempts in flight stay in flight)
-            cl_area[:] = 0.0
-            cl_tlast[:] = now
+            for c in range(n_cl):
+                cl_area[c] = -cl_inf[c] * now
 
         if kind == EV_OPEN_ARRIVAL:
             if n_ufree == 0:
@@ -1177,8 +1176,11 @@ def simulate(
             ob_n = _push_event(ob_t, ob_c, ob_n, now + gap, _code(EV_OPEN_ARRIVAL, 0, 0))
 
     xc[X_SIM_END_MS] = now
+    # per destination, the largest in-flight area of its calling pools (the attempts still in
+    # flight count up to the end)
+    svc_area = np.zeros(n_svc, np.float64)
     for c in range(n_cl):
-        # the attempts still in flight count up to the end
-        cl_area[c] += cl_inf[c] * (now - cl_tlast[c])
+        cl_area[c] += cl_inf[c] * now
+        svc_area[cl_dest[c]] = max(svc_area[cl_dest[c]], cl_area[c])
     return (status, rec_ep[:n_rec], rec_lat[:n_rec], rec_fail[:n_rec], t_start, now,
-            stats, srec_svc[:n_srec], srec_lat[:n_srec], xc, sdur, cl_area)
+            stats, srec_svc[:n_srec], srec_lat[:n_srec], xc, sdur, svc_area)

@@ -305,11 +305,13 @@ def _reply(rs, median_ms, table, now, j, local, ob_t, ob_c, ob_n):
 
 
 @njit(cache=True, inline="always")
-def _in_flight(count, area, tlast, c, now, delta):
-    """Cluster c's attempts in flight (active + pending) change by ``delta`` at ``now`` ms:
-    first add the elapsed time at the old count to its area (attempts × ms). Branch-free."""
-    area[c] += count[c] * (now - tlast[c])
-    tlast[c] = now
+def _in_flight(count, area, c, now, delta):
+    """Cluster c's attempts in flight (active + pending) change by ``delta`` (+1 an attempt
+    starts, -1 it ends) at ``now`` ms. ``area`` accumulates each attempt's end time minus its
+    start time, which sums to the time integral of ``count`` (attempts × ms) once the attempts
+    still in flight are closed at the window's end (``+ count * t_end``) and those in flight when
+    it opened are started at its start (``area = -count * t_start``). Branch-free."""
+    area[c] -= delta * now
     count[c] += delta
 
 

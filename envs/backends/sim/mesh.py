@@ -132,9 +132,6 @@ class SimMesh:
         #: Latency objective per endpoint index (``envs.sockshop.slo``), ms.
         self._endpoint_slo_ms = np.array([slo_ms(n) for n in self._graph.endpoint_names],
                                          np.float64)
-        #: Per service: its outbound clusters (one per calling sidecar), for the demand.
-        self._clusters_of = [np.flatnonzero(self._graph.cluster_dest == i)
-                             for i in range(len(SERVICE_NAMES))]
         self.reset_stats_after_hatch = reset_stats_after_hatch
         self._config = self._build_config(rules)
         self._initial = self._config
@@ -189,12 +186,12 @@ class SimMesh:
         """Drive ``load`` (with its faults) through the simulated mesh; same seed, same report."""
         out = self._run(load, seed)
         (status, rec_ep, rec_lat, rec_fail, t_start, t_end, st, srec_svc, srec_lat, extra,
-         attempt_ms, cl_area) = out
+         attempt_ms, in_flight_area) = out
         if status != kernel_layout.OK:
             raise BackendError(f"simulator stalled before {load.requests} requests completed "
                                f"(completed {len(rec_ep)})")
         return self._report(load, rec_ep, rec_lat, rec_fail, t_start, t_end, st, srec_svc,
-                            srec_lat, extra, attempt_ms, cl_area)
+                            srec_lat, extra, attempt_ms, in_flight_area)
 
     def _arrays(self, pools: tuple[ResolvedPool, ...]) -> dict[str, np.ndarray]:
         """``pools`` as the core's per-cluster and per-service arrays."""
@@ -321,7 +318,7 @@ class SimMesh:
     def _report(self, load: LoadSpec, rec_ep: np.ndarray, rec_lat: np.ndarray,
                 rec_fail: np.ndarray, t_start: float, t_end: float, st: np.ndarray,
                 srec_svc: np.ndarray, srec_lat: np.ndarray, extra: np.ndarray,
-                attempt_ms: np.ndarray, cl_area: np.ndarray) -> LoadReport:
+                attempt_ms: np.ndarray, in_flight_area: np.ndarray) -> LoadReport:
         """The run's records and counters as a :class:`LoadReport`.
 
         Per destination service (what one *request* and one *attempt* are): an HTTP request is
@@ -345,23 +342,21 @@ class SimMesh:
         duration_s = window_ms / 1000.0
         names = g.endpoint_names
         # Python lists: scalar access on them is much cheaper than on NumPy arrays
-        ep = kernel_stats.group_stats(rec_ep, rec_lat, len(names)).tolist()
-        fails = np.bincount(rec_ep, weights=rec_fail, minlength=len(names)).tolist()
-        good_mask = (rec_fail == 0) & (rec_lat <= self._endpoint_slo_ms[rec_ep])
-        goods = np.bincount(rec_ep, weights=good_mask, minlength=len(names)).tolist()
+        ep_arr, lat_mean, lat_p99 = kernel_stats.endpoint_stats(
+            rec_ep, rec_lat, rec_fail, self._endpoint_slo_ms, len(names))
+        ep = ep_arr.tolist()
         sv = kernel_stats.group_p99(srec_svc, srec_lat, len(SERVICE_NAMES)).tolist()
         rows = st.tolist()
         is_tcp = g.svc_is_tcp.tolist()
         att_ms = attempt_ms.tolist()
-        in_flight = [float(cl_area[cl].max()) / window_ms if cl.size else 0.0
-                     for cl in self._clusters_of]
+        in_flight = (in_flight_area / window_ms).tolist()
 
         endpoints = {}
-        for name, row, nf, ng in zip(names, ep, fails, goods, strict=True):
+        for name, row in zip(names, ep, strict=True):
             cnt = int(row[0])
             stats = row[1:7] if cnt else [None] * 6
-            endpoints[name] = EndpointStats(name, cnt, int(nf), *stats, rps=cnt / duration_s,
-                                            num_good=int(ng))
+            endpoints[name] = EndpointStats(name, cnt, int(row[7]), *stats,
+                                            rps=cnt / duration_s, num_good=int(row[8]))
         lay = kernel_layout
         services = {}
         for i, name in enumerate(SERVICE_NAMES):
@@ -405,12 +400,7 @@ class SimMesh:
             # of the front-end's reset_count: requests lost inside its crashed process
             "frontend_crash_resets": rows[self._svc_index["front-end"]][lay.ST_CRASH_RESET],
         }
-        n_rec = rec_lat.shape[0]
-        if n_rec:
-            k = min(n_rec - 1, int(np.ceil(0.99 * n_rec)) - 1)
-            lat_mean = float(rec_lat.mean())
-            lat_p99 = float(np.partition(rec_lat, k)[k])
-        else:
+        if not len(rec_lat):
             lat_mean = lat_p99 = None
         return LoadReport(endpoints=endpoints, services=services, duration_s=duration_s,
                           users=load.users if load.mode == "closed" else 0, backend=self.name,
