@@ -861,9 +861,9 @@ def simulate(
             c = node_cluster[n]
             d = node_svc[n]
             dispatch = False
-            # a new attempt enters the caller's pool
+            # a new attempt enters the caller's pool (J_COUNTED is 0: a new job's, or cleared
+            # by the EV_FAIL that retries it)
             jf[j, F_ATTEMPT] = now
-            ji[j, J_COUNTED] = 0
             _in_flight(cl_inf, cl_area, c, now, 1)
             if svc_is_tcp[d] and cl_mux[c]:
                 if ci[c, C_MUX] == 2:
@@ -1071,6 +1071,7 @@ def simulate(
                     ji[j, J_STATUS] = node_ok_status[n]
                     ji[j, J_FAILED] = 0
                     ji[j, J_FLAG] = FLAG_NONE
+                    ji[j, J_COUNTED] = 0
                     if recording:
                         stats[d, ST_RETRY] += 1
                     ob_n = _push_event(ob_t, ob_c, ob_n, now + back, _code(EV_START, j, 0))
