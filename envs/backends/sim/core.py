@@ -65,6 +65,7 @@ from envs.backends.sim.kernel_helpers import (
     _free_job,
     _heap_push,
     _heap_refill_root,
+    _in_flight,
     _new_job,
     _open_connection,
     _push_event,
@@ -89,6 +90,7 @@ from envs.backends.sim.kernel_layout import (
     C_PTAIL,
     CF_MUXBORN,
     CF_MUXLAST,
+    CONNECT_REFUSED,
     CRASH_ON_503,
     ERR_CAPACITY,
     ERR_STALLED,
@@ -107,14 +109,18 @@ from envs.backends.sim.kernel_layout import (
     EV_START,
     EV_TIMEOUT,
     EV_USER_NEXT,
+    F_ATTEMPT,
     F_ISSUE,
     FLAG_NONE,
+    FLAG_REFUSED,
+    FLAG_RESET,
     FLAG_UF,
     FLAG_UO,
     J_ALIVE,
     J_ATTEMPT,
     J_BADBODY,
     J_CONN,
+    J_COUNTED,
     J_EXTRA,
     J_FAILED,
     J_FLAG,
@@ -163,17 +169,24 @@ from envs.backends.sim.kernel_layout import (
     S_WTAIL,
     SF_TLAST,
     SF_V,
+    ST_ATTEMPTS,
     ST_CONN_FAIL,
     ST_CONN_OPEN,
+    ST_CRASH_RESET,
     ST_FAIL,
     ST_OPS,
     ST_PEAK_INBOUND,
+    ST_REFUSED,
     ST_REQ,
+    ST_RESET,
     ST_RETRY,
     ST_RETRY_OVF,
     ST_UF,
     ST_UO,
+    ST_URX,
+    ST_UT,
     TABLE_SIZE,
+    X_ABANDONED,
     X_CART_RACE,
     X_CRASHES,
     X_DECLINES,
@@ -214,11 +227,21 @@ def simulate(
     seed, job_cap, user_cap, timer_cap,
 ):
     """Run one load; returns (status, rec_ep, rec_lat_ms, rec_fail, t_start_ms, t_end_ms,
-    svc_stats, srec_svc, srec_lat_ms, n_srec, extra).
+    svc_stats, srec_svc, srec_lat_ms, extra, attempt_ms, in_flight_area).
 
     ``rec_*`` hold exactly ``n_requests`` Locust records (endpoint index, latency, failed);
     ``svc_stats`` the per-destination counters (``ST_*`` columns); ``srec_*`` one record per
-    HTTP call completed at a caller (destination, latency as the caller's sidecar saw it).
+    HTTP call completed at a caller (destination, latency as the caller's sidecar saw it);
+    ``extra`` the run's ``X_*`` counters; ``attempt_ms`` per destination the summed duration of
+    the attempts counted in ``ST_ATTEMPTS`` (ms); ``in_flight_area`` per destination, over its
+    calling sidecars' outbound clusters, the largest integral over the recorded window of a
+    cluster's attempts in flight (active + pending), attempts × ms.
+
+    An *attempt* is one try of a call through the caller's outbound cluster: from EV_START
+    (a first try or a retry) until it fails locally (EV_FAIL: UO, UF, refused, reset), its
+    answer reaches the caller (EV_RESPONSE) or the caller stops waiting for it (EV_TIMEOUT). For
+    a TCP destination a call is one database / broker *operation* of the driver (no retries: one
+    attempt per operation), not a TCP connection.
     """
     rs = seed * 2654435761 + 12345
     for _ in range(4):
@@ -279,6 +302,12 @@ def simulate(
     cart = np.zeros(n_items, np.int64)
 
     stats = np.zeros((n_svc, NST), np.int64)
+    # summed durations of the attempts counted in ST_ATTEMPTS, ms, per destination
+    sdur = np.zeros(n_svc, np.float64)
+    # per outbound cluster: attempts in flight now (active + pending) and the time integral of
+    # that count since recording started (attempts × ms; see ``_in_flight``)
+    cl_inf = np.zeros(n_cl, np.int64)
+    cl_area = np.zeros(n_cl, np.float64)
     xc = np.zeros(NX, np.float64)
     rec_ep = np.zeros(n_requests, np.int64)
     rec_lat = np.zeros(n_requests, np.float64)
@@ -418,7 +447,7 @@ def simulate(
                             stats[d, ST_CONN_OPEN] += 1
                         if _fault_down(f_svc, f_kind, f_start, f_end, d, now):
                             ob_t[ob_n] = now + refused_ms
-                            ob_c[ob_n] = _code(EV_CONNECT, k2, 0)
+                            ob_c[ob_n] = _code(EV_CONNECT, k2, CONNECT_REFUSED)
                             ob_n += 1
                         else:
                             rs, r31 = _rand31(rs)
@@ -433,9 +462,10 @@ def simulate(
                                 ob_n += 1
                 else:
                     ready_conn = k
-            if b == 0 and ji[j, J_FAILED] and ji[j, J_FLAG] == FLAG_UF and not svc_is_tcp[d]:
-                # an upstream reset/503 that is not an overflow: the router may retry it
-                st[sn] = _code(EV_FAIL, j, FLAG_UF)
+            if b == 0 and ji[j, J_FAILED] and ji[j, J_FLAG] == FLAG_RESET and not svc_is_tcp[d]:
+                # an upstream reset that is not an overflow: the router may retry it (EV_FAIL
+                # ends the attempt)
+                st[sn] = _code(EV_FAIL, j, FLAG_RESET)
                 sn += 1
                 if ready_conn >= 0:
                     st[sn] = _code(EV_CONN_READY, ready_conn, 0)
@@ -445,10 +475,25 @@ def simulate(
                 ci[c, C_NRETRY] -= 1
                 ji[j, J_HOLD] = 0
             lat = now - jf[j, F_ISSUE]
+            # the attempt leaves the pool (a local reply's attempt already left it in EV_FAIL;
+            # a request the front-end's crash lost leaves it now)
+            orphan = b != 0 and ji[j, J_PHASE] == PHASE_ORPHAN
+            if b == 0 or orphan:
+                _in_flight(cl_inf, cl_area, c, now, -1)
             if recording:
                 stats[d, ST_REQ] += 1
                 if ji[j, J_STATUS] >= 500:
                     stats[d, ST_FAIL] += 1
+                if b == 0 or orphan:
+                    # the attempt's end: counted now unless the caller's timeout or an inbound
+                    # overflow counted it already; a cause (reset) always comes with its attempt
+                    cause = orphan or ji[j, J_FLAG] == FLAG_RESET
+                    if cause or not ji[j, J_COUNTED]:
+                        stats[d, ST_ATTEMPTS] += 1
+                        sdur[d] += now - jf[j, F_ATTEMPT]
+                    if cause:
+                        stats[d, ST_RESET] += 1
+                        stats[d, ST_CRASH_RESET] += orphan
                 if not svc_is_tcp[d]:
                     srec_svc[n_srec] = d
                     srec_lat[n_srec] = lat
@@ -476,8 +521,12 @@ def simulate(
                 if pos == 0:
                     if failed or ji[j, J_BADBODY]:
                         # the task cannot parse the item list: it raises, Locust restarts it
+                        # (closed loop); an arriving session gives up instead and leaves
+                        # without its other requests (open loop)
                         if recording:
                             xc[X_TASK_ERRORS] += 1
+                            if open_loop:
+                                xc[X_ABANDONED] += loop_root.shape[0] - 1
                         u_pos[u] = 0
                     else:
                         rs, r31 = _rand31(rs)
@@ -488,7 +537,8 @@ def simulate(
                 if n_rec >= n_requests:
                     ji[j, J_ALIVE] = 0
                     break
-                if open_loop and u_pos[u] == 0 and pos != 0:
+                if open_loop and u_pos[u] == 0:
+                    # the session is over: its loop is done, or its catalogue failed
                     ufree[n_ufree] = u
                     n_ufree += 1
                 else:
@@ -770,6 +820,9 @@ def simulate(
                     if si[d, S_INACTIVE] >= in_max_req[d]:
                         if recording:
                             stats[d, ST_UO] += 1
+                            stats[d, ST_ATTEMPTS] += 1
+                            sdur[d] += now - jf[w, F_ATTEMPT]
+                            ji[w, J_COUNTED] = 1
                         ji[w, J_STATUS] = 503
                         ji[w, J_FAILED] = 1
                         ji[w, J_FLAG] = FLAG_UO
@@ -808,6 +861,10 @@ def simulate(
             c = node_cluster[n]
             d = node_svc[n]
             dispatch = False
+            # a new attempt enters the caller's pool (J_COUNTED is 0: a new job's, or cleared
+            # by the EV_FAIL that retries it)
+            jf[j, F_ATTEMPT] = now
+            _in_flight(cl_inf, cl_area, c, now, 1)
             if svc_is_tcp[d] and cl_mux[c]:
                 if ci[c, C_MUX] == 2:
                     idle = cl_idle_timeout_ms[c]
@@ -895,7 +952,7 @@ def simulate(
                 # the pod is gone (or its container restarting): the request is reset
                 ji[j, J_STATUS] = 503
                 ji[j, J_FAILED] = 1
-                ji[j, J_FLAG] = FLAG_UF
+                ji[j, J_FLAG] = FLAG_RESET
                 rs, r31 = _rand31(rs)
                 delay = sc_mu * tab_one[r31 & (TABLE_SIZE - 1)]
                 ob_t[ob_n] = now + delay
@@ -918,6 +975,10 @@ def simulate(
                     if si[d, S_INACTIVE] >= in_max_req[d]:
                         if recording:
                             stats[d, ST_UO] += 1
+                            # the attempt ends here (its 503 still travels back)
+                            stats[d, ST_ATTEMPTS] += 1
+                            sdur[d] += now - jf[j, F_ATTEMPT]
+                            ji[j, J_COUNTED] = 1
                         ji[j, J_STATUS] = 503
                         ji[j, J_FAILED] = 1
                         ji[j, J_FLAG] = FLAG_UO
@@ -955,6 +1016,9 @@ def simulate(
                 else:
                     if recording:
                         stats[d, ST_UO] += 1
+                        stats[d, ST_ATTEMPTS] += 1
+                        sdur[d] += now - jf[j, F_ATTEMPT]
+                        ji[j, J_COUNTED] = 1
                     ji[j, J_STATUS] = 503
                     ji[j, J_FAILED] = 1
                     ji[j, J_FLAG] = FLAG_UO
@@ -977,20 +1041,27 @@ def simulate(
                                     cpu_t, cpu_s)
 
         if kind == EV_FAIL:
-            # a local failure of one attempt: UO (overflow, never retried) or UF (connect
-            # failure, retried while attempts and the cluster's retry budget allow)
+            # a failure that ends one attempt: UO (overflow, never retried), UF (connect
+            # timeout) or a reset (connection refused / request reset by a down callee); UF and
+            # resets are retried while attempts and the cluster's retry budget allow
             j = a
             n = ji[j, J_NODE]
             c = node_cluster[n]
             d = node_svc[n]
+            _in_flight(cl_inf, cl_area, c, now, -1)
             if recording:
+                stats[d, ST_ATTEMPTS] += 1
+                sdur[d] += now - jf[j, F_ATTEMPT]
                 if b == FLAG_UO:
                     stats[d, ST_UO] += 1
-                else:
+                elif b == FLAG_UF:
                     stats[d, ST_UF] += 1
+                else:
+                    stats[d, ST_RESET] += 1
+                    stats[d, ST_REFUSED] += b == FLAG_REFUSED
             _release_retry(ji, ci, j, c)
             retried = False
-            if b == FLAG_UF and not svc_is_tcp[d] and ji[j, J_ATTEMPT] <= retry_attempts:
+            if b >= FLAG_UF and not svc_is_tcp[d] and ji[j, J_ATTEMPT] <= retry_attempts:
                 if ci[c, C_NRETRY] < cl_max_retries[c]:
                     ci[c, C_NRETRY] += 1
                     ji[j, J_HOLD] = 1
@@ -1000,6 +1071,7 @@ def simulate(
                     ji[j, J_STATUS] = node_ok_status[n]
                     ji[j, J_FAILED] = 0
                     ji[j, J_FLAG] = FLAG_NONE
+                    ji[j, J_COUNTED] = 0
                     if recording:
                         stats[d, ST_RETRY] += 1
                     ob_n = _push_event(ob_t, ob_c, ob_n, now + back, _code(EV_START, j, 0))
@@ -1007,6 +1079,10 @@ def simulate(
                 elif recording:
                     stats[d, ST_RETRY_OVF] += 1
             if not retried:
+                if (recording and b >= FLAG_UF and not svc_is_tcp[d]
+                        and ji[j, J_ATTEMPT] > retry_attempts):
+                    # every retry attempt used (URX)
+                    stats[d, ST_URX] += 1
                 _fail_job(ji, j, b)
                 # a local reply: the caller gets it now
                 sn = _push_now(st, sn, _code(EV_RESPONSE, j, 1))
@@ -1038,6 +1114,8 @@ def simulate(
                 else:
                     sn = _push_now(st, sn, _code(EV_CONN_READY, k, 0))
             else:
+                # b 0: the connect timed out (UF); b 2: the down callee refused it (a reset)
+                flag = FLAG_REFUSED if b == CONNECT_REFUSED else FLAG_UF
                 n_kfree = _release(kfree, n_kfree, k)
                 ci[c, C_NCONN] -= 1
                 if recording:
@@ -1047,16 +1125,16 @@ def simulate(
                         ci[c, C_MUX] = 0
                         ci[c, C_NCONN] = 0
                         # every operation waiting for the one connection fails
-                        sn = _fail_all_pending(ci, c, ji, st, sn)
+                        sn = _fail_all_pending(ci, c, ji, st, sn, flag)
                     else:
                         # the driver fails the operation that asked for the connection
                         if ci[c, C_PHEAD] >= 0:
                             j = _fifo_pop(ci, c, C_PHEAD, C_PTAIL, ji)
                             ci[c, C_NPEND] -= 1
-                            sn = _push_now(st, sn, _code(EV_FAIL, j, FLAG_UF))
+                            sn = _push_now(st, sn, _code(EV_FAIL, j, flag))
                 else:
                     # Envoy purges every pending request of the pool on a connect failure
-                    sn = _fail_all_pending(ci, c, ji, st, sn)
+                    sn = _fail_all_pending(ci, c, ji, st, sn, flag)
 
         if kind == EV_TIMEOUT:
             j = a
@@ -1064,6 +1142,12 @@ def simulate(
                 ji[j, J_REPORTED] = 1
                 if recording:
                     xc[X_TIMEOUTS] += 1
+                    # the caller stops waiting: for it the attempt ended in a timeout (UT)
+                    d = node_svc[ji[j, J_NODE]]
+                    stats[d, ST_ATTEMPTS] += 1
+                    stats[d, ST_UT] += 1
+                    sdur[d] += now - jf[j, F_ATTEMPT]
+                    ji[j, J_COUNTED] = 1
                 sn = _push_now(st, sn,
                                _code(EV_REPORT, ji[j, J_PARENT], (ji[j, J_NODE] << 10) | 504))
 
@@ -1074,6 +1158,11 @@ def simulate(
             n_srec = 0
             stats[:, :] = 0
             xc[:X_EVENTS] = 0
+            xc[X_ABANDONED] = 0
+            sdur[:] = 0.0
+            # the in-flight areas start now (the attempts in flight stay in flight)
+            for c in range(n_cl):
+                cl_area[c] = -cl_inf[c] * now
 
         if kind == EV_OPEN_ARRIVAL:
             if n_ufree == 0:
@@ -1088,5 +1177,11 @@ def simulate(
             ob_n = _push_event(ob_t, ob_c, ob_n, now + gap, _code(EV_OPEN_ARRIVAL, 0, 0))
 
     xc[X_SIM_END_MS] = now
+    # per destination, the largest in-flight area of its calling pools (the attempts still in
+    # flight count up to the end)
+    svc_area = np.zeros(n_svc, np.float64)
+    for c in range(n_cl):
+        cl_area[c] += cl_inf[c] * now
+        svc_area[cl_dest[c]] = max(svc_area[cl_dest[c]], cl_area[c])
     return (status, rec_ep[:n_rec], rec_lat[:n_rec], rec_fail[:n_rec], t_start, now,
-            stats, srec_svc[:n_srec], srec_lat[:n_srec], xc)
+            stats, srec_svc[:n_srec], srec_lat[:n_srec], xc, sdur, svc_area)

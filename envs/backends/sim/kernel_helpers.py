@@ -23,11 +23,11 @@ from envs.backends.sim.kernel_layout import (
     C_NRETRY,
     C_PHEAD,
     C_PTAIL,
+    CONNECT_REFUSED,
     EV_CONNECT,
     EV_FAIL,
     EV_RESPONSE,
     F_ISSUE,
-    FLAG_UF,
     J_ALIVE,
     J_ATTEMPT,
     J_CONN,
@@ -244,7 +244,7 @@ def _free_job(ji, jfree, n_jfree, j):
 
 @njit(cache=True, inline="always")
 def _fail_job(ji, j, flag):
-    """Job j's call fails with a 503 (``flag``: FLAG_UO, FLAG_UF or FLAG_NONE)."""
+    """Job j's call fails with a 503 (``flag``: a ``FLAG_*`` of the cause, FLAG_NONE)."""
     ji[j, J_STATUS] = 503
     ji[j, J_FAILED] = 1
     ji[j, J_FLAG] = flag
@@ -281,13 +281,14 @@ def _fifo_pop(q, row, head, tail, ji):
 
 
 @njit(cache=True, inline="always")
-def _fail_all_pending(ci, c, ji, st, sn):
-    """Every request pending in cluster c fails now (UF, via EV_FAIL on the immediate stack);
-    the queue is emptied. Returns the new stack size."""
+def _fail_all_pending(ci, c, ji, st, sn, flag):
+    """Every request pending in cluster c fails now (``flag``: FLAG_UF for a connect timeout,
+    FLAG_REFUSED for a refused connection; via EV_FAIL on the immediate stack); the queue is
+    emptied. Returns the new stack size."""
     j = ci[c, C_PHEAD]
     while j >= 0:
         nxt = ji[j, J_NEXT]
-        sn = _push_now(st, sn, _code(EV_FAIL, j, FLAG_UF))
+        sn = _push_now(st, sn, _code(EV_FAIL, j, flag))
         j = nxt
     ci[c, C_PHEAD] = -1
     ci[c, C_PTAIL] = -1
@@ -304,6 +305,17 @@ def _reply(rs, median_ms, table, now, j, local, ob_t, ob_c, ob_n):
 
 
 @njit(cache=True, inline="always")
+def _in_flight(count, area, c, now, delta):
+    """Cluster c's attempts in flight (active + pending) change by ``delta`` (+1 an attempt
+    starts, -1 it ends) at ``now`` ms. ``area`` accumulates each attempt's end time minus its
+    start time, which sums to the time integral of ``count`` (attempts × ms) once the attempts
+    still in flight are closed at the window's end (``+ count * t_end``) and those in flight when
+    it opened are started at its start (``area = -count * t_start``). Branch-free."""
+    area[c] -= delta * now
+    count[c] += delta
+
+
+@njit(cache=True, inline="always")
 def _use_connection(ci, c, ki, k, ji, j, http):
     """Job j's request goes out on connection k of cluster c (counted active when HTTP)."""
     ci[c, C_NACTIVE] += http
@@ -315,8 +327,9 @@ def _use_connection(ci, c, ki, k, ji, j, http):
 def _open_connection(rs, c, d, now, ci, ki, kf, kfree, n_kfree, stats, recording,
                      f_svc, f_kind, f_start, f_end, refused_ms, connect_median_ms, tab_conn,
                      connect_timeout_ms, ob_t, ob_c, ob_n):
-    """Cluster c starts a connection to service d: refused while d is down, else established
-    after a drawn time or failed at ``connect_timeout_ms`` (EV_CONNECT).
+    """Cluster c starts a connection to service d: refused while d is down (EV_CONNECT b
+    ``CONNECT_REFUSED``), else established after a drawn time (b 1) or failed at
+    ``connect_timeout_ms`` (b 0).
     Returns (rng state, n_kfree, ob_n)."""
     k = kfree[n_kfree - 1]
     n_kfree -= 1
@@ -328,7 +341,8 @@ def _open_connection(rs, c, d, now, ci, ki, kf, kfree, n_kfree, stats, recording
     if recording:
         stats[d, ST_CONN_OPEN] += 1
     if _fault_down(f_svc, f_kind, f_start, f_end, d, now):
-        ob_n = _push_event(ob_t, ob_c, ob_n, now + refused_ms, _code(EV_CONNECT, k, 0))
+        ob_n = _push_event(ob_t, ob_c, ob_n, now + refused_ms,
+                           _code(EV_CONNECT, k, CONNECT_REFUSED))
     else:
         rs, tc = _draw(rs, connect_median_ms, tab_conn)
         if tc > connect_timeout_ms:

@@ -10,7 +10,7 @@ from __future__ import annotations
 # ----- event kinds -----------------------------------------------------------------------------
 EV_USER_NEXT = 1      # a: user — the user sends its next request
 EV_START = 2          # a: job — one attempt through the outbound cluster
-EV_CONNECT = 3        # a: conn, b: 1 ok / 0 failed — connection establishment resolved
+EV_CONNECT = 3        # a: conn, b: 1 ok / 0 timed out / 2 refused — connection resolved
 EV_ARRIVE = 4         # a: job — request reaches the callee's sidecar
 EV_CPU = 5            # a: service — its next CPU completion (from ``svc_next``)
 EV_AFTER_CPU = 6      # a: job — a CPU chunk is done
@@ -24,9 +24,14 @@ EV_CONN_READY = 13    # a: conn — a connection is free for the next request
 EV_FAIL = 14          # a: job, b: flag — an attempt failed locally (UO / UF)
 EV_BEGIN = 15         # a: job — a worker picks the job up
 
+#: ``b`` of an EV_CONNECT whose connection the (down) callee refused.
+CONNECT_REFUSED = 2
+
 FLAG_NONE = 0
-FLAG_UO = 1
-FLAG_UF = 2
+FLAG_UO = 1       # overflow of a circuit-breaker limit (local 503, never retried)
+FLAG_UF = 2       # connect failure: the connection timed out (retried)
+FLAG_REFUSED = 3  # the destination is down and refused the connection (a reset; retried)
+FLAG_RESET = 4    # the destination reset the request in flight (down, restarting; retried)
 
 # ----- job columns (int64 matrix ji; floats in jf) -------------------------------------------
 J_NODE = 0
@@ -48,9 +53,11 @@ J_EXTRA = 15      # carts' addToCart: re-read phase
 J_BADBODY = 16    # front-end GET /catalogue answered 200 with a non-catalogue body
 J_PHASE = 17      # 1 initial CPU, 2 waiting for a step, 3 continuation CPU
 J_ALIVE = 18
-NJI = 19
+J_COUNTED = 19    # the current attempt's end is already counted (caller's timeout, inbound UO)
+NJI = 20
 F_ISSUE = 0
-NJF = 1
+F_ATTEMPT = 1     # when the current attempt started (EV_START), ms
+NJF = 2
 
 # ----- cluster columns ---------------------------------------------------------------------------
 C_NCONN = 0
@@ -99,7 +106,16 @@ ST_CONN_OPEN = 6
 ST_CONN_FAIL = 7
 ST_OPS = 8
 ST_PEAK_INBOUND = 9   # most requests at once in the callee sidecar's inbound (active + pending)
-NST = 10
+# the causes (issue 12). An attempt is one try of a call through the caller's outbound cluster
+# (EV_START to its end); every cause below is counted together with one ST_ATTEMPTS at the same
+# event, so their sum never exceeds the attempts over any window.
+ST_ATTEMPTS = 10      # attempts that ended: failed locally, answered, or timed out at the caller
+ST_UT = 11            # attempts the caller stopped waiting for (orders' 5 s cap)
+ST_RESET = 12         # attempts refused (connection refused) or reset in flight by the callee
+ST_REFUSED = 13       # of ST_RESET: failed because the down callee refused their connection
+ST_CRASH_RESET = 14   # of ST_RESET: front-end requests lost when its process crashed
+ST_URX = 15           # requests failed (UF / reset) with every retry attempt used
+NST = 16
 
 # ----- extra counters ----------------------------------------------------------------------------
 X_TASK_ERRORS = 0
@@ -110,7 +126,8 @@ X_EVENTS = 4
 X_SIM_END_MS = 5
 X_CRASHES = 6
 X_DOWN_MS = 7
-NX = 8
+X_ABANDONED = 8   # open loop: requests not sent because their session's catalogue failed
+NX = 9
 
 #: ``J_PHASE`` of a front-end request whose Node.js process crashed: its client got a reset;
 #: the job only waits for its outstanding calls' replies before it is freed.

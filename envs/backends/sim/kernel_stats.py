@@ -1,5 +1,6 @@
 """Per-group statistics of the kernel's records (count, mean, min, max, median, p95, p99 of the
-latencies per endpoint or service), jitted so that a report costs little beside a run.
+latencies per endpoint or service; per endpoint also its failures and its requests within SLO;
+the aggregated mean and p99), jitted so that a report costs little beside a run.
 """
 
 from __future__ import annotations
@@ -63,3 +64,27 @@ def group_p99(keys, values, n_groups):
         k = min(cnt - 1, int(np.ceil(0.99 * cnt)) - 1)
         out[g, 1] = np.partition(grouped[offsets[g]:offsets[g + 1]], k)[k]
     return out
+
+
+@njit(cache=True)
+def endpoint_stats(keys, values, failed, slo_ms, n_groups):
+    """Locust's view of the records: per endpoint (key) the :func:`group_stats` columns, then
+    its failures and its requests within SLO (not failed, latency <= ``slo_ms[key]``); and over
+    all records their mean and nearest-rank p99 (NaN when there is none).
+
+    Returns (per-endpoint array (n_groups, 9), aggregated mean, aggregated p99).
+    """
+    out = np.full((n_groups, 9), np.nan)
+    out[:, :7] = group_stats(keys, values, n_groups)
+    out[:, 7:] = 0.0
+    for i in range(keys.shape[0]):
+        g = keys[i]
+        if failed[i]:
+            out[g, 7] += 1.0
+        elif values[i] <= slo_ms[g]:
+            out[g, 8] += 1.0
+    cnt = values.shape[0]
+    if cnt == 0:
+        return out, np.nan, np.nan
+    k = min(cnt - 1, int(np.ceil(0.99 * cnt)) - 1)
+    return out, values.mean(), np.partition(values, k)[k]

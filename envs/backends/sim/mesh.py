@@ -22,6 +22,7 @@ from envs.backends.sim import core, kernel_layout, kernel_stats, profile
 from envs.backends.sim.graph import GATEWAY, CompiledGraph, compile_graph
 from envs.istio import DestinationRule, ResolvedPool, resolve
 from envs.sockshop import SERVICE_BY_NAME, SERVICE_NAMES, Protocol, figures
+from envs.sockshop.slo import slo_ms
 
 #: Seed of the health check's single request (``SimMesh.healthy``): fixed, so that the same
 #: configuration always gets the same verdict.
@@ -128,6 +129,9 @@ class SimMesh:
         self._tab_work = np.stack([_lognormal_table(float(sg), unit_mean=True)
                                    for sg in self._graph.svc_work_sigma])
         self._svc_index = {n: i for i, n in enumerate(SERVICE_NAMES)}
+        #: Latency objective per endpoint index (``envs.sockshop.slo``), ms.
+        self._endpoint_slo_ms = np.array([slo_ms(n) for n in self._graph.endpoint_names],
+                                         np.float64)
         self.reset_stats_after_hatch = reset_stats_after_hatch
         self._config = self._build_config(rules)
         self._initial = self._config
@@ -181,12 +185,13 @@ class SimMesh:
     def run_load(self, load: LoadSpec, seed: int) -> LoadReport:
         """Drive ``load`` (with its faults) through the simulated mesh; same seed, same report."""
         out = self._run(load, seed)
-        status, rec_ep, rec_lat, rec_fail, t_start, t_end, st, srec_svc, srec_lat, extra = out
+        (status, rec_ep, rec_lat, rec_fail, t_start, t_end, st, srec_svc, srec_lat, extra,
+         attempt_ms, in_flight_area) = out
         if status != kernel_layout.OK:
             raise BackendError(f"simulator stalled before {load.requests} requests completed "
                                f"(completed {len(rec_ep)})")
         return self._report(load, rec_ep, rec_lat, rec_fail, t_start, t_end, st, srec_svc,
-                            srec_lat, extra)
+                            srec_lat, extra, attempt_ms, in_flight_area)
 
     def _arrays(self, pools: tuple[ResolvedPool, ...]) -> dict[str, np.ndarray]:
         """``pools`` as the core's per-cluster and per-service arrays."""
@@ -312,37 +317,64 @@ class SimMesh:
 
     def _report(self, load: LoadSpec, rec_ep: np.ndarray, rec_lat: np.ndarray,
                 rec_fail: np.ndarray, t_start: float, t_end: float, st: np.ndarray,
-                srec_svc: np.ndarray, srec_lat: np.ndarray, extra: np.ndarray) -> LoadReport:
+                srec_svc: np.ndarray, srec_lat: np.ndarray, extra: np.ndarray,
+                attempt_ms: np.ndarray, in_flight_area: np.ndarray) -> LoadReport:
+        """The run's records and counters as a :class:`LoadReport`.
+
+        Per destination service (what one *request* and one *attempt* are): an HTTP request is
+        one call a caller's sidecar sends (its retries included); an attempt is one try of it
+        through the caller's outbound pool (first try or retry), ending in a local failure (UO,
+        UF, a refused connection), the callee's answer (a reset included) or the caller's
+        timeout. A TCP destination's request is one database / broker **operation** of a
+        caller's driver (Istio counts TCP connections instead: ``extra["connections_opened"]``),
+        with exactly one attempt (TCP connections are not retried); its ``error_ratio`` is the
+        share of operations that failed. Every cause is counted with its attempt (see
+        ``core.simulate``), hence ``uo + uf + ut + reset <= num_attempts`` and
+        ``retry_count <= num_attempts`` over the recorded window, and ``urx_count``,
+        ``retry_overflow_count <= num_requests`` (each is counted when its request fails).
+        ``mean_ms`` (HTTP only, like ``p99_ms``) is the mean attempt duration;
+        ``in_flight_per_pool`` the largest, over the destination's calling pools, time-average
+        of the attempts in flight (from the attempt's start to its end: pending + active) over
+        the recorded window.
+        """
         g = self._graph
-        duration_s = max(t_end - t_start, 1e-9) / 1000.0
+        window_ms = max(t_end - t_start, 1e-9)
+        duration_s = window_ms / 1000.0
         names = g.endpoint_names
         # Python lists: scalar access on them is much cheaper than on NumPy arrays
-        ep = kernel_stats.group_stats(rec_ep, rec_lat, len(names)).tolist()
-        fails = np.bincount(rec_ep, weights=rec_fail, minlength=len(names)).tolist()
+        ep_arr, lat_mean, lat_p99 = kernel_stats.endpoint_stats(
+            rec_ep, rec_lat, rec_fail, self._endpoint_slo_ms, len(names))
+        ep = ep_arr.tolist()
         sv = kernel_stats.group_p99(srec_svc, srec_lat, len(SERVICE_NAMES)).tolist()
         rows = st.tolist()
         is_tcp = g.svc_is_tcp.tolist()
+        att_ms = attempt_ms.tolist()
+        in_flight = (in_flight_area / window_ms).tolist()
 
         endpoints = {}
-        for name, row, nf in zip(names, ep, fails, strict=True):
+        for name, row in zip(names, ep, strict=True):
             cnt = int(row[0])
             stats = row[1:7] if cnt else [None] * 6
-            endpoints[name] = EndpointStats(name, cnt, int(nf), *stats, rps=cnt / duration_s)
+            endpoints[name] = EndpointStats(name, cnt, int(row[7]), *stats,
+                                            rps=cnt / duration_s, num_good=int(row[8]))
+        lay = kernel_layout
         services = {}
         for i, name in enumerate(SERVICE_NAMES):
             row = rows[i]
+            n_req = row[lay.ST_REQ]
+            err = row[lay.ST_FAIL] / n_req if n_req else 0.0
+            n_att = row[lay.ST_ATTEMPTS]
             if is_tcp[i]:
-                # Istio reports TCP destinations as connections, without request durations
-                n_req = row[kernel_layout.ST_CONN_OPEN]
-                failed = row[kernel_layout.ST_CONN_FAIL] + row[kernel_layout.ST_UO]
-                err = failed / n_req if n_req else 0.0
-                p99 = None
+                # Istio has no request durations for TCP
+                p99 = mean = None
             else:
-                n_req = row[kernel_layout.ST_REQ]
-                err = row[kernel_layout.ST_FAIL] / n_req if n_req else 0.0
                 p99 = sv[i][1] if sv[i][0] else None
-            services[name] = ServiceStats(name, n_req, p99, float(err), row[kernel_layout.ST_UO],
-                                          row[kernel_layout.ST_UF], row[kernel_layout.ST_RETRY])
+                mean = att_ms[i] / n_att if n_att else None
+            services[name] = ServiceStats(
+                name, n_req, p99, float(err), row[lay.ST_UO], row[lay.ST_UF], row[lay.ST_RETRY],
+                num_attempts=n_att, mean_ms=mean, ut_count=row[lay.ST_UT],
+                reset_count=row[lay.ST_RESET], urx_count=row[lay.ST_URX],
+                retry_overflow_count=row[lay.ST_RETRY_OVF], in_flight_per_pool=in_flight[i])
 
         def per_service(col: int, keep: list[bool] | None = None) -> dict[str, int]:
             return {n: rows[i][col] for i, n in enumerate(SERVICE_NAMES)
@@ -350,24 +382,30 @@ class SimMesh:
 
         x = extra.tolist()
         extra_out = {
-            "task_errors": int(x[kernel_layout.X_TASK_ERRORS]),
-            "cart_race_failures": int(x[kernel_layout.X_CART_RACE]),
-            "payment_declines": int(x[kernel_layout.X_DECLINES]),
-            "order_wait_timeouts": int(x[kernel_layout.X_TIMEOUTS]),
-            "frontend_crashes": int(x[kernel_layout.X_CRASHES]),
-            "frontend_down_ms": x[kernel_layout.X_DOWN_MS],
-            "retry_overflows": per_service(kernel_layout.ST_RETRY_OVF),
-            "connect_failures": per_service(kernel_layout.ST_CONN_FAIL),
-            "connections_opened": per_service(kernel_layout.ST_CONN_OPEN),
-            "db_operations": per_service(kernel_layout.ST_OPS, is_tcp),
-            "peak_inbound_requests": per_service(kernel_layout.ST_PEAK_INBOUND,
-                                                 [not t for t in is_tcp]),
-            "events": int(x[kernel_layout.X_EVENTS]),
-            "simulated_ms": x[kernel_layout.X_SIM_END_MS],
+            "task_errors": int(x[lay.X_TASK_ERRORS]),
+            "cart_race_failures": int(x[lay.X_CART_RACE]),
+            "payment_declines": int(x[lay.X_DECLINES]),
+            "order_wait_timeouts": int(x[lay.X_TIMEOUTS]),
+            "frontend_crashes": int(x[lay.X_CRASHES]),
+            "frontend_down_ms": x[lay.X_DOWN_MS],
+            "retry_overflows": per_service(lay.ST_RETRY_OVF),
+            "connect_failures": per_service(lay.ST_CONN_FAIL),
+            "connections_opened": per_service(lay.ST_CONN_OPEN),
+            "db_operations": per_service(lay.ST_OPS, is_tcp),
+            "peak_inbound_requests": per_service(lay.ST_PEAK_INBOUND, [not t for t in is_tcp]),
+            "events": int(x[lay.X_EVENTS]),
+            "simulated_ms": x[lay.X_SIM_END_MS],
+            # of reset_count: attempts whose connection the down destination refused
+            "resets_refused": per_service(lay.ST_REFUSED),
+            # of the front-end's reset_count: requests lost inside its crashed process
+            "frontend_crash_resets": rows[self._svc_index["front-end"]][lay.ST_CRASH_RESET],
         }
+        if not len(rec_lat):
+            lat_mean = lat_p99 = None
         return LoadReport(endpoints=endpoints, services=services, duration_s=duration_s,
                           users=load.users if load.mode == "closed" else 0, backend=self.name,
-                          extra=extra_out)
+                          extra=extra_out, num_abandoned=int(x[lay.X_ABANDONED]),
+                          latency_mean_ms=lat_mean, latency_p99_ms=lat_p99)
 
 
 __all__ = ["GATEWAY", "HEALTH_CHECK_SEED", "SimMesh"]

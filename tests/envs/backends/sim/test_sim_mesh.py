@@ -175,14 +175,16 @@ def test_catalogue_down_answers_200_and_restarts_the_loop(mesh: SimMesh) -> None
     assert cat.num_requests == 200 and cat.num_failures == 0
     assert r.extra["task_errors"] == 200
     assert r.endpoints["GET /"].num_requests == 0
-    assert r.services["catalogue"].uf_count > 0
+    # a down service refuses / resets: counted as resets, not as connect failures (issue 12)
+    assert r.services["catalogue"].reset_count > 0
+    assert r.services["catalogue"].uf_count == 0
 
 
-def test_service_down_window_fails_callers_with_uf(mesh: SimMesh) -> None:
+def test_service_down_window_fails_callers_with_resets(mesh: SimMesh) -> None:
     mesh.apply([])
     load = LoadSpec(users=10, requests=1500, faults=(ServiceDown("carts", 4.0, 6.0),))
     r = mesh.run_load(load, 0)
-    assert r.services["carts"].uf_count > 0
+    assert r.services["carts"].reset_count > 0
     assert r.services["carts"].retry_count > 0
     assert r.endpoints["DELETE /cart"].num_failures > 0
     # outside the window carts works again: most DELETEs succeed
