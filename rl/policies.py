@@ -1,0 +1,65 @@
+"""Which policy network a MeshEnv agent uses, and its ``model_config``: the one place that ties a
+policy to the env's observation layout.
+
+* ``shared`` (the default): :class:`rl.shared_module.SharedServiceModule`, one network scoring
+  every service's acts from that service's own observation block and the global context, so it
+  learns a rule once and applies it to every service (and to any number of services). Its
+  ``service_features`` / ``global_features`` / ``acts_per_service`` / ``noop_action`` come from
+  the env's :class:`envs.observation.ObservationEncoder` and action catalogue, computed from the
+  ``env_config`` alone (no env is built).
+* ``mlp``: the notebook's network (:class:`rl.module.SoftmaxPolicyModule`) over the whole
+  observation.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+from ray.rllib.core.rl_module.rl_module import RLModuleSpec
+
+from envs.actions import make_catalogue
+from envs.observation import ObservationEncoder
+from envs.settings import EnvSettings
+from rl.module import SoftmaxPolicyModule
+from rl.shared_module import DEFAULT_HIDDEN, SharedServiceModule
+
+#: The policy choices of :func:`policy_spec`.
+POLICIES: tuple[str, ...] = ("shared", "mlp")
+
+
+def mesh_layout(env_config: Mapping[str, Any] | None) -> dict[str, Any]:
+    """The shared module's layout keys for the MeshEnv built from ``env_config``.
+
+    Raises:
+        ValueError: a bad ``env_config`` (as ``MeshEnv`` would say it).
+    """
+    settings = EnvSettings.from_config(env_config)
+    catalogue = make_catalogue(settings.catalogue, settings.services)  # type: ignore[arg-type]
+    encoder = ObservationEncoder(catalogue, settings.episode_len)
+    return {
+        "service_features": [list(s) for s in encoder.service_slices],
+        "global_features": list(encoder.global_indices),
+        "acts_per_service": catalogue.actions_per_service,
+        "noop_action": len(catalogue) == len(catalogue.services) * catalogue.actions_per_service
+        + 1,
+    }
+
+
+def policy_spec(policy: str, env_config: Mapping[str, Any] | None,
+                hidden: tuple[int, ...] = DEFAULT_HIDDEN) -> tuple[RLModuleSpec, dict[str, Any]]:
+    """The RLModule spec and the ``model_config`` of ``policy`` for MeshEnv(``env_config``):
+    pass them as ``config.rl_module(rl_module_spec=spec, model_config=model_config)``.
+
+    Raises:
+        ValueError: an unknown ``policy`` or a bad ``env_config``.
+    """
+    if policy == "shared":
+        return (RLModuleSpec(module_class=SharedServiceModule),
+                {**mesh_layout(env_config), "hidden": list(hidden)})
+    if policy == "mlp":
+        return RLModuleSpec(module_class=SoftmaxPolicyModule), {}
+    raise ValueError(f"unknown policy {policy!r}; choose one of {POLICIES}")
+
+
+__all__ = ["POLICIES", "mesh_layout", "policy_spec"]
