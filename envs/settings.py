@@ -30,7 +30,7 @@ from envs.reward import (
     RewardWeights,
     SloObjective,
 )
-from envs.scenarios import DISTRIBUTIONS, Scenario, load_scenarios
+from envs.scenarios import DISTRIBUTIONS, MIN_EPISODE_LEN, Scenario, load_scenarios
 
 #: The ``load_draw`` choices: the episode's users drawn once per env or at every reset.
 LOAD_DRAWS: tuple[str, ...] = ("per_env", "per_episode")
@@ -191,12 +191,19 @@ class EnvSettings:
         elif tuned is not None and not isinstance(tuned, Mapping):
             raise ValueError("env_config['tuned_config'] must be a mapping service -> "
                              f"ConnectionPool, a DestinationRule YAML path or None, got {tuned!r}")
+        load = _choice(c, "load", LOADS)
+        scenarios = _scenarios(c["scenarios"])
+        episode_len = _int(c, "episode_len", 1)
+        if load == "open" and isinstance(scenarios, str) and episode_len < MIN_EPISODE_LEN:
+            raise ValueError(f"env_config['episode_len'] must be >= {MIN_EPISODE_LEN} to draw "
+                             f"from the {scenarios!r} scenarios (their load shapes need it), "
+                             f"got {episode_len}; give a list of scenarios or the classic load")
         return cls(
             backend=str(c["backend"]),
             backend_kwargs=dict(c["backend_kwargs"]),
             replica=replica,
-            load=_choice(c, "load", LOADS),
-            scenarios=_scenarios(c["scenarios"]),
+            load=load,
+            scenarios=scenarios,
             step_s=float(step_s),
             users_range=(int(users[0]), int(users[1])),
             requests_per_user=_int(c, "requests_per_user", 1),
@@ -204,7 +211,7 @@ class EnvSettings:
             load_seed=_choice(c, "load_seed", LOAD_SEEDS),
             objective=objective,
             reward_mode=_choice(c, "reward_mode", REWARD_MODES),
-            episode_len=_int(c, "episode_len", 1),
+            episode_len=episode_len,
             catalogue=str(c["catalogue"]),
             services=services,
             init=init,

@@ -96,8 +96,8 @@ def case_env_config(base: dict[str, Any], scenario: Scenario, case_seed: int) ->
         ValueError: a fault scenario on another backend than the simulator.
     """
     config = {k: v for k, v in base.items() if k != "replica"}
-    config.update(seed=case_seed, init="classic_random", load_draw="per_episode",
-                  users_range=scenario.users_range)
+    config.update(seed=case_seed, load="classic", init="classic_random",
+                  load_draw="per_episode", users_range=scenario.users_range)
     if scenario.faults:
         if config.get("backend", "sim") != "sim":
             raise ValueError(f"fault scenarios run on the simulator, not on "

@@ -89,7 +89,8 @@ def test_random_search_improves_on_a_bad_start(tester: LoadTester) -> None:
     fresh = range(9000, 9004)
     start_score = np.mean([tester.measure(start, s).objective for s in fresh])
     best_score = np.mean([tester.measure(best, s).objective for s in fresh])
-    assert best_score > start_score + 100, (start_score, best_score)
+    # (the SLO evaluation score: 0 is every offered request within SLO, -100 none)
+    assert best_score > start_score + 50, (start_score, best_score)
 
 
 def test_tpe_is_seeded_and_reproducible(tester: LoadTester) -> None:
@@ -152,12 +153,13 @@ def test_sim_faults_inject_into_every_run() -> None:
     # the same through MeshEnv, by env_config["faults"]: in the LoadSpec of every run
     from envs.mesh_env import MeshEnv
 
-    env = MeshEnv({"backend": "sim", "faults": list(down),
+    env = MeshEnv({"backend": "sim", "faults": list(down), "load": "classic",
                    "users_range": (12, 12), "init": "istio_default"})
     try:
         _, info = env.reset(seed=0)
         assert env.load_spec.faults == down
-        env_plain = MeshEnv({"users_range": (12, 12), "init": "istio_default"})
+        env_plain = MeshEnv({"load": "classic", "users_range": (12, 12),
+                             "init": "istio_default"})
         try:
             _, info_plain = env_plain.reset(seed=0)
         finally:

@@ -5,15 +5,21 @@ from __future__ import annotations
 import os
 import time
 import urllib.request
-from typing import Any
+from typing import Any, ClassVar
 
 import pytest
 
 from envs.mesh_env import MeshEnv
-from rl.callbacks import EPISODE_METRICS, MeshMetricsCallback, episode_metrics
+from rl.callbacks import (
+    EPISODE_METRICS,
+    MeshMetricsCallback,
+    episode_metrics,
+    trajectory_metrics,
+)
 
 INFO = {"healthy": True, "failure_pct": 2.5, "p99_ms": 310.0, "score": -40.0,
-        "eval_score": -60.0, "initial_score": -55.0, "initial_eval_score": -90.0}
+        "eval_score": -60.0, "initial_score": -55.0, "initial_eval_score": -90.0,
+        "episode_len": 4, "eval_worst": -100.0, "good_pct": 40.0}
 
 
 def test_gains_are_final_minus_initial() -> None:
@@ -28,6 +34,18 @@ def test_unhealthy_end_has_no_made_up_scores() -> None:
     info = {**INFO, "healthy": False, "failure_pct": None, "p99_ms": None, "score": None,
             "eval_score": None}
     assert episode_metrics(info) == {"unhealthy_end": 1.0}
+
+
+def test_the_episode_mean_counts_steps_an_unhealthy_end_cut_off_as_the_worst() -> None:
+    reset = {**INFO, "eval_score": -50.0}
+    healthy = {**INFO, "eval_score": -10.0, "good_pct": 90.0}
+    broken = {**INFO, "healthy": False, "eval_score": None, "good_pct": None}
+    m = trajectory_metrics([reset, healthy, broken])  # episode_len 4: 3 steps lost
+    assert m["eval_score_mean"] == pytest.approx((-10 - 3 * 100) / 4)
+    assert m["good_pct_mean"] == pytest.approx(90.0)  # over the healthy steps only
+    assert trajectory_metrics([reset]) == {}
+    with pytest.raises(KeyError, match="eval_worst"):
+        trajectory_metrics([reset, {k: v for k, v in INFO.items() if k != "eval_worst"}])
 
 
 @pytest.mark.parametrize("key", ["eval_score", "initial_eval_score", "healthy"])
@@ -46,9 +64,14 @@ class _Logger:
 
 
 class _Episode:
-    def get_infos(self, index: int) -> dict[str, Any]:
-        assert index == -1
-        return INFO
+    """An episode of 4 steps: the reset's info, then 4 steps' (the last is :data:`INFO`)."""
+
+    infos: ClassVar[list[dict[str, Any]]] = [
+        {**INFO, "eval_score": -90.0}, {**INFO, "eval_score": -80.0},
+        {**INFO, "eval_score": -70.0}, {**INFO, "eval_score": -70.0}, INFO]
+
+    def get_infos(self, index: int | None = None) -> Any:
+        return self.infos if index is None else self.infos[index]
 
 
 class _Runner:
@@ -61,6 +84,8 @@ def test_callback_logs_every_metric_as_a_windowed_mean() -> None:
     MeshMetricsCallback().on_episode_end(episode=_Episode(), metrics_logger=logger,
                                          env_runner=_Runner(), env_index=0)
     assert logger.logged["eval_score_gain"][0] == pytest.approx(30.0)
+    assert logger.logged["eval_score_mean"][0] == pytest.approx((-80 - 70 - 70 - 60) / 4)
+    assert logger.logged["good_pct_mean"][0] == pytest.approx(40.0)
     assert all(kw == {"reduce": "mean", "window": 7} for _, kw in logger.logged.values())
 
 
@@ -82,7 +107,8 @@ def test_ray_custom_metrics_are_exported_per_replica() -> None:
              _system_config={"metrics_report_interval_ms": 1000})
     try:
         algo = (ReinforceConfig()
-                .environment(MeshEnv, env_config={"episode_len": 3, "users_range": (3, 3),
+                .environment(MeshEnv, env_config={"load": "classic", "episode_len": 3,
+                                                         "users_range": (3, 3),
                                                   "requests_per_user": 20})
                 .env_runners(num_env_runners=1)
                 .training(num_episodes_per_train_batch=2)

@@ -19,7 +19,7 @@ from envs.mesh_env import MeshEnv
 pytestmark = pytest.mark.slow
 
 #: A small episode on the local mesh: 2 steps of 4 users × 25 requests.
-LOCAL_ENV = {"backend": "local", "users_range": (4, 4), "requests_per_user": 25,
+LOCAL_ENV = {"backend": "local", "load": "classic", "users_range": (4, 4), "requests_per_user": 25,
              "episode_len": 2, "init": "istio_default"}
 
 

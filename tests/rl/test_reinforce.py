@@ -103,7 +103,8 @@ def test_mesh_env_training_reports_custom_metrics(local_ray: None) -> None:
     from rl.callbacks import EPISODE_METRICS, MeshMetricsCallback
 
     config = (ReinforceConfig()
-              .environment(MeshEnv, env_config={"episode_len": 3, "init": "classic_random",
+              .environment(MeshEnv, env_config={"load": "classic", "episode_len": 3,
+                                              "init": "classic_random",
                                                 "load_draw": "per_episode"})
               .env_runners(num_env_runners=2, num_cpus_per_env_runner=0.5)
               .learners(num_cpus_per_learner=0.5)

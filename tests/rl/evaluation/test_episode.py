@@ -10,7 +10,8 @@ from rl.evaluation.actors import uniform_random_actor
 from rl.evaluation.episode import evaluate, measure_config, run_episode
 from rl.evaluation.seeds import measurement_seeds
 
-ENV_CONFIG = {"episode_len": 3, "init": "classic_random", "load_draw": "per_episode"}
+ENV_CONFIG = {"load": "classic", "objective": "classic", "episode_len": 3,
+              "init": "classic_random", "load_draw": "per_episode"}
 
 
 def _env(seed: int) -> MeshEnv:

@@ -21,7 +21,8 @@ from ray.rllib.core.columns import Columns
 import rl.evaluation.transfer as tr
 from rl.evaluation.checkpoint import CheckpointError
 
-ENV_CONFIG = {"backend": "sim", "users_range": (2, 3), "requests_per_user": 20,
+ENV_CONFIG = {"backend": "sim", "load": "classic", "objective": "classic", "users_range": (2, 3),
+              "requests_per_user": 20,
               "episode_len": 3}
 
 
