@@ -42,6 +42,7 @@ is invented. Every channel is declared in [0, 1] and lies there (a property test
 
 from __future__ import annotations
 
+import functools
 import math
 
 import gymnasium as gym
@@ -50,8 +51,8 @@ import numpy as np
 from envs.actions import ActionCatalogue, MeshConfig
 from envs.backends.base import BackendError
 from envs.backends.report import LoadReport, ServiceStats
-from envs.istio import resolve
-from envs.knobs import knob_range, knob_value
+from envs.istio import ConnectionPool, ResolvedPool, resolve
+from envs.knobs import Knob, knob_range, knob_value
 from envs.sockshop import SERVICE_NAMES, SERVICES, Protocol, endpoint_names
 
 #: Locust request names, in observation order.
@@ -79,6 +80,18 @@ def latency_scale(ms: float) -> float:
 def ratio_scale(ratio: float) -> float:
     """A non-negative ratio ``r`` as ``r / (1 + r)`` in [0, 1) (0.5 at r = 1)."""
     return ratio / (1.0 + ratio) if ratio > 0 else 0.0
+
+
+@functools.lru_cache(maxsize=4096)
+def _resolved(pool: ConnectionPool | None) -> ResolvedPool:
+    """``resolve(pool)``, remembered: a step changes one service's pool at most."""
+    return resolve(pool)
+
+
+@functools.lru_cache(maxsize=4096)
+def _config_block(pool: ConnectionPool | None, knobs: tuple[Knob, ...]) -> tuple[float, ...]:
+    """The configuration block of one pool: ``log1p(v)/log1p(ceiling)`` per knob."""
+    return tuple(math.log1p(knob_value(pool, k)) / math.log1p(knob_range(k)[1]) for k in knobs)
 
 
 def _frac(count: int | None, total: int) -> float:
@@ -118,7 +131,7 @@ def destination_block(stats: ServiceStats | None, service: str,
     mean = latency_scale(stats.mean_ms) if stats.mean_ms is not None else 0.0
     if not measured:
         return [1.0, 0.0, stats.error_ratio, p99, mean] + [0.0] * 10 + [float(tcp)]
-    pool = resolve(pool_config.get(service))
+    pool = _resolved(pool_config.get(service))
     in_flight = float(stats.in_flight_per_pool or 0.0)
     conn = pool.max_connections
     return [
@@ -170,7 +183,6 @@ class ObservationEncoder:
         n = len(names)
         self.space = gym.spaces.Box(np.zeros(n, np.float32), np.ones(n, np.float32),
                                     dtype=np.float32)
-        self._log_ceiling = {k: math.log1p(knob_range(k)[1]) for k in catalogue.knobs}
 
     def encode(self, report: LoadReport | None, config: MeshConfig, load_level: float,
                step: int) -> np.ndarray:
@@ -209,9 +221,7 @@ class ObservationEncoder:
             values += destination_block(services.get(name), name, config)
         for name in self.catalogue.services:
             values += destination_block(services.get(name), name, config)
-            pool = config.get(name)
-            values += [math.log1p(knob_value(pool, k)) / self._log_ceiling[k]
-                       for k in self.catalogue.knobs]
+            values += _config_block(config.get(name), self.catalogue.knobs)
         out = np.asarray(values, dtype=np.float32)
         if not (np.all(out >= 0.0) and np.all(out <= 1.0)):
             bad = [self.names[i] for i in np.flatnonzero((out < 0.0) | (out > 1.0))]
