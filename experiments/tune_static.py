@@ -2,6 +2,7 @@
 
     python experiments/tune_static.py                 # ~1 min on the simulator; writes the YAML
     python experiments/tune_static.py --no-write      # measure and print only
+    python experiments/tune_static.py --rules         # tune the rule-based controller instead
 
 Optuna TPE (:func:`rl.baselines.tpe_search`: seeded, multivariate, Istio's defaults evaluated
 first) searches the agent's knob space (:func:`rl.baselines.reachable_space`, the six classic
@@ -158,11 +159,50 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     p.add_argument("--output", type=Path, default=TUNED_STATIC_PATH,
                    help=f"DestinationRule YAML to write (default {TUNED_STATIC_PATH})")
     p.add_argument("--no-write", action="store_true", help="print only, write nothing")
+    p.add_argument("--rules", action="store_true",
+                   help="tune the rule-based controller's parameters instead (prints them)")
+    p.add_argument("--candidates", type=int, default=32,
+                   help="--rules: parameter sets tried (default 32)")
+    p.add_argument("--scenarios", type=int, default=16,
+                   help="--rules: TRAINING scenarios per candidate (default 16)")
     return p.parse_args(argv)
+
+
+def run_rules(args: argparse.Namespace) -> str:
+    """Tune the rule-based controller (:func:`rl.baselines.tune_rule_params`); print the
+    ranking and the winner."""
+    from rl.baselines import tune_rule_params
+
+    if args.candidates < 1 or args.scenarios < 1 or args.top_k < 1:
+        raise TuneError("--candidates, --scenarios and --top-k must be >= 1")
+    t0 = time.monotonic()
+    backend = make_backend("sim")
+    try:
+        tuning = tune_rule_params(backend, args.candidates, args.scenarios, args.seed,
+                                  top_k=min(args.top_k, args.candidates),
+                                  step_s=args.step_s)
+    finally:
+        backend.close()
+    lines = [f"Rule-based controller: {args.candidates} parameter sets (seed {args.seed}) x "
+             f"{args.scenarios} TRAINING scenarios, top {len(tuning.finalists)} re-played on "
+             f"32 other TRAINING scenarios; {tuning.episodes} episodes, "
+             f"{time.monotonic() - t0:.0f} s.", "",
+             "| candidate | search mean summed score | selection mean summed score | params |",
+             "|---:|---:|---:|---|"]
+    sel = dict(zip(tuning.finalists, tuning.selection_scores, strict=True))
+    for i in np.argsort(tuning.scores, kind="stable")[::-1][:8]:
+        s = f"{sel[i]:.1f}" if i in sel else "—"
+        lines.append(f"| {i} | {tuning.scores[i]:.1f} | {s} | {tuning.candidates[i]} |")
+    lines += ["", f"best: {tuning.best!r}"]
+    text = "\n".join(lines)
+    print(text)
+    return text
 
 
 def run(args: argparse.Namespace, argv: Sequence[str]) -> str:
     """Search, select, re-measure, print the table, write the YAML; returns the table."""
+    if args.rules:
+        return run_rules(args)
     for name in ("runs", "top_k", "selection_seeds"):
         if getattr(args, name) < 1:
             raise TuneError(f"--{name.replace('_', '-')} must be >= 1")
