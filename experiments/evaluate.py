@@ -2,7 +2,7 @@
 scenarios of changing load and faults.
 
     python experiments/evaluate.py                       # default: 18 held-out scenarios
-    python experiments/evaluate.py --quick               # 2 scenarios, a smoke test
+    python experiments/evaluate.py --quick               # 2 scenarios (a step, a fault)
     python experiments/evaluate.py --checkpoint PATH     # another checkpoint
     python experiments/evaluate.py --classic [...]       # the earlier classic-case evaluation
 
@@ -213,7 +213,10 @@ def run_held_out(args: argparse.Namespace, argv: Sequence[str]) -> dict[str, Any
         tuned = tuned_static()
     except ValueError as exc:
         raise EvaluationError(str(exc)) from None
-    plan = held_out_plan(n_cases, episode_len, args.scenario_seed)
+    if args.quick and args.cases is None:  # a load step and a fault: both kinds, tiny
+        plan = [held_out_plan(4, episode_len, args.scenario_seed)[i] for i in (0, 3)]
+    else:
+        plan = held_out_plan(n_cases, episode_len, args.scenario_seed)
     methods = {
         "policy": lambda: PolicyController(policy.module, catalogue),
         "istio_default": istio_defaults,
