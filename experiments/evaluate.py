@@ -1,8 +1,40 @@
-"""Is RL worth it? The trained agent against what an operator would otherwise do, on held-out cases.
+"""Is RL worth it? The trained policy against what an operator would otherwise do, on held-out
+scenarios of changing load and faults.
 
-    python experiments/evaluate.py                       # default: ~6 min on 2 shared cores
-    python experiments/evaluate.py --quick               # ~1 min, every step, tiny sizes
-    python experiments/evaluate.py --checkpoint PATH     # another REINFORCE checkpoint
+    python experiments/evaluate.py                       # default: 18 held-out scenarios
+    python experiments/evaluate.py --quick               # 2 scenarios (a step, a fault)
+    python experiments/evaluate.py --checkpoint PATH     # another checkpoint
+    python experiments/evaluate.py --classic [...]       # the earlier classic-case evaluation
+
+**Default: held-out scenarios.** ``--cases`` scenarios (default 18, ``--quick`` 2) of
+:func:`envs.scenarios.held_out_cases` (families kept out of training: load steps ×3.5–×4.5, a
+two-period diurnal curve, faults of services training never faults; starts cycling through
+Istio's defaults, the notebook's random draw and the tuned configuration), each played by every
+method with the same case seed (load seeds, random start: common random numbers) through
+:func:`rl.evaluation.closed_loop.run_scenario` on the simulator, with ``MeshEnv``'s semantics and
+observation (``episode_len`` and ``step_s`` of the checkpoint's env config; at least
+:data:`envs.scenarios.MIN_EPISODE_LEN` steps). Methods (:mod:`rl.controllers`):
+
+* ``policy`` — the trained policy (best trial of pg_sweep's results, or ``--checkpoint``),
+  greedy, from the scenario's start;
+* ``istio_default`` — no DestinationRule, deployed unchanged;
+* ``tpe_201`` — the static configuration Optuna TPE found with 201 runs on the steady nominal
+  load (``envs/data/tuned_static.yaml``, ``experiments/tune_static.py``), deployed unchanged;
+* ``rule_based`` — the rule-based controller (tuned parameters), from the scenario's start;
+* ``gateway_throttle`` — the front-end's pool cut to what the shop serves, deployed unchanged.
+
+Tables (:mod:`rl.evaluation.scenario_tables`): per method the summed and per-step score beside
+good %, goodput, failure %, mean latency and p99, each with a 95 % CI over cases; the policy's
+win rate against each method; the steady-state check (the policy against the best static
+method on the fault-free constant-rate steps). Writes into ``--output`` (default
+``results/evaluate``) ``results.json`` (every step of every run), ``results.md`` and
+``fault_case.png`` (the per-step score of every method through the first fault scenario).
+
+**``--classic``**: the earlier evaluation on the notebook's cases (random start, closed-loop
+users, PPO, searches, oracle), kept for reproducing it; its options are ``--fresh-seeds``,
+``--selection-seeds``, ``--oracle-evals``, ``--ppo-env-steps``, ``--ppo-checkpoint`` and
+``--cases`` (per scenario). It evaluates under the checkpoint's env config with the classic
+load and objective (:func:`envs.settings.classic_env_config`). In detail:
 
 A *case* is what one training episode is: a random initial configuration (the notebook's draw, every
 classic knob of every tunable service in 1..100) and a load, drawn by ``MeshEnv.reset(seed=s)``
@@ -69,9 +101,24 @@ from pathlib import Path
 from typing import Any
 
 from envs.actions import make_catalogue
+from envs.scenarios import MIN_EPISODE_LEN
+from envs.settings import classic_env_config
 from rl.baselines import reachable_space
+from rl.controllers import (
+    TUNED_RULE_PARAMS,
+    GatewayThrottle,
+    PolicyController,
+    RuleBasedController,
+    istio_defaults,
+    tuned_static,
+)
 from rl.evaluation.cases import SCENARIOS
-from rl.evaluation.checkpoint import DEFAULT_SWEEP_RESULTS, CheckpointError, load_policy
+from rl.evaluation.checkpoint import (
+    DEFAULT_SWEEP_RESULTS,
+    CheckpointError,
+    best_checkpoint,
+    load_policy,
+)
 from rl.evaluation.heldout import (
     EvalSettings,
     EvaluationError,
@@ -80,40 +127,141 @@ from rl.evaluation.heldout import (
     scenarios_json,
 )
 from rl.evaluation.plots import plot_curves
+from rl.evaluation.scenario_eval import (
+    SCENARIO_SEED,
+    action_summary,
+    evaluate_methods,
+    fault_case,
+    held_out_plan,
+    plot_fault_case,
+    report_markdown,
+    results_json,
+)
 from rl.evaluation.tables import scenario_section
 from rl.ppo_baseline import train_ppo
 
 DEFAULT_OUTPUT = Path("results/evaluate")
+#: Held-out scenarios of the default evaluation.
+DEFAULT_CASES = 18
 
 
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     """The command line (see the module docstring)."""
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--checkpoint", type=Path, default=None,
-                   help="REINFORCE Algorithm checkpoint (default: the best trial in "
+                   help="policy Algorithm checkpoint (default: the best trial in "
                         f"{DEFAULT_SWEEP_RESULTS})")
-    p.add_argument("--quick", action="store_true", help="tiny sizes, about a minute")
+    p.add_argument("--quick", action="store_true", help="tiny sizes, a smoke test")
+    p.add_argument("--classic", action="store_true",
+                   help="the earlier evaluation on the notebook's classic cases")
     p.add_argument("--cases", type=int, default=None,
-                   help="cases per scenario (default: in_range 16, others 6; quick 1)")
+                   help="held-out scenarios (default 18; quick 2); --classic: cases per "
+                        "scenario (default: in_range 16, others 6; quick 1)")
+    p.add_argument("--scenario-seed", type=int, default=SCENARIO_SEED,
+                   help=f"seed of the held-out scenarios (default {SCENARIO_SEED})")
     p.add_argument("--fresh-seeds", type=int, default=None,
-                   help="fresh load seeds per final configuration (default 8; quick 3)")
+                   help="--classic: fresh load seeds per final configuration (default 8; quick 3)")
     p.add_argument("--selection-seeds", type=int, default=None,
-                   help="load seeds of the oracle's final selection (default 8; quick 2)")
+                   help="--classic: load seeds of the oracle's selection (default 8; quick 2)")
     p.add_argument("--oracle-evals", type=int, default=None,
-                   help="load runs of the oracle's local search (default 600; quick 40)")
+                   help="--classic: load runs of the oracle's local search (default 600; "
+                        "quick 40)")
     p.add_argument("--ppo-env-steps", type=int, default=None,
-                   help="PPO training env steps (default: as many as the REINFORCE checkpoint "
+                   help="--classic: PPO training env steps (default: as many as the checkpoint "
                         "saw; quick 200)")
     p.add_argument("--ppo-checkpoint", type=Path, default=None,
-                   help="reuse a PPO checkpoint instead of training one")
-    p.add_argument("--seed", type=int, default=0, help="seed of PPO, searches, random actions")
+                   help="--classic: reuse a PPO checkpoint instead of training one")
+    p.add_argument("--seed", type=int, default=0,
+                   help="--classic: seed of PPO, searches, random actions")
     p.add_argument("--output", type=Path, default=DEFAULT_OUTPUT,
                    help=f"output directory (default {DEFAULT_OUTPUT})")
     return p.parse_args(argv)
 
 
-def run(settings: EvalSettings, argv: Sequence[str]) -> dict[str, Any]:
-    """The whole evaluation; writes results.json, results.md and the plot, returns the summary."""
+def run_held_out(args: argparse.Namespace, argv: Sequence[str]) -> dict[str, Any]:
+    """The default evaluation (module docstring); writes results.json, results.md and the
+    fault-case plot, returns the summary."""
+    import torch
+
+    torch.set_num_threads(1)
+    classic_only = [f"--{n.replace('_', '-')}" for n in ("fresh_seeds", "selection_seeds",
+                                                         "oracle_evals", "ppo_env_steps",
+                                                         "ppo_checkpoint")
+                    if getattr(args, n) is not None]
+    if classic_only:
+        raise EvaluationError(f"{', '.join(classic_only)} only apply with --classic")
+    n_cases = args.cases if args.cases is not None else (2 if args.quick else DEFAULT_CASES)
+    if n_cases < 1:
+        raise EvaluationError("--cases must be >= 1")
+    t_start = time.monotonic()
+    checkpoint = (args.checkpoint or best_checkpoint()).resolve()
+    output = args.output.resolve()
+    output.mkdir(parents=True, exist_ok=True)
+    policy = load_policy(checkpoint)
+    env_config = policy.env_config
+    if env_config.get("backend", "sim") != "sim":
+        print(f"[evaluate] the checkpoint was trained on backend {env_config['backend']!r}; "
+              "evaluating on the simulator", flush=True)
+    if env_config.get("load", "open") != "open":
+        print("[evaluate] the checkpoint was trained on the classic closed load; evaluating on "
+              "the open-load held-out scenarios", flush=True)
+    episode_len = max(int(env_config.get("episode_len", 20)), MIN_EPISODE_LEN)
+    step_s = float(env_config.get("step_s", 10.0))
+    try:
+        catalogue = make_catalogue(env_config.get("catalogue", "classic"),
+                                   env_config.get("services"))
+        tuned = tuned_static()
+    except ValueError as exc:
+        raise EvaluationError(str(exc)) from None
+    if args.quick and args.cases is None:  # a load step and a fault: both kinds, tiny
+        plan = [held_out_plan(4, episode_len, args.scenario_seed)[i] for i in (0, 3)]
+    else:
+        plan = held_out_plan(n_cases, episode_len, args.scenario_seed)
+    methods = {
+        "policy": lambda: PolicyController(policy.module, catalogue),
+        "istio_default": istio_defaults,
+        "tpe_201": lambda: tuned,
+        "rule_based": lambda: RuleBasedController(TUNED_RULE_PARAMS, catalogue),
+        "gateway_throttle": GatewayThrottle,
+    }
+    print(f"[evaluate] checkpoint {policy.path} ({policy.env_steps_trained} env steps), "
+          f"{n_cases} held-out scenarios of {episode_len} steps x {step_s:g} s", flush=True)
+    runs = evaluate_methods(plan, methods, step_s, episode_len, catalogue,
+                            log=lambda line: print(line, flush=True))
+    md_tables, numbers = report_markdown(runs, "policy", plan)
+    actions = action_summary(runs["policy"], catalogue.describe)
+    stamp = datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC")
+    command = "python experiments/evaluate.py " + " ".join(shlex.quote(a) for a in argv)
+    md = [f"### {stamp} — `{command.strip()}`", "",
+          f"Policy checkpoint `{policy.path}` ({policy.env_steps_trained} env steps); "
+          f"{n_cases} held-out scenarios (`held_out_cases({args.scenario_seed}, {n_cases}, "
+          f"{episode_len})`, case seeds {plan[0][1]}..{plan[-1][1]}), {episode_len} steps of "
+          f"{step_s:g} s each, on the simulator; every method with the same case seeds. "
+          f"Rule-based parameters: {TUNED_RULE_PARAMS}. Wall time "
+          f"{time.monotonic() - t_start:.0f} s.", "", *md_tables, "",
+          f"Policy actions: {actions['distinct']} distinct in {actions['steps']} steps; most "
+          f"frequent `{actions['most_frequent']}` "
+          + (f"({actions['share']:.0%})." if actions["share"] is not None else "."), ""]
+    index = fault_case(plan)
+    if index is not None:
+        plot_fault_case(runs, index, plan[index][0], output / "fault_case.png")
+        md += [f"Plot: `{output / 'fault_case.png'}` (per-step score through "
+               f"{plan[index][0].name}).", ""]
+    text = "\n".join(md)
+    (output / "results.md").write_text(text)
+    summary = {"command": command.strip(), "date": stamp, "checkpoint": str(policy.path),
+               "env_steps_trained": policy.env_steps_trained, "episode_len": episode_len,
+               "step_s": step_s, "scenario_seed": args.scenario_seed,
+               "rule_params": asdict(TUNED_RULE_PARAMS), "policy_actions": actions,
+               "wall_s": time.monotonic() - t_start, **numbers, **results_json(runs, plan)}
+    (output / "results.json").write_text(json.dumps(summary, indent=1, default=str))
+    print("\n" + text, flush=True)
+    return summary
+
+
+def run_classic(settings: EvalSettings, argv: Sequence[str]) -> dict[str, Any]:
+    """The ``--classic`` evaluation; writes results.json, results.md and the plot, returns the
+    summary."""
     import torch
 
     torch.set_num_threads(1)
@@ -125,7 +273,8 @@ def run(settings: EvalSettings, argv: Sequence[str]) -> dict[str, Any]:
               f"{policy.env_config['backend']!r}; evaluating on the simulator", flush=True)
     # every method (and PPO's training) runs on the simulator, without the training's faults
     base = {**{k: v for k, v in policy.env_config.items()
-               if k not in ("backend_kwargs", "faults")}, "backend": "sim"}
+               if k not in ("backend_kwargs", "faults", "scenarios", "step_s", "late_weight")},
+            **classic_env_config(), "backend": "sim"}
     episode_len = int(base.get("episode_len", 20))
     space = reachable_space(base.get("catalogue", "classic"), base.get("services"),
                             int(base.get("init_upper", 100)), episode_len)
@@ -194,7 +343,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
     argv = list(sys.argv[1:] if argv is None else argv)
     try:
-        run(resolve_settings(**vars(parse_args(argv))), argv)
+        args = parse_args(argv)
+        if args.classic:
+            classic = {k: v for k, v in vars(args).items()
+                       if k not in ("classic", "scenario_seed")}
+            run_classic(resolve_settings(**classic), argv)
+        else:
+            run_held_out(args, argv)
     except (EvaluationError, CheckpointError) as exc:
         print(f"evaluate: error: {exc}", file=sys.stderr)
         return 2

@@ -5,7 +5,9 @@ The baselines an RL agent has to beat (``experiments/evaluate.py`` compares them
 * :func:`random_search` — configurations drawn log-uniformly from the :class:`SearchSpace`;
 * :func:`tpe_search` — Optuna's TPE sampler (seeded, multivariate) over the same space;
 * :func:`local_search` — a (1+1) evolution strategy in log space, the long search behind the
-  evaluation's oracle.
+  evaluation's oracle;
+* :func:`tune_rule_params` — a seeded random search over the rule-based controller's parameters
+  (:class:`rl.controllers.RuleParams`) on TRAINING scenarios.
 
 Each evaluation applies one configuration to a backend and runs one load test with its own load
 seed (:class:`LoadTester`); the objective is the weight-independent
@@ -34,6 +36,7 @@ from __future__ import annotations
 import math
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 
@@ -283,5 +286,86 @@ def local_search(evaluate: Objective, space: SearchSpace, n_evals: int, seed: in
     return trace
 
 
-__all__ = ["LoadTester", "Objective", "SearchSpace", "SearchTrace", "local_search",
-           "random_search", "reachable_space", "tpe_search"]
+
+
+
+#: The rule-based controller's parameter grid: each candidate draws every parameter uniformly
+#: from its list (``slow_p99_ms`` 1e9 switches the slow-callee rule off).
+RULE_PARAM_GRID: dict[str, tuple[float, ...]] = {
+    "uo_threshold": (0.0, 0.005, 0.01, 0.03, 0.1),
+    "increase": (5, 10, 20, 50, 100),
+    "headroom": (1.0, 1.5, 2.0, 3.0),
+    "uf_threshold": (0.0, 0.01, 0.05),
+    "timeout_factor": (2.0, 4.0, 10.0),
+    "slow_p99_ms": (500.0, 1000.0, 2000.0, 5000.0, 1e9),
+    "slow_demand": (2.0, 4.0, 8.0, 16.0),
+    "decrease": (0.25, 0.5, 0.75),
+    "min_connections": (1, 2, 4, 8),
+    "retry_threshold": (0.01, 0.05, 0.2),
+}
+
+
+@dataclass
+class RuleTuning:
+    """The outcome of :func:`tune_rule_params`.
+
+    Attributes:
+        candidates: the parameter sets tried (the defaults first).
+        scores: each candidate's mean summed episode score on the search scenarios.
+        finalists: indices of the candidates re-scored on the selection scenarios.
+        selection_scores: their mean summed episode score there.
+        best: the winner.
+        episodes: episodes played in all.
+    """
+
+    candidates: list[Any]
+    scores: list[float]
+    finalists: list[int]
+    selection_scores: list[float]
+    best: Any
+    episodes: int
+
+
+def tune_rule_params(backend: Backend, n_candidates: int, n_scenarios: int, seed: int,
+                     top_k: int = 4, n_selection: int = 32, episode_len: int = 20,
+                     step_s: float = 10.0) -> RuleTuning:
+    """A seeded random search over :data:`RULE_PARAM_GRID` for the rule-based controller on
+    TRAINING scenarios: ``n_candidates`` parameter sets (the defaults first), each played
+    through the same ``n_scenarios`` scenarios and case seeds (common random numbers); the
+    ``top_k`` best by mean summed episode score are re-played on ``n_selection`` other TRAINING
+    scenarios and the best mean there wins (one noisy ranking is partly luck)."""
+    from envs.scenarios import TRAINING, draw
+    from rl.controllers import RuleBasedController, RuleParams
+    from rl.evaluation.closed_loop import run_scenario
+
+    rng = np.random.default_rng(seed)
+    scenario_rng = np.random.default_rng([seed, 1])
+    search = [(draw(TRAINING, scenario_rng, episode_len), 9_000_000 + i)
+              for i in range(n_scenarios)]
+    selection = [(draw(TRAINING, scenario_rng, episode_len), 9_100_000 + i)
+                 for i in range(n_selection)]
+    candidates = [RuleParams()]
+    while len(candidates) < n_candidates:
+        point = {k: v[int(rng.integers(len(v)))] for k, v in RULE_PARAM_GRID.items()}
+        point["increase"] = int(point["increase"])
+        point["min_connections"] = int(point["min_connections"])
+        candidates.append(RuleParams(**point))
+    episodes = 0
+
+    def score(params: Any, cases: list[tuple[Any, int]]) -> float:
+        nonlocal episodes
+        runs = [run_scenario(backend, sc, RuleBasedController(params), s, step_s)
+                for sc, s in cases]
+        episodes += len(runs)
+        return float(np.mean([r.summed_score for r in runs]))
+
+    scores = [score(c, search) for c in candidates]
+    finalists = [int(i) for i in np.argsort(scores, kind="stable")[::-1][:top_k]]
+    selection_scores = [score(candidates[i], selection) for i in finalists]
+    best = candidates[finalists[int(np.argmax(selection_scores))]]
+    return RuleTuning(candidates, scores, finalists, selection_scores, best, episodes)
+
+
+__all__ = ["RULE_PARAM_GRID", "LoadTester", "Objective", "RuleTuning", "SearchSpace",
+           "SearchTrace", "local_search", "random_search", "reachable_space", "tpe_search",
+           "tune_rule_params"]

@@ -1,5 +1,5 @@
-"""experiments/evaluate.py end to end: a real --quick run on a freshly trained checkpoint (the
-library's parts: tests/rl/evaluation/)."""
+"""experiments/evaluate.py end to end: real --quick runs (held-out scenarios, and --classic) on a
+freshly trained checkpoint, and its one-line errors (the library's parts: tests/rl/evaluation/)."""
 
 from __future__ import annotations
 
@@ -25,8 +25,7 @@ _MAKE_CHECKPOINT = textwrap.dedent("""
     from rl.reinforce import ReinforceConfig
     ray.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=False)
     algo = (ReinforceConfig()
-            .environment(MeshEnv, env_config={"init": "classic_random", "load_draw": "per_episode",
-                                              "episode_len": 4})
+            .environment(MeshEnv, env_config={"episode_len": 8})
             .env_runners(num_env_runners=0)
             .training(num_episodes_per_train_batch=2)
             .debugging(seed=0)).build_algo()
@@ -37,18 +36,67 @@ _MAKE_CHECKPOINT = textwrap.dedent("""
 """)
 
 
+ENV = {**os.environ, "RAY_USAGE_STATS_ENABLED": "0", "PYTHONPATH": str(REPO)}
+
+
+@pytest.fixture(scope="module")
+def checkpoint(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    path = tmp_path_factory.mktemp("evaluate") / "ckpt"
+    subprocess.run([sys.executable, "-c", _MAKE_CHECKPOINT, str(path)], check=True,
+                   cwd=REPO, env=ENV, timeout=300, capture_output=True)
+    return path
+
+
 @pytest.mark.slow
-def test_quick_run_end_to_end(tmp_path: Path) -> None:
-    env = {**os.environ, "RAY_USAGE_STATS_ENABLED": "0", "PYTHONPATH": str(REPO)}
-    checkpoint = tmp_path / "ckpt"
-    subprocess.run([sys.executable, "-c", _MAKE_CHECKPOINT, str(checkpoint)], check=True,
-                   cwd=REPO, env=env, timeout=300, capture_output=True)
-    policy = load_policy(checkpoint)
-    assert policy.env_config["episode_len"] == 4
-    assert policy.env_steps_trained == 8  # 2 episodes × 4 steps
+def test_quick_held_out_run_end_to_end(checkpoint: Path, tmp_path: Path) -> None:
     out = tmp_path / "out"
     proc = subprocess.run(
         [sys.executable, str(SCRIPT), "--quick", "--checkpoint", str(checkpoint),
+         "--output", str(out)], cwd=REPO, env=ENV, timeout=600, capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    table = (out / "results.md").read_text()
+    methods = ("policy", "istio_default", "tpe_201", "rule_based", "gateway_throttle")
+    for method in methods:
+        assert f"| {method} |" in table, method
+    for header in ("summed score", "good %", "goodput req/s", "failure %", "mean ms", "p99 ms",
+                   "win rate", "Steady parts"):
+        assert header in table, header
+    results = json.loads((out / "results.json").read_text())
+    assert results["episode_len"] == 8  # the checkpoint's
+    assert len(results["cases"]) == 2
+    case = results["cases"][0]
+    assert set(case["runs"]) == set(methods)
+    seeds = {name: [s["load_seed"] for s in run["steps"]] for name, run in case["runs"].items()}
+    assert len({tuple(v) for v in seeds.values() if None not in v}) == 1  # common random numbers
+    assert len(case["runs"]["policy"]["steps"]) == 9
+    assert set(results["win_rates"]) == set(methods) - {"policy"}
+    assert results["policy_actions"]["steps"] > 0
+    assert (out / "fault_case.png").stat().st_size > 10_000
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--cases", "0"], "--cases must be >= 1"),
+    (["--fresh-seeds", "3"], "only apply with --classic"),
+    (["--checkpoint", "/nonexistent/ckpt"], "not an RLlib Algorithm checkpoint"),
+])
+def test_bad_input_is_one_line(tmp_path: Path, args: list[str], message: str) -> None:
+    argv = args if "--checkpoint" in args else [*args, "--checkpoint", str(tmp_path)]
+    proc = subprocess.run([sys.executable, str(SCRIPT), *argv, "--output", str(tmp_path / "o")],
+                          cwd=REPO, env=ENV, timeout=300, capture_output=True, text=True)
+    assert proc.returncode == 2
+    assert message in proc.stderr
+    assert "Traceback" not in proc.stderr and len(proc.stderr.strip().splitlines()) == 1
+
+
+@pytest.mark.slow
+def test_quick_classic_run_end_to_end(checkpoint: Path, tmp_path: Path) -> None:
+    policy = load_policy(checkpoint)
+    assert policy.env_config["episode_len"] == 8
+    assert policy.env_steps_trained == 16  # 2 episodes × 8 steps
+    out = tmp_path / "out"
+    env = ENV
+    proc = subprocess.run(
+        [sys.executable, str(SCRIPT), "--classic", "--quick", "--checkpoint", str(checkpoint),
          "--ppo-env-steps", "40", "--output", str(out)],
         cwd=REPO, env=env, timeout=600, capture_output=True, text=True)
     assert proc.returncode == 0, proc.stderr[-3000:]
@@ -57,7 +105,7 @@ def test_quick_run_end_to_end(tmp_path: Path) -> None:
         assert f"**{scenario.name}**" in table
         assert str(scenario.first_seed) in table  # the held-out seeds are listed
     for method in ("reinforce", "reinforce_sampled", "ppo", "random_actions", "initial",
-                   "istio_default", "random_5", "tpe_5", "random_41", "tpe_41", "oracle"):
+                   "istio_default", "random_9", "tpe_9", "random_81", "tpe_81", "oracle"):
         assert f"| {method} " in table, method
     assert table.count("Actions: reinforce: ") == len(SCENARIOS)
     results = json.loads((out / "results.json").read_text())
@@ -67,7 +115,7 @@ def test_quick_run_end_to_end(tmp_path: Path) -> None:
     assert len(case["fresh_load_seeds"]) == 3
     methods = case["methods"]
     assert methods["oracle"]["gap_closed"] in (None, pytest.approx(1.0))
-    assert methods["reinforce"]["load_runs"] == 5  # reset + 4 steps
-    assert len(methods["reinforce"]["actions"]) == 4
+    assert methods["reinforce"]["load_runs"] == 9  # reset + 8 steps
+    assert len(methods["reinforce"]["actions"]) == 8
     assert (out / "score_vs_evals.png").stat().st_size > 10_000
     assert (out / "ppo_checkpoint" / "algorithm_state.pkl").is_file()

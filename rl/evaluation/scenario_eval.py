@@ -1,0 +1,153 @@
+"""The held-out scenario evaluation: every method through the same held-out scenarios, seeds and
+observation (``experiments/evaluate.py``'s default).
+
+* :func:`held_out_plan` — the cases: :func:`envs.scenarios.held_out_cases` with their case
+  seeds (load seeds and ``classic_random`` starts; never used in training);
+* :func:`evaluate_methods` — every controller through every case
+  (:func:`rl.evaluation.closed_loop.run_scenario`, one simulator, common random numbers);
+* :func:`report_markdown` / :func:`results_json` — the tables and the data;
+* :func:`plot_fault_case` — the per-step score of every method through one fault scenario.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any
+
+import numpy as np
+
+from envs.actions import ActionCatalogue
+from envs.backends import make_backend
+from envs.scenarios import Scenario, held_out_cases
+from rl.controllers import Controller
+from rl.evaluation.closed_loop import ScenarioRun, run_scenario
+from rl.evaluation.scenario_tables import (
+    methods_table,
+    steady_check,
+    steady_table,
+    win_rates,
+    win_table,
+)
+
+#: Case ``i`` plays with case seed ``CASE_SEED_BASE + i`` (its load seeds and random start),
+#: away from pg_sweep's training (``--seed`` + runner), validation (2 000 000+) and test
+#: (1 000 000+) seeds and from the classic evaluation's (3 000 000+).
+CASE_SEED_BASE = 4_000_000
+#: The seed of :func:`envs.scenarios.held_out_cases` (which scenarios the cases are).
+SCENARIO_SEED = 12
+#: The methods that deploy one configuration unchanged (the steady-state check's "static").
+STATIC_METHODS = ("istio_default", "tpe_201", "gateway_throttle")
+
+
+def held_out_plan(n: int, episode_len: int, scenario_seed: int = SCENARIO_SEED
+                  ) -> list[tuple[Scenario, int]]:
+    """``n`` held-out cases of ``episode_len`` steps: (scenario, case seed)."""
+    return [(s, CASE_SEED_BASE + i)
+            for i, s in enumerate(held_out_cases(scenario_seed, n, episode_len))]
+
+
+def evaluate_methods(plan: Sequence[tuple[Scenario, int]],
+                     methods: Mapping[str, Callable[[], Controller]], step_s: float,
+                     episode_len: int, catalogue: ActionCatalogue,
+                     log: Callable[[str], None] = print) -> dict[str, list[ScenarioRun]]:
+    """Every method (a factory of a fresh controller) through every case, on one simulator;
+    per method its runs in case order. Prints one line per case."""
+    backend = make_backend("sim")
+    runs: dict[str, list[ScenarioRun]] = {name: [] for name in methods}
+    try:
+        for scenario, seed in plan:
+            t0 = time.monotonic()
+            for name, make in methods.items():
+                run = run_scenario(backend, scenario, make(), seed, step_s, episode_len,
+                                   catalogue)
+                run.controller = name
+                runs[name].append(run)
+            scores = ", ".join(f"{n} {r[-1].summed_score:.0f}" for n, r in runs.items())
+            log(f"[evaluate] {scenario.name} (seed {seed}): {scores} "
+                f"({time.monotonic() - t0:.1f} s)")
+    finally:
+        backend.close()
+    return runs
+
+
+def action_summary(runs: Sequence[ScenarioRun], describe: Callable[[int], str]) -> dict[str, Any]:
+    """How varied a policy's actions were: distinct actions, the most frequent and its share."""
+    taken = [s.action for r in runs for s in r.steps if s.action is not None]
+    if not taken:
+        return {"steps": 0, "distinct": 0, "most_frequent": None, "share": None}
+    values, counts = np.unique(taken, return_counts=True)
+    top = int(np.argmax(counts))
+    return {"steps": len(taken), "distinct": len(values),
+            "most_frequent": describe(int(values[top])),
+            "share": float(counts[top] / len(taken))}
+
+
+def fault_case(plan: Sequence[tuple[Scenario, int]]) -> int | None:
+    """Index of the first case with a fault (None if none)."""
+    return next((i for i, (s, _) in enumerate(plan) if s.faults), None)
+
+
+def plot_fault_case(runs: Mapping[str, Sequence[ScenarioRun]], index: int, scenario: Scenario,
+                    path: Any) -> None:
+    """PNG: the per-step evaluation score of every method through case ``index`` (a fault
+    scenario), the fault window shaded and the offered rate on a second axis."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(8, 4), constrained_layout=True)
+    for name, per_case in runs.items():
+        steps = per_case[index].steps
+        ax.plot([s.t for s in steps], [s.score for s in steps], marker=".", label=name)
+    for f in scenario.faults:
+        ax.axvspan(f.start_step - 0.5, f.end_step - 0.5, color="red", alpha=0.1,
+                   label=f.describe())
+    rate = ax.twinx()
+    rate.plot(range(len(scenario.rates)), scenario.rates, color="grey", linestyle=":",
+              label="offered req/s")
+    rate.set_ylabel("offered req/s", color="grey")
+    ax.set_xlabel("run (0 = reset)")
+    ax.set_ylabel("evaluation score (good % − 100)")
+    ax.set_title(scenario.name, fontsize=9)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=7, loc="lower left")
+    fig.savefig(path, dpi=90)
+    plt.close(fig)
+
+
+def report_markdown(runs: Mapping[str, Sequence[ScenarioRun]], policy: str,
+                    plan: Sequence[tuple[Scenario, int]]) -> tuple[list[str], dict[str, Any]]:
+    """The tables (lines of markdown) and their numbers: per method over cases, the policy's
+    win rates, the steady-state check, and each case's summed scores."""
+    rates = win_rates(runs, policy)
+    steady = steady_check(runs, policy, [m for m in STATIC_METHODS if m in runs])
+    names = list(runs)
+    md = ["Per method over the cases, mean [95 % bootstrap CI over cases]: the episode's summed "
+          "evaluation score (steps 1..T; good % − 100 per step, an unhealthy step and every "
+          "later one -100), its per-step mean, and per case the mean over its healthy steps of "
+          "good %, goodput, failure %, mean latency and p99.", "", methods_table(runs), "",
+          f"Win rate of {policy}: the share of cases where its episode's summed score is higher "
+          "(ties count half; 95 % Wilson interval), and the mean per-case difference.", "",
+          win_table(rates, policy), "", steady_table(steady, policy), "",
+          "Summed score per case:", "",
+          "| case | seed | " + " | ".join(names) + " |",
+          "|---|---:|" + "---:|" * len(names)]
+    for i, (scenario, seed) in enumerate(plan):
+        md.append(f"| {scenario.name} | {seed} | "
+                  + " | ".join(f"{runs[n][i].summed_score:.1f}" for n in names) + " |")
+    return md, {"win_rates": rates, "steady": steady}
+
+
+def results_json(runs: Mapping[str, Sequence[ScenarioRun]],
+                 plan: Sequence[tuple[Scenario, int]]) -> dict[str, Any]:
+    """Every case (scenario as data, seed) and every method's run, step by step."""
+    return {"cases": [{"scenario": s.to_dict(), "seed": seed,
+                       "runs": {name: runs[name][i].to_dict() for name in runs}}
+                      for i, (s, seed) in enumerate(plan)]}
+
+
+__all__ = ["CASE_SEED_BASE", "SCENARIO_SEED", "STATIC_METHODS", "action_summary",
+           "evaluate_methods", "fault_case", "held_out_plan", "plot_fault_case",
+           "report_markdown", "results_json"]
