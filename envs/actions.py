@@ -77,6 +77,21 @@ services:
 | 20 | http.useClientProtocol | toggle |
 | last | (none) | no-op |
 
+``ladder`` (MeshEnv v1's default): for each of the six classic knobs, one rung up and one rung
+down its :data:`LADDERS` (acts ``2k`` up, ``2k+1`` down, in the classic knobs' order), then a
+global no-op; over :data:`CONTROL_SERVICES` (the 12 above and the front-end's gateway pool)
+13 × 12 + 1 = 157 actions. Additive steps cannot leave Istio's unlimited defaults (``-5`` of
+2^32-1 changes nothing Envoy notices), so a controller starting there could not act; rungs
+cross the useful range in a few steps and work from any value (:func:`next_rung`):
+
+| knob | rungs |
+|---|---|
+| tcp.maxConnections | 1, 2, 4, 8, 16, 32, 64, 128, 256, 1024, unlimited |
+| http.http1MaxPendingRequests, http.http2MaxRequests | 1, 4, 16, 64, 256, 1024, unlimited |
+| http.maxRequestsPerConnection | 1, 10, 100, 1000, unlimited |
+| tcp.connectTimeout | 1, 10, 100, 1000, 10000 ms |
+| http.maxRetries | 1, 2, 4, 16, 64, 256, unlimited |
+
 Step sizes of the extended knobs (the notebook's are kept as they were):
 
 * keepalive probes ±1: the natural unit on a small range (Linux default 9, kernel maximum 127).
@@ -154,6 +169,11 @@ MeshConfig: TypeAlias = dict[str, ConnectionPool]
 #: The 12 services that receive traffic on the request path (complete-demo.yaml order).
 TUNABLE_SERVICES: tuple[str, ...] = tuple(
     s.name for s in SERVICES if s.on_request_path and s.name != ENTRY_SERVICE)
+#: The services a closed-loop controller tunes (MeshEnv v1's default): the request path and the
+#: gateway → front-end pool, the admission point where shedding load under overload helps
+#: (issue 12's held-out evaluation: a gateway throttle halves the loss of a ×4 load step).
+CONTROL_SERVICES: tuple[str, ...] = tuple(
+    s.name for s in SERVICES if s.on_request_path)
 #: The notebook's 13 services: every service but front-end (queue-master included).
 CLASSIC_SERVICES: tuple[str, ...] = tuple(s.name for s in SERVICES if s.name != ENTRY_SERVICE)
 
@@ -175,6 +195,7 @@ class ActionKind(StrEnum):
     ADD = "add"        # effective value + delta, clamped to knob_range
     TOGGLE = "toggle"  # a boolean knob becomes ``not effective``
     NOOP = "noop"      # nothing changes (global, no service)
+    RUNG = "rung"      # the next rung of the knob's LADDERS up (delta +1) or down (delta -1)
 
 
 @dataclass(frozen=True)
@@ -205,6 +226,9 @@ class Action:
         if self.kind is ActionKind.TOGGLE:
             if self.knob is not Knob.USE_CLIENT_PROTOCOL or self.delta != 0:
                 raise ValueError(f"only useClientProtocol can be toggled, without delta: {self}")
+        elif self.kind is ActionKind.RUNG:
+            if self.knob not in LADDERS or self.delta not in (-1, 1):
+                raise ValueError(f"a rung action moves a laddered knob by +1 or -1: {self}")
         elif self.knob is Knob.USE_CLIENT_PROTOCOL or self.delta == 0:
             raise ValueError(f"an add action needs a numeric knob and a non-zero delta: {self}")
         elif self.knob in WHOLE_SECOND_KNOBS and self.delta % MS_PER_S:
@@ -234,6 +258,9 @@ class Action:
                     f"{self.service}: turning http.useClientProtocol on while "
                     "http.h2UpgradePolicy is UPGRADE makes a rule Istio rejects")
             return with_knob(pool, self.knob, turned_on)
+        if self.kind is ActionKind.RUNG:
+            return with_knob(pool, self.knob,
+                             next_rung(self.knob, effective_value(pool, self.knob), self.delta))
         floor, ceiling = knob_range(self.knob)
         new_value = min(max(effective_value(pool, self.knob) + self.delta, floor), ceiling)
         return with_knob(pool, self.knob, new_value)
@@ -244,6 +271,8 @@ class Action:
             return "no-op"
         if self.kind is ActionKind.TOGGLE:
             return "toggle"
+        if self.kind is ActionKind.RUNG:
+            return "one rung up" if self.delta > 0 else "one rung down"
         sign = "+" if self.delta > 0 else "-"
         size = abs(self.delta)
         if self.knob in WHOLE_SECOND_KNOBS:
@@ -281,11 +310,44 @@ _EXTENDED_BLOCK: tuple[_Template, ...] = (
     (Knob.HTTP_IDLE_TIMEOUT_MS, -60 * MS_PER_S, ActionKind.ADD),
     (Knob.USE_CLIENT_PROTOCOL, 0, ActionKind.TOGGLE),
 )
-CatalogueName = Literal["classic", "extended"]
-_BLOCKS: dict[str, tuple[_Template, ...]] = {"classic": _CLASSIC_BLOCK, "extended": _EXTENDED_BLOCK}
+#: The rungs of the ``ladder`` catalogue per knob (count, or ms), ending at the knob's effective
+#: "unlimited" (INT32_MAX) where Istio's default is unlimited. Powers spaced so that a few steps
+#: cross the range an operator uses: from Istio's unlimited default, front-end maxConnections 16
+#: (a gateway throttle) is 6 steps down; 10 s connectTimeout to 100 ms is 2.
+LADDERS: dict[Knob, tuple[int, ...]] = {
+    Knob.MAX_CONNECTIONS: (1, 2, 4, 8, 16, 32, 64, 128, 256, 1024, INT32_MAX),
+    Knob.HTTP1_MAX_PENDING_REQUESTS: (1, 4, 16, 64, 256, 1024, INT32_MAX),
+    Knob.HTTP2_MAX_REQUESTS: (1, 4, 16, 64, 256, 1024, INT32_MAX),
+    Knob.MAX_REQUESTS_PER_CONNECTION: (1, 10, 100, 1000, INT32_MAX),
+    Knob.CONNECT_TIMEOUT_MS: (1, 10, 100, 1000, 10_000),
+    Knob.MAX_RETRIES: (1, 2, 4, 16, 64, 256, INT32_MAX),
+}
+
+
+def next_rung(knob: Knob, value: int, direction: int) -> int:
+    """The rung of ``LADDERS[knob]`` next to ``value`` in ``direction`` (+1: the smallest rung
+    above it, -1: the largest below); ``value`` itself at the ladder's end. Works from any value
+    (a random start between rungs moves to the nearest rung on that side)."""
+    rungs = LADDERS[knob]
+    if direction > 0:
+        above = [r for r in rungs if r > value]
+        return above[0] if above else value
+    below = [r for r in rungs if r < value]
+    return below[-1] if below else value
+
+
+_LADDER_BLOCK: tuple[_Template, ...] = tuple(
+    (knob, step, ActionKind.RUNG) for knob in CLASSIC_KNOBS for step in (+1, -1))
+CatalogueName = Literal["classic", "extended", "ladder"]
+_BLOCKS: dict[str, tuple[_Template, ...]] = {"classic": _CLASSIC_BLOCK, "extended": _EXTENDED_BLOCK,
+                                             "ladder": _LADDER_BLOCK}
 _KNOBS: dict[str, tuple[Knob, ...]] = {"classic": CLASSIC_KNOBS,
-                                       "extended": CLASSIC_KNOBS + EXTENDED_KNOBS}
-_HAS_NOOP: dict[str, bool] = {"classic": False, "extended": True}
+                                       "extended": CLASSIC_KNOBS + EXTENDED_KNOBS,
+                                       "ladder": CLASSIC_KNOBS}
+_HAS_NOOP: dict[str, bool] = {"classic": False, "extended": True, "ladder": True}
+#: Each catalogue's services when none are given.
+DEFAULT_SERVICES: dict[str, tuple[str, ...]] = {
+    "classic": TUNABLE_SERVICES, "extended": TUNABLE_SERVICES, "ladder": CONTROL_SERVICES}
 #: The catalogue names :func:`make_catalogue` accepts.
 CATALOGUE_NAMES: tuple[str, ...] = tuple(_BLOCKS)
 
@@ -318,7 +380,7 @@ class ActionCatalogue:
     """A numbered set of actions over some services.
 
     Attributes:
-        name: ``classic`` or ``extended``.
+        name: ``classic``, ``extended`` or ``ladder``.
         services: the tunable services, in index order.
         actions: every action; ``index = service_index × actions_per_service + act``, then the
             global no-op last (extended only).
@@ -395,15 +457,16 @@ class ActionCatalogue:
 
 def make_catalogue(name: CatalogueName = "classic",
                    services: Sequence[str] | None = None) -> ActionCatalogue:
-    """The ``classic`` or ``extended`` catalogue over ``services`` (default
-    :data:`TUNABLE_SERVICES`).
+    """The ``classic``, ``extended`` or ``ladder`` catalogue over ``services`` (default: the
+    catalogue's own, :data:`DEFAULT_SERVICES`: :data:`TUNABLE_SERVICES` for the additive
+    catalogues, :data:`CONTROL_SERVICES` — the front-end's gateway pool too — for ``ladder``).
 
     Raises:
         ValueError: an unknown catalogue name, or unknown / repeated services.
     """
     if name not in _BLOCKS:
         raise ValueError(f"unknown action catalogue {name!r}; choose one of {CATALOGUE_NAMES}")
-    names = check_services(TUNABLE_SERVICES if services is None else services)
+    names = check_services(DEFAULT_SERVICES[name] if services is None else services)
     block = _BLOCKS[name]
     actions = [Action(service, knob, delta, kind)
                for service in names for knob, delta, kind in block]

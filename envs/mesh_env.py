@@ -50,7 +50,9 @@ class MeshEnv(gym.Env):
     ## Action Space
 
     ``Discrete(len(catalogue))``, ``index = service_index × actions_per_service + act``:
-    ``classic`` (12 acts per service, 144 actions on the 12 default services) or ``extended``
+    ``ladder`` (default: each of six knobs one rung up or down its ladder, 12 acts per service,
+    on the 12 request-path services and the front-end's gateway pool, + a global no-op: 157),
+    ``classic`` (the notebook's additive steps, 144 on the 12 default services) or ``extended``
     (21 per service + a global no-op, 253); the tables are in :mod:`envs.actions`.
 
     ## Observation Space
@@ -88,7 +90,8 @@ class MeshEnv(gym.Env):
     ``classic_fixed`` (the notebook's: the six classic knobs of each service uniform in
     1..``init_upper``, drawn once per env), ``classic_random`` (drawn at each reset; a draw
     failing the health check is redrawn, at most :data:`MAX_INIT_DRAWS` times),
-    ``istio_default`` (no rules) or ``tuned`` (``tuned_config``); a fixed start failing the
+    ``istio_default`` (no rules) or ``tuned`` (``tuned_config``, default the shipped TPE-201
+    static configuration, ``envs/data/tuned_static.yaml``); a fixed start failing the
     health check raises :class:`~envs.backends.base.BackendError`. Run *t* of the open load
     offers ``rate_t × step_s`` requests at ``rate_t``; the classic load is users uniform in
     ``users_range`` × ``requests_per_user``, drawn ``per_env`` or ``per_episode``
@@ -127,7 +130,7 @@ class MeshEnv(gym.Env):
     | ``latency_weight`` / ``latency_unit`` | 0.1 / ``"ms"`` | classic objective's weight |
     | ``reward_mode`` / ``unhealthy_penalty`` | ``delta`` / None | see Rewards (<= 0) |
     | ``episode_len`` | 20 | steps before truncation |
-    | ``catalogue`` / ``services`` | ``classic`` / None | None: ``TUNABLE_SERVICES`` |
+    | ``catalogue`` / ``services`` | ``ladder`` / None | None: the catalogue's own services |
     | ``init`` / ``init_upper`` / ``tuned_config`` | None / 100 / None | see Starting State |
     | ``seed`` | 0 | seeds the per-env draws (Seeding) |
 
@@ -140,9 +143,10 @@ class MeshEnv(gym.Env):
 
     ## Version History
 
-    * v1: the open, scenario-driven load, the SLO objective and the cause/demand observation
-      (all in [0, 1]) became the defaults; the v0 behaviour is ``classic_env_config()``
-      (closed loop, the notebook's score), with the v1 observation.
+    * v1: the open, scenario-driven load, the SLO objective, the cause/demand observation (all
+      in [0, 1]) and the ``ladder`` catalogue (front-end included) became the defaults; the v0
+      behaviour is ``classic_env_config()`` (closed loop, the notebook's score, ``classic``
+      catalogue), with the v1 observation.
     * v0: closed loop and the notebook-style score. Added during v0, defaults keeping earlier
       episodes: ``load_seed`` (``per_run``), ``faults``. Renamed: ``seed_fixed`` /
       ``seed_random`` / catalogue ``seed`` became ``classic_*``.

@@ -64,7 +64,7 @@ DEFAULT_ENV_CONFIG: dict[str, Any] = {
     "latency_unit": "ms",
     "reward_mode": "delta",
     "episode_len": 20,
-    "catalogue": "classic",
+    "catalogue": "ladder",
     "services": None,
     "init": None,
     "init_upper": 100,
@@ -78,8 +78,10 @@ DEFAULT_ENV_CONFIG: dict[str, Any] = {
 def classic_env_config(**overrides: Any) -> dict[str, Any]:
     """The notebook's setup as an ``env_config``: its closed-loop load (10–20 users × 80
     requests, no think time), its score (:class:`envs.reward.ClassicObjective`) with the
-    evaluation weights, its fixed random start; ``overrides`` on top."""
-    return {"load": "classic", "objective": "classic", "init": "classic_fixed", **overrides}
+    evaluation weights, its fixed random start, its additive ``classic`` catalogue over the 12
+    tunable services; ``overrides`` on top."""
+    return {"load": "classic", "objective": "classic", "init": "classic_fixed",
+            "catalogue": "classic", **overrides}
 
 
 def _int(config: Mapping[str, Any], key: str, low: int) -> int:

@@ -354,3 +354,52 @@ def test_istio_default_config_has_no_rules() -> None:
     assert a == {}
     a["carts"] = ConnectionPool()
     assert istio_default_config() == {}
+
+
+# ----- the ladder catalogue (MeshEnv v1's default) -------------------------------------------
+
+
+def test_ladder_catalogue_layout():
+    from envs.actions import CONTROL_SERVICES, LADDERS
+
+    c = make_catalogue("ladder")
+    assert c.services == CONTROL_SERVICES and "front-end" in c.services
+    assert "queue-master" not in c.services
+    assert c.actions_per_service == 12 and len(c) == 13 * 12 + 1 == 157
+    assert c.noop_index == 156
+    assert set(LADDERS) == set(c.knobs)
+    assert c.describe(0) == "carts: tcp.maxConnections one rung up"
+    assert c.describe(1) == "carts: tcp.maxConnections one rung down"
+
+
+def test_rungs_leave_istios_unlimited_default_in_a_few_steps():
+    c = make_catalogue("ladder")
+    down = c.services.index("front-end") * 12 + 1  # front-end maxConnections one rung down
+    config: dict = {}
+    values = []
+    for _ in range(6):
+        config = c.apply(down, config)
+        values.append(config["front-end"].tcp.max_connections)
+    assert values == [1024, 256, 128, 64, 32, 16]
+
+
+def test_rungs_from_between_rungs_and_at_the_ends():
+    from envs.actions import next_rung
+    from envs.istio import INT32_MAX
+
+    assert next_rung(Knob.MAX_CONNECTIONS, 37, +1) == 64
+    assert next_rung(Knob.MAX_CONNECTIONS, 37, -1) == 32
+    assert next_rung(Knob.MAX_CONNECTIONS, 1, -1) == 1
+    assert next_rung(Knob.MAX_CONNECTIONS, INT32_MAX, +1) == INT32_MAX
+    assert next_rung(Knob.CONNECT_TIMEOUT_MS, 10_000, -1) == 1_000
+    assert next_rung(Knob.CONNECT_TIMEOUT_MS, 10_000, +1) == 10_000  # the top rung
+    assert next_rung(Knob.MAX_RETRIES, 50, +1) == 64
+
+
+def test_a_rung_action_needs_a_laddered_knob_and_a_unit_step():
+    from envs.actions import Action, ActionKind
+
+    with pytest.raises(ValueError, match="moves a laddered knob by"):
+        Action("carts", Knob.MAX_CONNECTIONS, 2, ActionKind.RUNG)
+    with pytest.raises(ValueError, match="moves a laddered knob by"):
+        Action("carts", Knob.KEEPALIVE_PROBES, 1, ActionKind.RUNG)

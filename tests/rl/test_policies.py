@@ -14,7 +14,7 @@ from rl.shared_module import SharedServiceModule
 ENV = {"step_s": 2.0, "episode_len": 8, "init": "istio_default"}
 
 
-@pytest.mark.parametrize("catalogue", ["classic", "extended"])
+@pytest.mark.parametrize("catalogue", ["classic", "extended", "ladder"])
 def test_the_layout_is_the_envs(catalogue):
     config = {**ENV, "catalogue": catalogue}
     env = MeshEnv(config)
@@ -23,7 +23,7 @@ def test_the_layout_is_the_envs(catalogue):
         assert layout["service_features"] == [list(s) for s in env.service_slices]
         assert layout["global_features"] == list(env.global_indices)
         assert layout["acts_per_service"] == env.catalogue.actions_per_service
-        assert layout["noop_action"] is (catalogue == "extended")
+        assert layout["noop_action"] is (catalogue != "classic")
     finally:
         env.close()
 
