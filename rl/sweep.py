@@ -11,7 +11,9 @@ An asynchronous scheduler (ASHA, used before) stops a trial by comparing it with
 other trials happen to have reported by then, so which trials were stopped, and with them the
 best trial and the held-out table, changed from run to run on the same seed. With a fixed
 budget a trial's result depends only on its own seed and hyperparameters: the same ``--seed``
-gives the same per-trial metrics, the same best trial and the same held-out table (tested);
+gives the same per-trial metrics, the same best trial and the same held-out table (tested;
+on the simulator — real meshes, ``local`` and ``k8s``, are not repeatable — and as long as no
+env runner crashes: a restarted runner re-seeds its envs);
 with 2–4 trials the budget ASHA saved (a quarter) is won back by sampling several envs per env
 runner (``--envs-per-runner``). The best trial is the one with the highest validation gain
 (deterministic: fixed seeds, greedy policy), ties broken by the training gain (the ranking
