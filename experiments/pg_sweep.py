@@ -8,14 +8,15 @@
 What it does:
 
 1. runs a grid over ``lr`` × the reward's latency weight, ``--samples`` times (each repeat with
-   its own seed, drawn from ``--seed``), each trial with ASHA early stopping for up to
-   ``--iterations`` iterations, checkpointing every few iterations and at the end;
+   its own seed, drawn from ``--seed``), every trial for ``--iterations`` iterations (FIFO, no
+   early stopping: the same ``--seed`` gives the same trials, best trial and held-out table,
+   ``rl.sweep``), checkpointing every few iterations and at the end;
 2. ranks trials by a weight-independent score — never by the return, whose scale depends on the
    latency weight: the eval-score gain of an episode is its final minus its initial
-   configuration's ``envs.reward.evaluation_score``. ASHA uses that gain on the training
-   episodes (``env_runners/eval_score_gain``); the final ranking uses it on validation episodes
-   (seeds from 2 000 000, the same for every trial) run greedily with each trial's last
-   checkpoint;
+   configuration's ``envs.reward.evaluation_score``, on validation episodes (seeds from
+   2 000 000, the same for every trial) run greedily with each trial's last checkpoint; ties
+   go to the higher gain on the training episodes (``env_runners/eval_score_gain``, last
+   iterations), then to the lower trial index;
 3. tests the best trial's policy on other held-out seeds (from 1 000 000; never used in
    training or validation) — greedily, and sampled as trained — against the uniform random
    policy, on the same seeds. Validation and test score each episode's initial and final
@@ -24,7 +25,9 @@ What it does:
 4. writes into ``--output``: ``results.md`` (trials table and held-out evaluation),
    ``results.json`` (the same numbers, the best checkpoint's path), ``learning_curves.png``,
    ``best_destination_rules.yaml`` (the greedy policy's final DestinationRules on the first
-   held-out episode) and the Tune experiment (``tune/pg_sweep``, with TensorBoard event files).
+   held-out episode) and the Tune experiment (``tune/pg_sweep``, one directory per trial named
+   by its index, with TensorBoard event files). Two runs with the same flags write the same
+   files except for wall times, the output path and the dashboard URL.
 
 Training (the REINFORCE settings every trial shares, ``rl.sweep``): each episode starts from a
 new random initial configuration and load, and replays one load seed in all its runs
@@ -84,10 +87,13 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
                         "checked by envs.backends.registry)")
     p.add_argument("--num-env-runners", type=int, default=None,
                    help="env runners per trial (default 2; smoke 1)")
+    p.add_argument("--envs-per-runner", type=int, default=None,
+                   help="envs each env runner steps side by side, one batched forward pass per "
+                        "step (default: its share of a batch, 8; smoke 2)")
     p.add_argument("--samples", type=int, default=None,
                    help="repeats of the lr × latency-weight grid (default 1; smoke 1)")
     p.add_argument("--iterations", type=int, default=None,
-                   help="max training iterations per trial (default 200; smoke 2)")
+                   help="training iterations of every trial (default 200; smoke 2)")
     p.add_argument("--episodes-per-batch", type=int, default=None,
                    help="complete episodes per REINFORCE update (default 16; smoke 2)")
     p.add_argument("--episode-len", type=int, default=None,
@@ -184,9 +190,11 @@ def run(settings: SweepSettings) -> dict[str, Any]:
             f"# pg_sweep results\n\nTrials, best first: ranked by the validation gain (mean "
             f"eval-score gain of the trial's final policy, greedy, over validation seeds "
             f"{validation_seeds[0]}..{validation_seeds[-1]}); the training gain is "
-            f"{RANK_METRIC} averaged over the last {RANK_LAST_N} iterations (what ASHA "
-            f"used).\n\n{table}\n\nBest trial: {best['trial']} (lr {best['lr']:.2e}, latency "
-            f"weight {best['latency_weight']}/ms), checkpoint `{best['checkpoint']}`.\n\n"
+            f"{RANK_METRIC} averaged over the last {RANK_LAST_N} iterations (the tie-break, "
+            f"then the trial index). Every trial ran {settings.iterations} iterations (no "
+            f"early stopping).\n\n{table}\n\nBest trial: {best['trial']} (lr "
+            f"{best['lr']:.2e}, latency weight {best['latency_weight']}/ms), checkpoint "
+            f"`{best['checkpoint']}`.\n\n"
             f"{text}\n\nSweep wall time {summary['sweep_wall_s']:.0f} s; validation "
             f"{summary['validation_wall_s']:.0f} s; held-out test "
             f"{summary['held_out_eval_wall_s']:.0f} s.\n")

@@ -35,17 +35,25 @@ from typing import Any, Self
 import gymnasium as gym
 from ray.rllib.algorithms import Algorithm
 from ray.rllib.algorithms.algorithm_config import AlgorithmConfig, NotProvided
+from ray.rllib.core.columns import Columns
 from ray.rllib.core.rl_module.rl_module import RLModuleSpec
+from ray.rllib.env.env_runner import ENV_STEP_FAILURE
 from ray.rllib.env.single_agent_env_runner import SingleAgentEnvRunner
+from ray.rllib.env.single_agent_episode import SingleAgentEpisode
 from ray.rllib.utils.metrics import (
     ENV_RUNNER_RESULTS,
     ENV_RUNNER_SAMPLING_TIMER,
+    ENV_TO_MODULE_CONNECTOR,
     LEARNER_RESULTS,
     LEARNER_UPDATE_TIMER,
+    MODULE_TO_ENV_CONNECTOR,
     NUM_ENV_STEPS_SAMPLED_LIFETIME,
+    RLMODULE_INFERENCE_TIMER,
     SYNCH_WORKER_WEIGHTS_TIMER,
     TIMERS,
+    WEIGHTS_SEQ_NO,
 )
+from ray.rllib.utils.spaces.space_utils import unbatch
 
 from rl.module import SoftmaxPolicyModule
 
@@ -61,27 +69,143 @@ class SeedOnce(gym.vector.VectorWrapper):
     set, re-seeds them with the *same* seed each time: every iteration would replay the same
     episodes. Wrapping the runner's vector env (as RLlib itself wraps it in ``DictInfoToList``)
     keeps the first, seeded reset and drops the seed from the later ones.
+
+    ``first_seed``, if given, replaces the seed of that first reset (when one is passed): the
+    vector env seeds its env ``i`` with ``seed + i``, so RLlib's per-runner seed
+    (``config.seed + worker_index``) would give two runners with several envs each the same
+    seeds (runner 1's env 1 = runner 2's env 0); :class:`ReinforceEnvRunner` passes
+    ``config.seed + worker_index * num_envs`` instead, one seed per env over all runners.
     """
 
-    def __init__(self, env: gym.vector.VectorEnv) -> None:
+    def __init__(self, env: gym.vector.VectorEnv, first_seed: int | None = None) -> None:
         super().__init__(env)
         self._reset_before = False
+        self._first_seed = first_seed
 
     def reset(self, *, seed: Any = None, options: dict[str, Any] | None = None) -> Any:
-        """Reset the envs; ``seed`` is passed on only the first time."""
+        """Reset the envs; ``seed`` (or ``first_seed``) is passed on only the first time."""
         if self._reset_before:
             seed = None
+        elif seed is not None and self._first_seed is not None:
+            seed = self._first_seed
         self._reset_before = True
         return self.env.reset(seed=seed, options=options)
 
 
 class ReinforceEnvRunner(SingleAgentEnvRunner):
-    """RLlib's single-agent env runner whose envs are seeded once (:class:`SeedOnce`)."""
+    """RLlib's single-agent env runner whose envs are seeded once (:class:`SeedOnce`), one seed
+    per env over all runners, and which samples ``num_episodes`` from several envs without
+    favouring short episodes.
+
+    With ``num_envs_per_env_runner`` = k > 1, RLlib's own loop returns the first
+    ``num_episodes`` episodes to *finish* over the k envs and drops the unfinished ones: an
+    episode that ends early (an unhealthy configuration terminates it) is over-represented, a
+    long one under-represented. Here each env ``i`` gets a fixed quota (``num_episodes`` split
+    over the envs, :func:`episodes_per_runner`) and the batch is exactly each env's first quota
+    episodes, whatever their lengths — the same distribution as k = 1, with one batched forward
+    pass per step for the k envs. An env whose quota is met keeps stepping (a vector env steps
+    all its envs) until the others are done, but its extra episodes are neither returned nor
+    counted in the metrics. With k = 1, or ``num_timesteps``, RLlib's loop runs unchanged.
+    """
 
     def make_env(self) -> None:
         """RLlib's env, wrapped in :class:`SeedOnce` (RLlib calls this again on re-creation)."""
         super().make_env()
-        self.env = SeedOnce(self.env)
+        first_seed = None
+        if self.config.seed is not None:
+            first_seed = int(self.config.seed) + (self.worker_index or 0) * self.num_envs
+        self.env = SeedOnce(self.env, first_seed=first_seed)
+
+    def _sample(self, *, num_timesteps: int | None = None, num_episodes: int | None = None,
+                explore: bool, random_actions: bool = False,
+                force_reset: bool = False) -> list[SingleAgentEpisode]:
+        """``num_episodes`` with several envs: :meth:`_sample_quota`; otherwise RLlib's."""
+        if num_episodes is None or self.num_envs == 1:
+            return super()._sample(num_timesteps=num_timesteps, num_episodes=num_episodes,
+                                   explore=explore, random_actions=random_actions,
+                                   force_reset=force_reset)
+        return self._sample_quota(num_episodes, explore, random_actions)
+
+    def _sample_quota(self, num_episodes: int, explore: bool,
+                      random_actions: bool) -> list[SingleAgentEpisode]:
+        """Each env's first quota episodes (see the class docstring). Follows RLlib 2.60's
+        ``SingleAgentEnvRunner._sample`` step for step (connectors, forward pass, episode
+        bookkeeping, callbacks), with the quota in place of its first-finished rule."""
+        quota = episodes_per_runner(num_episodes, self.num_envs)
+        done = [0] * self.num_envs
+        returned: list[SingleAgentEpisode] = []
+        ts = 0  # env steps taken, counted episodes or not (what the envs cost)
+        self._reset_envs_and_episodes(explore)
+        self._needs_initial_reset = True
+        while any(d < q for d, q in zip(done, quota, strict=True)):
+            if random_actions:
+                to_env = {Columns.ACTIONS: self.env.action_space.sample()}
+            else:
+                to_module = self._cached_to_module
+                self._cached_to_module = None
+                if explore:
+                    runners = self.config.num_env_runners or 1
+                    t = (self.num_env_steps_sampled_lifetime // runners + ts) * runners
+                    with self.metrics.log_time(RLMODULE_INFERENCE_TIMER):
+                        to_env = self.module.forward_exploration(to_module, t=t)
+                else:
+                    with self.metrics.log_time(RLMODULE_INFERENCE_TIMER):
+                        to_env = self.module.forward_inference(to_module)
+                to_env = self._module_to_env(
+                    rl_module=self.module, batch=to_env, episodes=self._ongoing_episodes,
+                    explore=explore, shared_data=self._shared_data, metrics=self.metrics,
+                    metrics_prefix_key=(MODULE_TO_ENV_CONNECTOR,))
+            actions = to_env.pop(Columns.ACTIONS)
+            actions_for_env = to_env.pop(Columns.ACTIONS_FOR_ENV, actions)
+            results = self._try_env_step(actions_for_env)
+            if results == ENV_STEP_FAILURE:  # the envs were re-created: start their episodes
+                self._reset_envs_and_episodes(explore)  # again (finished ones are kept)
+                continue
+            observations, rewards, terminateds, truncateds, infos = results
+            observations, actions = unbatch(observations), unbatch(actions)
+
+            started = set()
+            for i in range(self.num_envs):
+                episode = self._ongoing_episodes[i]
+                if not episode.is_reset:  # the vector env reset this env (autoreset)
+                    episode.add_env_reset(observation=observations[i], infos=infos[i])
+                    started.add(i)
+                else:
+                    ts += 1
+                    extra = {k: v[i] for k, v in to_env.items()}
+                    extra[WEIGHTS_SEQ_NO] = self._weights_seq_no
+                    episode.add_env_step(
+                        observation=observations[i], action=actions[i], reward=rewards[i],
+                        infos=infos[i], terminated=terminateds[i], truncated=truncateds[i],
+                        extra_model_outputs=extra)
+            if self.module is not None:
+                self._cached_to_module = self._env_to_module(
+                    episodes=self._ongoing_episodes, batch={}, explore=explore,
+                    rl_module=self.module, shared_data=self._shared_data, metrics=self.metrics,
+                    metrics_prefix_key=(ENV_TO_MODULE_CONNECTOR,),
+                    **{Columns.OBS: observations, Columns.ACTIONS: actions,
+                       Columns.REWARDS: rewards, Columns.INFOS: infos,
+                       Columns.TERMINATEDS: terminateds, Columns.TRUNCATEDS: truncateds})
+            for i in range(self.num_envs):
+                counted = done[i] < quota[i]
+                if counted:  # callbacks (the mesh metrics) only for episodes returned
+                    self._make_on_episode_callback(
+                        "on_episode_start" if i in started else "on_episode_step", i,
+                        self._ongoing_episodes)
+                if self._ongoing_episodes[i].is_done:
+                    if counted:
+                        done[i] += 1
+                        self._make_on_episode_callback("on_episode_end", i,
+                                                       self._ongoing_episodes)
+                        episode = self._ongoing_episodes[i]
+                        returned.append(episode.to_numpy() if self.episodes_to_numpy
+                                        else episode)
+                    self._new_episode(i, self._ongoing_episodes)
+
+        self._done_episodes_for_metrics.extend(returned)
+        self._log_env_steps(metric=self._metrics_num_env_steps_sampled, num_steps=ts)
+        self._increase_sampled_metrics(ts, len(returned))
+        return returned
 
 
 def episodes_per_runner(num_episodes: int, num_runners: int) -> list[int]:
@@ -147,12 +271,16 @@ class Reinforce(Algorithm):
                 self.config.num_episodes_per_train_batch, len(ids)), strict=True))
 
             def sample(runner: Any, share: dict[int, int] = share
-                       ) -> tuple[list[Any], dict[str, Any]]:
+                       ) -> tuple[int, list[Any], dict[str, Any]]:
                 episodes = runner.sample(num_episodes=share[runner.worker_index])
-                return episodes, runner.get_metrics()
+                return runner.worker_index, episodes, runner.get_metrics()
 
-            results = group.foreach_env_runner(sample, local_env_runner=not remote,
-                                               timeout_seconds=self.config.sample_timeout_s)
+            # In runner order, not in the order they finished: the batch (and so the update
+            # and the aggregated metrics, to the last bit) does not depend on timing.
+            results = [(episodes, metrics) for _, episodes, metrics in sorted(
+                group.foreach_env_runner(sample, local_env_runner=not remote,
+                                         timeout_seconds=self.config.sample_timeout_s),
+                key=lambda result: result[0])]
             died = remote and len(group.healthy_env_runner_ids()) < len(ids)
             # Runners that died or timed out this round (their episodes are missing).
             self.metrics.log_value(MISSING_RUNNERS_KEY, len(ids) - len(results), reduce="sum")

@@ -2,10 +2,23 @@
 
 What ``experiments/pg_sweep.py`` runs: its settings (:func:`sweep_settings`, ``smoke`` shrinks
 them), the backend check, the ReinforceConfig with Tune search spaces (:func:`build_param_space`),
-the Tune run with ASHA early stopping and checkpoints (:func:`run_sweep`), one row per trial
-(:func:`trial_rows`) and the ranking of trials by their greedy policy's mean eval-score gain on
-validation episodes (:func:`validate_trials`), never by the return, whose scale depends on the
-latency weight.
+the Tune run and its checkpoints (:func:`run_sweep`), one row per trial (:func:`trial_rows`) and
+the ranking of trials by their greedy policy's mean eval-score gain on validation episodes
+(:func:`validate_trials`), never by the return, whose scale depends on the latency weight.
+
+Schedule: FIFO with a fixed budget — every trial runs all ``iterations`` (no early stopping).
+An asynchronous scheduler (ASHA, used before) stops a trial by comparing it with whatever
+other trials happen to have reported by then, so which trials were stopped, and with them the
+best trial and the held-out table, changed from run to run on the same seed. With a fixed
+budget a trial's result depends only on its own seed and hyperparameters: the same ``--seed``
+gives the same per-trial metrics, the same best trial and the same held-out table (tested;
+on the simulator — real meshes, ``local`` and ``k8s``, are not repeatable — and as long as no
+env runner crashes: a restarted runner re-seeds its envs);
+with 2–4 trials the budget ASHA saved (a quarter) is won back by sampling several envs per env
+runner (``--envs-per-runner``). The best trial is the one with the highest validation gain
+(deterministic: fixed seeds, greedy policy), ties broken by the training gain (the ranking
+metric averaged over the last :data:`RANK_LAST_N` iterations), then by the trial index (its
+position in the grid).
 
 Training (the REINFORCE settings every trial shares): each episode starts from a new random
 initial configuration and load, and replays one load seed in all its runs (``load_seed``
@@ -27,7 +40,8 @@ from envs.settings import DEFAULT_ENV_CONFIG
 
 DEFAULT_OUTPUT = Path("results/pg_sweep")
 EXPERIMENT_NAME = "pg_sweep"
-#: Tune metric that drives ASHA (higher is better): the eval-score gain of training episodes.
+#: Training metric of the ranking's tie-break and the progress table (higher is better): the
+#: eval-score gain of training episodes.
 RANK_METRIC = "env_runners/eval_score_gain"
 #: Iterations averaged for a trial's training gain in the table (its last ones).
 RANK_LAST_N = 3
@@ -54,7 +68,8 @@ MIN_SAMPLE_TIMEOUT_S = 60.0
 def sample_timeout_s(settings: SweepSettings) -> float:
     """Seconds an env runner gets to return its share of a batch: 3 × its episodes × (steps + the
     reset's run) × the backend's typical step time (``envs.backends.registry.TYPICAL_STEP_S``),
-    at least :data:`MIN_SAMPLE_TIMEOUT_S`."""
+    at least :data:`MIN_SAMPLE_TIMEOUT_S`. Its envs step one after the other (a synchronous
+    vector env), so several envs per runner do not shorten it."""
     steps = (settings.episode_len or int(DEFAULT_ENV_CONFIG["episode_len"])) + 1
     episodes = math.ceil(settings.episodes_per_batch / settings.num_env_runners)
     return max(MIN_SAMPLE_TIMEOUT_S, 3.0 * episodes * steps * TYPICAL_STEP_S[settings.backend])
@@ -63,7 +78,7 @@ def sample_timeout_s(settings: SweepSettings) -> float:
 def concurrent_trials(num_cpus: int) -> int:
     """Trials run at once on ``num_cpus`` CPUs (``--max-concurrent-trials`` by default)."""
     return max(1, int(num_cpus // CPUS_PER_TRIAL))
-#: Checkpoint every this many iterations (and at the end, also when ASHA stops a trial).
+#: Checkpoint every this many iterations (and at the end).
 CHECKPOINT_EVERY = 25
 
 
@@ -77,6 +92,7 @@ class SweepSettings:
 
     backend: str
     num_env_runners: int
+    envs_per_runner: int
     samples: int
     learning_rates: tuple[float, ...]
     iterations: int
@@ -94,7 +110,8 @@ class SweepSettings:
 
 
 def sweep_settings(*, smoke: bool = False, backend: str = "sim",
-                   num_env_runners: int | None = None, samples: int | None = None,
+                   num_env_runners: int | None = None, envs_per_runner: int | None = None,
+                   samples: int | None = None,
                    iterations: int | None = None, episodes_per_batch: int | None = None,
                    episode_len: int | None = None, validation_episodes: int | None = None,
                    eval_episodes: int | None = None, measure_runs: int | None = None,
@@ -103,18 +120,24 @@ def sweep_settings(*, smoke: bool = False, backend: str = "sim",
                    output: Path = DEFAULT_OUTPUT, address: str | None = None,
                    resume: bool = False) -> SweepSettings:
     """The settings of a sweep: ``None`` sizes take the full (or ``smoke``) defaults; the
-    numbers are checked (:class:`SweepError` names the flag)."""
+    numbers are checked (:class:`SweepError` names the flag). ``envs_per_runner`` defaults to
+    each runner's share of a batch (all its episodes of an iteration side by side: one batched
+    forward pass per step for all of them)."""
 
     def pick(value: int | None, full: Any, tiny: Any) -> Any:
         return value if value is not None else (tiny if smoke else full)
 
+    runners = pick(num_env_runners, 2, 1)
+    batch = pick(episodes_per_batch, 16, 2)
     settings = SweepSettings(
         backend=backend,
-        num_env_runners=pick(num_env_runners, 2, 1),
+        num_env_runners=runners,
+        envs_per_runner=(envs_per_runner if envs_per_runner is not None
+                         else max(1, math.ceil(batch / max(1, runners)))),
         samples=pick(samples, 1, 1),
         learning_rates=LEARNING_RATES[:1] if smoke else LEARNING_RATES,
         iterations=pick(iterations, 200, 2),
-        episodes_per_batch=pick(episodes_per_batch, 16, 2),
+        episodes_per_batch=batch,
         episode_len=pick(episode_len, None, 5),
         validation_episodes=pick(validation_episodes, 16, 2),
         eval_episodes=pick(eval_episodes, 30, 3),
@@ -126,7 +149,8 @@ def sweep_settings(*, smoke: bool = False, backend: str = "sim",
         address=address,
         resume=resume,
     )
-    for name in ("num_env_runners", "samples", "iterations", "episodes_per_batch",
+    for name in ("num_env_runners", "envs_per_runner", "samples", "iterations",
+                 "episodes_per_batch",
                  "validation_episodes", "eval_episodes", "measure_runs",
                  "max_concurrent_trials", "num_cpus"):
         if getattr(settings, name) is not None and getattr(settings, name) < 1:
@@ -199,7 +223,10 @@ def build_param_space(settings: SweepSettings) -> Any:
     return (
         ReinforceConfig()
         .environment(mesh_env, env_config=env_config)
-        .env_runners(num_env_runners=runners, num_envs_per_env_runner=1,
+        # Several envs per runner: each runner's episodes of an iteration side by side, one
+        # batched forward pass per step (rl.reinforce.ReinforceEnvRunner: each env its quota of
+        # whole episodes and its own seed, so the batch does not depend on timing).
+        .env_runners(num_env_runners=runners, num_envs_per_env_runner=settings.envs_per_runner,
                      num_cpus_per_env_runner=CPUS_PER_TRIAL / 2 / runners,
                      sample_timeout_s=sample_timeout_s(settings))
         # A crashed env runner is restarted (its MeshEnv leases a replica again; the dead
@@ -253,10 +280,12 @@ def check_experiment_dir(settings: SweepSettings) -> None:
 
 
 def run_sweep(settings: SweepSettings, max_concurrent_trials: int) -> Any:
-    """Run (or resume) the Tune experiment, ``max_concurrent_trials`` trials at once; returns
-    its ResultGrid."""
+    """Run (or resume) the Tune experiment, ``max_concurrent_trials`` trials at once, every trial
+    for ``settings.iterations`` iterations (FIFO, see the module docstring); returns its
+    ResultGrid. Trials are named by their index in the grid (:func:`trial_name`), so the names
+    and directories are the same in every run of the same settings."""
     from ray import tune
-    from ray.tune.schedulers import ASHAScheduler
+    from ray.tune.schedulers import FIFOScheduler
     from ray.tune.search.basic_variant import BasicVariantGenerator
 
     from rl.reinforce import Reinforce
@@ -267,15 +296,14 @@ def run_sweep(settings: SweepSettings, max_concurrent_trials: int) -> Any:
         print(f"[pg_sweep] resuming {experiment}", flush=True)
         tuner = tune.Tuner.restore(str(experiment), trainable=Reinforce, resume_errored=True)
         return tuner.fit()
-    scheduler = ASHAScheduler(time_attr="training_iteration", max_t=settings.iterations,
-                              grace_period=max(1, settings.iterations // 2), reduction_factor=2)
     tuner = tune.Tuner(
         Reinforce,
         param_space=build_param_space(settings),
         tune_config=tune.TuneConfig(
-            metric=RANK_METRIC, mode="max", scheduler=scheduler, num_samples=settings.samples,
-            max_concurrent_trials=max_concurrent_trials,
+            metric=RANK_METRIC, mode="max", scheduler=FIFOScheduler(),
+            num_samples=settings.samples, max_concurrent_trials=max_concurrent_trials,
             search_alg=BasicVariantGenerator(random_state=settings.seed),
+            trial_name_creator=trial_name, trial_dirname_creator=trial_dirname,
         ),
         run_config=tune.RunConfig(
             name=EXPERIMENT_NAME, storage_path=str(storage),
@@ -287,6 +315,37 @@ def run_sweep(settings: SweepSettings, max_concurrent_trials: int) -> Any:
         ),
     )
     return tuner.fit()
+
+
+def trial_index(trial_id: str) -> int:
+    """A trial's position in the grid, from its Tune id (``<random>_<5-digit index>``)."""
+    try:
+        return int(trial_id.rsplit("_", 1)[1])
+    except (IndexError, ValueError):
+        raise ValueError(f"not a Tune trial id: {trial_id!r}") from None
+
+
+def trial_name(trial: Any) -> str:
+    """``trial_<index>``: the same in every run of the same settings (Tune's own trial ids
+    start with a random prefix)."""
+    return f"trial_{trial_index(trial.trial_id):05d}"
+
+
+def trial_dirname(trial: Any) -> str:
+    """The trial's directory: its name and hyperparameters, e.g.
+    ``trial_00001_lr=0.001_latency_weight=0.1``."""
+    config = trial.config or {}
+    return (f"{trial_name(trial)}_lr={config.get('lr')}_latency_weight="
+            f"{config.get('env_config', {}).get('latency_weight')}")
+
+
+def dir_trial_index(path: str | Path) -> int:
+    """A trial's index from its directory (:func:`trial_dirname`)."""
+    name = Path(path).name
+    try:
+        return int(name.split("_")[1])
+    except (IndexError, ValueError):
+        raise ValueError(f"not a trial directory of this sweep: {path}") from None
 
 
 def rank_value(history: Any) -> float:
@@ -305,8 +364,10 @@ def trial_rows(result_grid: Any) -> list[dict[str, Any]]:
         metrics = result.metrics or {}
         runners = metrics.get("env_runners", {})
         config = result.config or {}
+        index = dir_trial_index(result.path)
         rows.append({
-            "trial": metrics.get("trial_id", Path(result.path).name if result.path else "?"),
+            "trial": f"trial_{index:05d}",
+            "index": index,
             "path": result.path,
             "lr": config.get("lr"),
             "latency_weight": config.get("env_config", {}).get("latency_weight"),
@@ -327,12 +388,14 @@ def trial_rows(result_grid: Any) -> list[dict[str, Any]]:
 
 
 def sort_rows(rows: list[dict[str, Any]]) -> None:
-    """Best first: by validation gain, then by training gain; trials without either last."""
+    """Best first: by validation gain, then by training gain, then by trial index (lowest
+    first), so the order never depends on the order Tune returned the trials in; trials
+    without a gain rank below those with one."""
     def known(value: float) -> float:
         return -math.inf if math.isnan(value) else value
 
-    rows.sort(key=lambda r: (known(r["validation_gain"]), known(r["train_eval_score_gain"])),
-              reverse=True)
+    rows.sort(key=lambda r: (-known(r["validation_gain"]), -known(r["train_eval_score_gain"]),
+                             r["index"]))
 
 
 def validate_trials(rows: list[dict[str, Any]], seeds: list[int], measure_runs: int) -> None:

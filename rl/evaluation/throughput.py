@@ -100,56 +100,90 @@ def time_mesh_env(users: int, steps: int, seed: int = 0) -> Layer:
         env.close()
 
 
-def time_rllib(users: int, num_env_runners: int, sample_steps: int, train_iterations: int,
-               rounds: int = 3, seed: int = 0) -> tuple[Layer, Layer]:
-    """RLlib sampling and training throughput of the REINFORCE agent with ``num_env_runners``
-    remote runners (see the module docstring). Ray must be initialised."""
+#: Episodes per REINFORCE update in the training layers: the main job's
+#: (``rl.sweep.sweep_settings``), split over the runners.
+TRAIN_EPISODES_PER_BATCH = 16
+
+
+def rllib_config(users: int, num_env_runners: int, envs_per_runner: int, seed: int = 0,
+                 cpus_per_runner: float = 0.9) -> Any:
+    """The REINFORCE agent as the main job trains it (its callbacks; ``TRAIN_EPISODES_PER_BATCH``
+    episodes per update), ``envs_per_runner`` envs per remote runner, on :func:`env_config`;
+    ``cpus_per_runner`` is what Ray reserves for each runner (a reservation, not a limit)."""
     from envs.mesh_env import MeshEnv
+    from rl.callbacks import MeshMetricsCallback
     from rl.reinforce import ReinforceConfig
 
-    episodes_per_batch = 4 * num_env_runners
-    config = (
+    return (
         ReinforceConfig()
         .environment(MeshEnv, env_config=env_config(users))
-        .env_runners(num_env_runners=num_env_runners, num_envs_per_env_runner=1,
-                     num_cpus_per_env_runner=0.9)
+        .env_runners(num_env_runners=num_env_runners, num_envs_per_env_runner=envs_per_runner,
+                     num_cpus_per_env_runner=cpus_per_runner)
         .learners(num_learners=0, num_cpus_per_learner=0.1)
         .resources(num_cpus_for_main_process=0.1)
-        .training(num_episodes_per_train_batch=episodes_per_batch)
+        .training(num_episodes_per_train_batch=TRAIN_EPISODES_PER_BATCH, rank_returns=True,
+                  entropy_coeff=0.01)
+        .callbacks(MeshMetricsCallback)
         .debugging(seed=seed)
     )
-    algo = config.build_algo()
+
+
+def _plural(n: int, word: str) -> str:
+    return f"{n} {word}{'s' if n != 1 else ''}"
+
+
+def time_rllib(users: int, num_env_runners: int, sample_steps: int, train_iterations: int,
+               rounds: int = 3, seed: int = 0,
+               envs_per_runner: tuple[int, ...] = (1,)) -> list[Layer]:
+    """RLlib sampling and training throughput of the REINFORCE agent with ``num_env_runners``
+    remote runners, for each number of envs per runner in ``envs_per_runner`` (see the module
+    docstring): ``[sampling, training]`` per value, in order. The variants are built side by
+    side and timed round by round in turn, so a burst of other jobs hits all alike; the
+    median round is kept. Training counts the env steps of the episodes each update trained on
+    (steps an env took past its quota of episodes are sampled but not trained on, so not
+    counted). Ray must be initialised."""
+    # Every variant's runners exist at once (only one variant steps at a time): their CPU
+    # reservations must fit in the 2 CPUs together, or Ray waits forever for the last ones.
+    cpus = 1.8 / (num_env_runners * len(envs_per_runner))
+    algos = [rllib_config(users, num_env_runners, k, seed, cpus).build_algo()
+             for k in envs_per_runner]
     try:
-        group = algo.env_runner_group
         per_runner = max(1, sample_steps // num_env_runners)
-        # warm-up: Numba cache load, first episodes, torch init in every runner
-        group.foreach_env_runner(lambda r: r.sample(num_timesteps=20), local_env_runner=False)
-        samples = []
+        samples: list[list[Layer]] = [[] for _ in algos]
+        trains: list[list[Layer]] = [[] for _ in algos]
+        for algo in algos:
+            # warm-up: Numba cache load, first episodes, torch init in every runner; one update
+            algo.env_runner_group.foreach_env_runner(lambda r: r.sample(num_timesteps=20),
+                                                     local_env_runner=False)
+            algo.train()
         for _ in range(rounds):
-            t0 = time.perf_counter()
-            counts = group.foreach_env_runner(
-                lambda r: sum(len(e) for e in r.sample(num_timesteps=per_runner)),
-                local_env_runner=False)
-            samples.append(Layer(f"RLlib sampling, {num_env_runners} env runner"
-                                 f"{'s' if num_env_runners > 1 else ''}", int(sum(counts)),
-                                 time.perf_counter() - t0, num_env_runners))
-        sample = median_round(samples)
-        algo.train()  # warm-up iteration
-        before = _lifetime_steps(algo.train())
-        t1 = time.perf_counter()
-        after = before
-        for _ in range(train_iterations):
-            after = _lifetime_steps(algo.train())
-        train = Layer(f"RLlib training (REINFORCE), {num_env_runners} env runner"
-                      f"{'s' if num_env_runners > 1 else ''}", after - before,
-                      time.perf_counter() - t1, num_env_runners)
-        return sample, train
+            for i, (algo, k) in enumerate(zip(algos, envs_per_runner, strict=True)):
+                t0 = time.perf_counter()
+                counts = algo.env_runner_group.foreach_env_runner(
+                    lambda r: sum(len(e) for e in r.sample(num_timesteps=per_runner)),
+                    local_env_runner=False)
+                samples[i].append(Layer(
+                    f"RLlib sampling, {_plural(num_env_runners, 'env runner')} × "
+                    f"{_plural(k, 'env')}", int(sum(counts)), time.perf_counter() - t0,
+                    num_env_runners))
+            for i, (algo, k) in enumerate(zip(algos, envs_per_runner, strict=True)):
+                trained = 0
+                t1 = time.perf_counter()
+                for _ in range(train_iterations):
+                    trained += _trained_steps(algo.train())
+                trains[i].append(Layer(
+                    f"RLlib training (REINFORCE), {_plural(num_env_runners, 'env runner')} × "
+                    f"{_plural(k, 'env')}", trained, time.perf_counter() - t1, num_env_runners))
+        return [layer for pair in zip(samples, trains, strict=True)
+                for layer in (median_round(pair[0]), median_round(pair[1]))]
     finally:
-        algo.stop()
+        for algo in algos:
+            algo.stop()
 
 
-def _lifetime_steps(result: dict[str, Any]) -> int:
-    return int(result["env_runners"]["num_env_steps_sampled_lifetime"])
+def _trained_steps(result: dict[str, Any]) -> int:
+    """Env steps in the batch of one training iteration (all modules)."""
+    return int(result["learners"]["__all_modules__"]["num_env_steps_trained"])
 
 
 def markdown(layers: list[Layer], command: str, stamp: str, users: int, load: tuple,

@@ -2,12 +2,24 @@
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 import envs.backends.registry
-from rl.sweep import SweepError, check_backend, check_experiment_dir, sweep_settings
+from rl.sweep import (
+    SweepError,
+    check_backend,
+    check_experiment_dir,
+    dir_trial_index,
+    sort_rows,
+    sweep_settings,
+    trial_dirname,
+    trial_index,
+    trial_name,
+)
 
 
 def test_smoke_is_smaller_than_the_default() -> None:
@@ -50,3 +62,40 @@ def test_backend_check_is_the_registrys(monkeypatch: pytest.MonkeyPatch) -> None
     monkeypatch.setitem(envs.backends.registry.BACKENDS, "k8s", "envs.backends.no_such:K8sMesh")
     with pytest.raises(SweepError, match=r"backend 'k8s' cannot be loaded: .*no_such"):
         check_backend("k8s")
+
+
+def test_envs_per_runner_default_to_each_runners_share_of_a_batch() -> None:
+    assert sweep_settings().envs_per_runner == 8  # 16 episodes over 2 runners
+    assert sweep_settings(smoke=True).envs_per_runner == 2
+    assert sweep_settings(episodes_per_batch=5, num_env_runners=2).envs_per_runner == 3
+    assert sweep_settings(envs_per_runner=1).envs_per_runner == 1
+    with pytest.raises(SweepError, match="--envs-per-runner"):
+        sweep_settings(envs_per_runner=0)
+
+
+def test_trials_are_named_by_their_grid_index() -> None:
+    class Trial:
+        trial_id = "a1b2c_00003"
+
+        def __init__(self) -> None:
+            self.config = {"lr": 0.001, "env_config": {"latency_weight": 0.1}}
+
+    assert trial_index("f00ba_00012") == 12
+    assert trial_name(Trial()) == "trial_00003"
+    assert trial_dirname(Trial()) == "trial_00003_lr=0.001_latency_weight=0.1"
+    assert dir_trial_index(Path("/x/tune/pg_sweep") / trial_dirname(Trial())) == 3
+    with pytest.raises(ValueError, match="not a Tune trial id"):
+        trial_index("nounderscore")
+
+
+def _row(index: int, validation: float, train: float) -> dict[str, Any]:
+    return {"index": index, "validation_gain": validation, "train_eval_score_gain": train}
+
+
+def test_ranking_is_validation_then_training_gain_then_trial_index() -> None:
+    rows = [_row(3, 1.0, 5.0), _row(0, math.nan, 9.0), _row(2, 1.0, 5.0), _row(1, 2.0, -1.0),
+            _row(4, 1.0, 7.0), _row(5, math.nan, math.nan)]
+    for order in (rows, rows[::-1]):  # whatever order Tune returned them in
+        ranked = list(order)
+        sort_rows(ranked)
+        assert [r["index"] for r in ranked] == [1, 4, 2, 3, 0, 5]
