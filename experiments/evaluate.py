@@ -106,10 +106,6 @@ from envs.settings import classic_env_config
 from rl.baselines import reachable_space
 from rl.controllers import (
     TUNED_RULE_PARAMS,
-    GatewayThrottle,
-    PolicyController,
-    RuleBasedController,
-    istio_defaults,
     tuned_static,
 )
 from rl.evaluation.cases import SCENARIOS
@@ -136,6 +132,7 @@ from rl.evaluation.scenario_eval import (
     plot_fault_case,
     report_markdown,
     results_json,
+    standard_methods,
 )
 from rl.evaluation.tables import scenario_section
 from rl.ppo_baseline import train_ppo
@@ -210,20 +207,14 @@ def run_held_out(args: argparse.Namespace, argv: Sequence[str]) -> dict[str, Any
     try:
         catalogue = make_catalogue(env_config.get("catalogue", "classic"),
                                    env_config.get("services"))
-        tuned = tuned_static()
+        tuned_static()  # the TPE-201 configuration must be readable before anything runs
     except ValueError as exc:
         raise EvaluationError(str(exc)) from None
     if args.quick and args.cases is None:  # a load step and a fault: both kinds, tiny
         plan = [held_out_plan(4, episode_len, args.scenario_seed)[i] for i in (0, 3)]
     else:
         plan = held_out_plan(n_cases, episode_len, args.scenario_seed)
-    methods = {
-        "policy": lambda: PolicyController(policy.module, catalogue),
-        "istio_default": istio_defaults,
-        "tpe_201": lambda: tuned,
-        "rule_based": lambda: RuleBasedController(TUNED_RULE_PARAMS, catalogue),
-        "gateway_throttle": GatewayThrottle,
-    }
+    methods = standard_methods(policy.module, catalogue)
     print(f"[evaluate] checkpoint {policy.path} ({policy.env_steps_trained} env steps), "
           f"{n_cases} held-out scenarios of {episode_len} steps x {step_s:g} s", flush=True)
     runs = evaluate_methods(plan, methods, step_s, episode_len, catalogue,

@@ -57,9 +57,18 @@ from typing import Any
 from envs.backends.registry import BACKENDS
 from rl.evaluation.checkpoint import load_policy
 from rl.evaluation.plots import plot_learning_curves
-from rl.evaluation.policy_vs_random import held_out_evaluation
-from rl.evaluation.seeds import TEST_FIRST_SEED, VALIDATION_FIRST_SEED, held_out_seeds
-from rl.evaluation.tables import evaluation_markdown, trials_markdown
+from rl.evaluation.scenario_eval import (
+    action_summary,
+    evaluate_methods,
+    fault_case,
+    held_out_plan,
+    plot_fault_case,
+    report_markdown,
+    results_json,
+    standard_methods,
+)
+from rl.evaluation.seeds import VALIDATION_FIRST_SEED, held_out_seeds
+from rl.evaluation.tables import trials_markdown
 from rl.ray_setup import RaySetupError, init_ray
 from rl.sweep import (
     DEFAULT_OUTPUT,
@@ -91,20 +100,17 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
                    help="envs each env runner steps side by side, one batched forward pass per "
                         "step (default: its share of a batch, 8; smoke 2)")
     p.add_argument("--samples", type=int, default=None,
-                   help="repeats of the lr × latency-weight grid (default 1; smoke 1)")
+                   help="repeats of the lr × late-weight grid (default 1; smoke 1)")
     p.add_argument("--iterations", type=int, default=None,
                    help="training iterations of every trial (default 200; smoke 2)")
     p.add_argument("--episodes-per-batch", type=int, default=None,
                    help="complete episodes per REINFORCE update (default 16; smoke 2)")
     p.add_argument("--episode-len", type=int, default=None,
-                   help="steps per episode (default: the env's; smoke 5)")
+                   help="steps per episode (default: the env's, 20; at least 8; smoke 8)")
     p.add_argument("--validation-episodes", type=int, default=None,
                    help="validation episodes per trial, to rank them (default 16; smoke 2)")
     p.add_argument("--eval-episodes", type=int, default=None,
-                   help="held-out test episodes per policy (default 30; smoke 3)")
-    p.add_argument("--measure-runs", type=int, default=None,
-                   help="fresh load runs that score each validation / test episode's initial "
-                        "and final configuration (default 5; smoke 1)")
+                   help="held-out scenarios of the test of the best trial (default 18; smoke 2)")
     p.add_argument("--max-concurrent-trials", type=int, default=None,
                    help="trials run at once (each takes 1 CPU; default: one per CPU of Ray)")
     p.add_argument("--num-cpus", type=int, default=None,
@@ -160,10 +166,10 @@ def run(settings: SweepSettings) -> dict[str, Any]:
         plot_learning_curves(result_grid, settings.output / "learning_curves.png")
 
         validation_seeds = held_out_seeds(settings.validation_episodes, VALIDATION_FIRST_SEED)
-        print(f"[pg_sweep] validating {len(rows)} trials on {len(validation_seeds)} seeds ...",
-              flush=True)
+        print(f"[pg_sweep] validating {len(rows)} trials on {len(validation_seeds)} training "
+              "scenarios ...", flush=True)
         t1 = time.monotonic()
-        validate_trials(rows, validation_seeds, settings.measure_runs)
+        validate_trials(rows, validation_seeds)
         summary["validation_wall_s"] = time.monotonic() - t1
         summary["validation_seeds"] = validation_seeds
         write_json(settings.output / "results.json", summary)
@@ -172,35 +178,62 @@ def run(settings: SweepSettings) -> dict[str, Any]:
         (settings.output / "results.md").write_text(f"# pg_sweep results\n\n{table}\n")
 
         best = best_trial(rows)
-        summary["best"] = {k: best[k] for k in ("trial", "lr", "latency_weight", "checkpoint",
+        summary["best"] = {k: best[k] for k in ("trial", "lr", "late_weight", "checkpoint",
                                                 "env_config")}
-        seeds = held_out_seeds(settings.eval_episodes, TEST_FIRST_SEED)
-        print(f"[pg_sweep] held-out test of trial {best['trial']} vs uniform random on "
-              f"{len(seeds)} seeds ...", flush=True)
+        print(f"[pg_sweep] held-out test of trial {best['trial']} against the baselines on "
+              f"{settings.eval_episodes} held-out scenarios ...", flush=True)
         t2 = time.monotonic()
-        evaluation = held_out_evaluation(load_policy(best["checkpoint"]).module,
-                                         best["env_config"], seeds, settings.measure_runs,
-                                         settings.output / "best_destination_rules.yaml")
+        held_out, held_out_md = held_out_test(best, settings.eval_episodes, settings.output)
         summary["held_out_eval_wall_s"] = time.monotonic() - t2
-        summary["held_out"] = evaluation
+        summary["held_out"] = held_out
         write_json(settings.output / "results.json", summary)
-        text = evaluation_markdown(evaluation)
-        print("\n" + text, flush=True)
+        print("\n" + held_out_md, flush=True)
         (settings.output / "results.md").write_text(
-            f"# pg_sweep results\n\nTrials, best first: ranked by the validation gain (mean "
-            f"eval-score gain of the trial's final policy, greedy, over validation seeds "
-            f"{validation_seeds[0]}..{validation_seeds[-1]}); the training gain is "
+            f"# pg_sweep results\n\nTrials, best first: ranked by the validation score (mean "
+            f"per-step evaluation score, good % − 100, of the trial's final policy acting "
+            f"greedily through {len(validation_seeds)} training-distribution scenarios, seeds "
+            f"{validation_seeds[0]}..{validation_seeds[-1]}); the training score is "
             f"{RANK_METRIC} averaged over the last {RANK_LAST_N} iterations (the tie-break, "
             f"then the trial index). Every trial ran {settings.iterations} iterations (no "
             f"early stopping).\n\n{table}\n\nBest trial: {best['trial']} (lr "
-            f"{best['lr']:.2e}, latency weight {best['latency_weight']}/ms), checkpoint "
-            f"`{best['checkpoint']}`.\n\n"
-            f"{text}\n\nSweep wall time {summary['sweep_wall_s']:.0f} s; validation "
+            f"{best['lr']:.2e}, late weight {best['late_weight']}), checkpoint "
+            f"`{best['checkpoint']}`.\n\n## Held-out scenarios\n\n"
+            f"{held_out_md}\n\nSweep wall time {summary['sweep_wall_s']:.0f} s; validation "
             f"{summary['validation_wall_s']:.0f} s; held-out test "
             f"{summary['held_out_eval_wall_s']:.0f} s.\n")
         return summary
     finally:
         ray.shutdown()
+
+
+def held_out_test(best: dict[str, Any], n_cases: int, output: Path) -> tuple[dict[str, Any], str]:
+    """The best trial's greedy policy and the baselines (``standard_methods``) through
+    ``n_cases`` held-out scenarios on the simulator; writes ``best_destination_rules.yaml`` (the
+    policy's last configuration in the first case) and ``fault_case.png``. Returns the numbers
+    and the markdown."""
+    from envs.actions import make_catalogue
+    from envs.istio import dump_rules, rules_for
+    from envs.settings import EnvSettings
+
+    env = EnvSettings.from_config(best["env_config"])
+    catalogue = make_catalogue(env.catalogue, env.services)  # type: ignore[arg-type]
+    module = load_policy(best["checkpoint"]).module
+    plan = held_out_plan(n_cases, env.episode_len)
+    runs = evaluate_methods(plan, standard_methods(module, catalogue), env.step_s,
+                            env.episode_len, catalogue, log=lambda line: print(line, flush=True))
+    md, numbers = report_markdown(runs, "policy", plan)
+    actions = action_summary(runs["policy"], catalogue.describe)
+    md += ["", f"Policy actions: {actions['distinct']} distinct in {actions['steps']} steps; "
+           f"most frequent `{actions['most_frequent']}`"
+           + (f" ({actions['share']:.0%})." if actions["share"] is not None else ".")]
+    (output / "best_destination_rules.yaml").write_text(
+        dump_rules(rules_for(runs["policy"][0].final_config)))
+    index = fault_case(plan)
+    if index is not None:
+        plot_fault_case(runs, index, plan[index][0], output / "fault_case.png")
+        md += ["", f"Per-step score of every method through {plan[index][0].name}: "
+               "`fault_case.png`."]
+    return {**numbers, "policy_actions": actions, **results_json(runs, plan)}, "\n".join(md)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

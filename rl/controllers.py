@@ -44,8 +44,8 @@ class Controller(Protocol):
 
     def act(self, obs: np.ndarray, config: MeshConfig, info: Mapping[str, Any]) -> MeshConfig:
         """The configuration of the next run, from the observation of the last one and the
-        configuration in force (``info``: ``t``, ``report``, ``scenario``, ``rate_rps``,
-        ``next_rate_rps``, ``episode_len``)."""
+        configuration in force (``info``: ``t``, ``report``, ``rate_rps``,
+        ``episode_len``; nothing about the runs to come)."""
         ...
 
 

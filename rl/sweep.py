@@ -1,10 +1,10 @@
-"""The Tune sweep of the REINFORCE agent over learning rate and latency weight, on MeshEnv.
+"""The Tune sweep of the REINFORCE agent over learning rate and SLO strictness, on MeshEnv.
 
 What ``experiments/pg_sweep.py`` runs: its settings (:func:`sweep_settings`, ``smoke`` shrinks
 them), the backend check, the ReinforceConfig with Tune search spaces (:func:`build_param_space`),
 the Tune run and its checkpoints (:func:`run_sweep`), one row per trial (:func:`trial_rows`) and
-the ranking of trials by their greedy policy's mean eval-score gain on validation episodes
-(:func:`validate_trials`), never by the return, whose scale depends on the latency weight.
+the ranking of trials by their greedy policy's mean per-step evaluation score through validation
+scenarios (:func:`validate_trials`), never by the return, whose scale depends on the weight.
 
 Schedule: FIFO with a fixed budget — every trial runs all ``iterations`` (no early stopping).
 An asynchronous scheduler (ASHA, used before) stops a trial by comparing it with whatever
@@ -20,11 +20,14 @@ runner (``--envs-per-runner``). The best trial is the one with the highest valid
 metric averaged over the last :data:`RANK_LAST_N` iterations), then by the trial index (its
 position in the grid).
 
-Training (the REINFORCE settings every trial shares): each episode starts from a new random
-initial configuration and load, and replays one load seed in all its runs (``load_seed``
-``per_episode``), so a step's reward is what its action changed; returns-to-go with
-``gamma`` = :data:`GAMMA`, shaped into per-step centred ranks (``rank_returns``), an entropy
-bonus of :data:`ENTROPY_COEFF`.
+Training (the REINFORCE settings every trial shares): MeshEnv v1 — every episode a scenario
+drawn from :data:`envs.scenarios.TRAINING` (load shifts, faults, three starts), the SLO
+objective, the ``ladder`` catalogue — with the shared-weight policy (:mod:`rl.policies`); the
+reward is the step's score itself (``reward_mode`` ``absolute``: what a controller delivers at
+every step, not the change a load shift causes), returns-to-go with ``gamma`` = :data:`GAMMA`,
+shaped into per-step centred ranks (``rank_returns``), an entropy bonus of
+:data:`ENTROPY_COEFF`; every run of an episode uses one load seed (``load_seed``
+``per_episode``).
 """
 
 from __future__ import annotations
@@ -36,25 +39,29 @@ from typing import Any
 
 from envs.backends.base import BackendError
 from envs.backends.registry import TYPICAL_STEP_S, backend_factory
+from envs.scenarios import MIN_EPISODE_LEN
 from envs.settings import DEFAULT_ENV_CONFIG
 
 DEFAULT_OUTPUT = Path("results/pg_sweep")
 EXPERIMENT_NAME = "pg_sweep"
 #: Training metric of the ranking's tie-break and the progress table (higher is better): the
-#: eval-score gain of training episodes.
-RANK_METRIC = "env_runners/eval_score_gain"
-#: Iterations averaged for a trial's training gain in the table (its last ones).
+#: mean per-step evaluation score of training episodes (``rl.callbacks``).
+RANK_METRIC = "env_runners/eval_score_mean"
+#: Iterations averaged for a trial's training score in the table (its last ones).
 RANK_LAST_N = 3
-#: Training reward latency weights swept (points per ms of one endpoint's p99).
-LATENCY_WEIGHTS_PER_MS = (0.03, 0.1)
+#: SLO strictness swept: the cost of a late answer relative to a failed one (``late_weight``).
+LATE_WEIGHTS = (0.5, 1.0)
 #: Adam learning rates swept (``--smoke``: the first only).
 LEARNING_RATES = (1e-3, 3e-3)
-#: Entropy bonus weight of every trial (keeps 144 actions explored while the policy sharpens).
+#: Entropy bonus weight of every trial (keeps the 157 actions explored while the policy sharpens).
 ENTROPY_COEFF = 0.01
-#: Discount of the returns-to-go. With the delta reward and a replayed load (``load_seed``
-#: ``per_episode``) a step's reward already is its action's whole effect on the score; what
-#: later steps add is other actions' doing, so a short horizon gives each action its own credit.
-GAMMA = 0.5
+#: Discount of the returns-to-go: an action's effect lasts (a limit stays until changed), so
+#: a step's credit includes the next few steps' scores.
+GAMMA = 0.8
+#: The policy network (:mod:`rl.policies`).
+POLICY = "shared"
+#: Seconds of offered load per step in a ``--smoke`` run (the default's: MeshEnv's 10 s).
+SMOKE_STEP_S = 2.0
 #: CPUs one trial takes: its driver, learner and env runners share them.
 CPUS_PER_TRIAL = 1.0
 
@@ -98,9 +105,9 @@ class SweepSettings:
     iterations: int
     episodes_per_batch: int
     episode_len: int | None
+    step_s: float | None
     validation_episodes: int
     eval_episodes: int
-    measure_runs: int
     max_concurrent_trials: int | None
     num_cpus: int | None
     seed: int
@@ -114,7 +121,7 @@ def sweep_settings(*, smoke: bool = False, backend: str = "sim",
                    samples: int | None = None,
                    iterations: int | None = None, episodes_per_batch: int | None = None,
                    episode_len: int | None = None, validation_episodes: int | None = None,
-                   eval_episodes: int | None = None, measure_runs: int | None = None,
+                   eval_episodes: int | None = None,
                    max_concurrent_trials: int | None = None, num_cpus: int | None = None,
                    seed: int = 0,
                    output: Path = DEFAULT_OUTPUT, address: str | None = None,
@@ -138,10 +145,10 @@ def sweep_settings(*, smoke: bool = False, backend: str = "sim",
         learning_rates=LEARNING_RATES[:1] if smoke else LEARNING_RATES,
         iterations=pick(iterations, 200, 2),
         episodes_per_batch=batch,
-        episode_len=pick(episode_len, None, 5),
+        episode_len=pick(episode_len, None, MIN_EPISODE_LEN),
+        step_s=None if not smoke else SMOKE_STEP_S,
         validation_episodes=pick(validation_episodes, 16, 2),
-        eval_episodes=pick(eval_episodes, 30, 3),
-        measure_runs=pick(measure_runs, 5, 1),
+        eval_episodes=pick(eval_episodes, 18, 2),
         max_concurrent_trials=max_concurrent_trials,
         num_cpus=num_cpus,
         seed=seed,
@@ -151,13 +158,14 @@ def sweep_settings(*, smoke: bool = False, backend: str = "sim",
     )
     for name in ("num_env_runners", "envs_per_runner", "samples", "iterations",
                  "episodes_per_batch",
-                 "validation_episodes", "eval_episodes", "measure_runs",
+                 "validation_episodes", "eval_episodes",
                  "max_concurrent_trials", "num_cpus"):
         if getattr(settings, name) is not None and getattr(settings, name) < 1:
             raise SweepError(f"--{name.replace('_', '-')} must be >= 1, "
                              f"got {getattr(settings, name)}")
-    if settings.episode_len is not None and settings.episode_len < 1:
-        raise SweepError(f"--episode-len must be >= 1, got {settings.episode_len}")
+    if settings.episode_len is not None and settings.episode_len < MIN_EPISODE_LEN:
+        raise SweepError(f"--episode-len must be >= {MIN_EPISODE_LEN} (the training scenarios' "
+                         f"shapes need it), got {settings.episode_len}")
     if settings.episodes_per_batch < settings.num_env_runners:
         raise SweepError(f"--episodes-per-batch ({settings.episodes_per_batch}) must be at least "
                          f"--num-env-runners ({settings.num_env_runners})")
@@ -194,35 +202,35 @@ def import_mesh_env() -> Any:
 
 
 def base_env_config(settings: SweepSettings) -> dict[str, Any]:
-    """MeshEnv settings shared by all trials (the latency weight is added per trial)."""
-    config: dict[str, Any] = {"backend": settings.backend, "latency_unit": "ms",
-                              "seed": settings.seed,
-                              # A new random initial configuration and load every episode, so
-                              # the policy learns moves that help any configuration, not one.
-                              "init": "classic_random", "load_draw": "per_episode",
-                              # Every run of an episode replays the same load (common random
-                              # numbers): a step's reward is then what its action changed, not
-                              # the load's run-to-run noise (envs.mesh_env, Load).
-                              "load_seed": "per_episode"}
+    """MeshEnv settings shared by all trials (the late weight is added per trial): v1's
+    defaults (training scenarios, SLO objective, ladder catalogue), the step's score as its
+    reward, one load seed per episode."""
+    config: dict[str, Any] = {"backend": settings.backend, "seed": settings.seed,
+                              "reward_mode": "absolute", "load_seed": "per_episode"}
     if settings.episode_len is not None:
         config["episode_len"] = settings.episode_len
+    if settings.step_s is not None:
+        config["step_s"] = settings.step_s
     return config
 
 
 def build_param_space(settings: SweepSettings) -> Any:
-    """The ReinforceConfig with Tune search spaces for ``lr`` and ``latency_weight``."""
+    """The ReinforceConfig with Tune search spaces for ``lr`` and ``late_weight``."""
     from ray import tune
 
     from rl.callbacks import MeshMetricsCallback
+    from rl.policies import policy_spec
     from rl.reinforce import ReinforceConfig
 
     mesh_env = import_mesh_env()
     runners = settings.num_env_runners
+    spec, model_config = policy_spec(POLICY, base_env_config(settings))
     env_config = {**base_env_config(settings),
-                  "latency_weight": tune.grid_search(list(LATENCY_WEIGHTS_PER_MS))}
+                  "late_weight": tune.grid_search(list(LATE_WEIGHTS))}
     return (
         ReinforceConfig()
         .environment(mesh_env, env_config=env_config)
+        .rl_module(rl_module_spec=spec, model_config=model_config)
         # Several envs per runner: each runner's episodes of an iteration side by side, one
         # batched forward pass per step (rl.reinforce.ReinforceEnvRunner: each env its quota of
         # whole episodes and its own seed, so the batch does not depend on timing).
@@ -238,8 +246,8 @@ def build_param_space(settings: SweepSettings) -> Any:
         .resources(num_cpus_for_main_process=CPUS_PER_TRIAL / 2)
         .training(lr=tune.grid_search(list(settings.learning_rates)), gamma=GAMMA,
                   num_episodes_per_train_batch=settings.episodes_per_batch,
-                  # Centred ranks per step: one repair of a broken mesh (+1 500 points) must
-                  # not drown the +10..60 of ordinary good steps (rl.connectors).
+                  # Centred ranks per step: the scenarios' hard steps (an overload, a fault)
+                  # must not drown the ordinary ones (rl.connectors).
                   normalize_returns=True, rank_returns=True,
                   entropy_coeff=ENTROPY_COEFF)
         .callbacks(MeshMetricsCallback)
@@ -254,9 +262,10 @@ def progress_reporter() -> Any:
     from ray.tune import CLIReporter
 
     return CLIReporter(
-        parameter_columns={"lr": "lr", "env_config/latency_weight": "latency_w"},
-        metric_columns={"training_iteration": "iter", RANK_METRIC: "eval_gain",
-                        "env_runners/failure_pct": "failure_%", "env_runners/p99_ms": "p99_ms",
+        parameter_columns={"lr": "lr", "env_config/late_weight": "late_w"},
+        metric_columns={"training_iteration": "iter", RANK_METRIC: "eval_mean",
+                        "env_runners/good_pct_mean": "good_%",
+                        "env_runners/failure_pct_mean": "failure_%",
                         "env_runners/unhealthy_end": "unhealthy", "time_total_s": "time_s"},
         max_report_frequency=30, sort_by_metric=True)
 
@@ -333,10 +342,10 @@ def trial_name(trial: Any) -> str:
 
 def trial_dirname(trial: Any) -> str:
     """The trial's directory: its name and hyperparameters, e.g.
-    ``trial_00001_lr=0.001_latency_weight=0.1``."""
+    ``trial_00001_lr=0.001_late_weight=0.5``."""
     config = trial.config or {}
-    return (f"{trial_name(trial)}_lr={config.get('lr')}_latency_weight="
-            f"{config.get('env_config', {}).get('latency_weight')}")
+    return (f"{trial_name(trial)}_lr={config.get('lr')}_late_weight="
+            f"{config.get('env_config', {}).get('late_weight')}")
 
 
 def dir_trial_index(path: str | Path) -> int:
@@ -370,15 +379,16 @@ def trial_rows(result_grid: Any) -> list[dict[str, Any]]:
             "index": index,
             "path": result.path,
             "lr": config.get("lr"),
-            "latency_weight": config.get("env_config", {}).get("latency_weight"),
+            "late_weight": config.get("env_config", {}).get("late_weight"),
             "iterations": metrics.get("training_iteration", 0),
-            "train_eval_score_gain": rank_value(history),
-            "validation_gain": math.nan,
+            "train_score": rank_value(history),
+            "validation_score": math.nan,
             "validation_unhealthy": None,
             "env_config": dict(config.get("env_config", {})),
-            "eval_score_gain": runners.get("eval_score_gain", math.nan),
-            "failure_pct": runners.get("failure_pct", math.nan),
-            "p99_ms": runners.get("p99_ms", math.nan),
+            "eval_score_mean": runners.get("eval_score_mean", math.nan),
+            "good_pct": runners.get("good_pct_mean", math.nan),
+            "failure_pct": runners.get("failure_pct_mean", math.nan),
+            "p99_ms": runners.get("latency_p99_ms_mean", math.nan),
             "unhealthy_end": runners.get("unhealthy_end", math.nan),
             "error": str(result.error) if result.error else "",
             "checkpoint": result.checkpoint.path if result.checkpoint else None,
@@ -388,50 +398,61 @@ def trial_rows(result_grid: Any) -> list[dict[str, Any]]:
 
 
 def sort_rows(rows: list[dict[str, Any]]) -> None:
-    """Best first: by validation gain, then by training gain, then by trial index (lowest
+    """Best first: by validation score, then by training score, then by trial index (lowest
     first), so the order never depends on the order Tune returned the trials in; trials
-    without a gain rank below those with one."""
+    without a score rank below those with one."""
     def known(value: float) -> float:
         return -math.inf if math.isnan(value) else value
 
-    rows.sort(key=lambda r: (-known(r["validation_gain"]), -known(r["train_eval_score_gain"]),
+    rows.sort(key=lambda r: (-known(r["validation_score"]), -known(r["train_score"]),
                              r["index"]))
 
 
-def validate_trials(rows: list[dict[str, Any]], seeds: list[int], measure_runs: int) -> None:
-    """Set each trial's ``validation_gain``: mean eval-score gain of its last checkpoint's
-    policy (greedy: the policy one deploys) on the validation ``seeds`` — the same for all
-    trials — each configuration scored over ``measure_runs`` fresh runs (``rl.evaluation.episode``),
-    then re-sort ``rows``. A trial whose every validation episode ended unhealthy keeps NaN
-    (no gain was measured) and ranks last."""
-    from rl.evaluation.actors import module_actor
-    from rl.evaluation.checkpoint import load_policy
-    from rl.evaluation.episode import evaluate
-    from rl.evaluation.stats import summarise
+def validation_plan(seeds: list[int], episode_len: int) -> list[tuple[Any, int]]:
+    """The validation cases: per seed a scenario drawn from :data:`envs.scenarios.TRAINING`
+    with ``numpy.random.default_rng(seed)``, played with that seed (the same for all trials)."""
+    import numpy as np
 
-    mesh_env = import_mesh_env()
+    from envs.scenarios import draw
+
+    return [(draw("training", np.random.default_rng(seed), episode_len), seed) for seed in seeds]
+
+
+def validate_trials(rows: list[dict[str, Any]], seeds: list[int]) -> None:
+    """Set each trial's ``validation_score``: the mean per-step evaluation score of its last
+    checkpoint's policy (greedy: the policy one deploys) through the validation scenarios
+    (:func:`validation_plan`, closed loop on the simulator,
+    :func:`rl.evaluation.closed_loop.run_scenario`), then re-sort ``rows``. A step an unhealthy
+    end cut off counts as the worst score (-100), so a trial that breaks the mesh ranks low."""
+    from envs.actions import make_catalogue
+    from envs.settings import EnvSettings
+    from rl.controllers import PolicyController
+    from rl.evaluation.checkpoint import load_policy
+    from rl.evaluation.scenario_eval import evaluate_methods
+
     for row in rows:
         if not row["checkpoint"] or row["error"]:
             continue
+        env = EnvSettings.from_config(row["env_config"])
+        catalogue = make_catalogue(env.catalogue, env.services)  # type: ignore[arg-type]
         module = load_policy(row["checkpoint"]).module
-        outcomes = evaluate(lambda seed, cfg=row["env_config"]: mesh_env({**cfg, "seed": seed}),
-                            lambda env, seed, m=module: module_actor(m, greedy=True),
-                            seeds, measure_runs=measure_runs)
-        row["validation_unhealthy"] = sum(1 for o in outcomes if not o.healthy_end)
-        if row["validation_unhealthy"] < len(outcomes):
-            row["validation_gain"] = summarise(outcomes).mean
+        runs = evaluate_methods(validation_plan(seeds, env.episode_len),
+                                {"policy": lambda m=module, c=catalogue: PolicyController(m, c)},
+                                env.step_s, env.episode_len, catalogue, log=lambda _: None)
+        policy_runs = runs["policy"]
+        row["validation_unhealthy"] = sum(1 for r in policy_runs if not r.healthy_end)
+        row["validation_score"] = sum(r.mean_score for r in policy_runs) / len(policy_runs)
     sort_rows(rows)
 
 
 def best_trial(rows: list[dict[str, Any]]) -> dict[str, Any]:
-    """The first of the ranked ``rows`` with a validation gain.
+    """The first of the ranked ``rows`` with a validation score.
 
     Raises:
-        SweepError: no trial has one (no checkpoint, or every validation episode ended
-            unhealthy).
+        SweepError: no trial has one (no checkpoint: every trial failed).
     """
-    best = next((r for r in rows if not math.isnan(r["validation_gain"])), None)
+    best = next((r for r in rows if not math.isnan(r["validation_score"])), None)
     if best is None:
-        raise SweepError("no trial has a validation score (no checkpoint, or every "
-                         "validation episode ended unhealthy); see the table above")
+        raise SweepError("no trial has a validation score (no checkpoint: every trial "
+                         "failed); see the table above")
     return best

@@ -101,6 +101,7 @@ class ScenarioRun:
         seed: the case seed (load seeds and a ``classic_random`` start).
         steps: run 0 and steps 1..T (after an unhealthy step: records of score -100, no run).
         observations: the observation of each run that happened (run 0 first).
+        final_config: the configuration in force at the end (service → pool).
     """
 
     scenario: str
@@ -109,6 +110,7 @@ class ScenarioRun:
     steps: list[StepRecord] = field(default_factory=list)
     observations: list[np.ndarray] = field(default_factory=list)
     fault_free_steady: tuple[int, ...] = ()
+    final_config: MeshConfig = field(default_factory=dict)
 
     @property
     def episode_len(self) -> int:
@@ -256,8 +258,9 @@ def run_scenario(backend: Backend, scenario: Scenario, controller: Controller, s
         if report is None:  # the scenario ended: every remaining step counts the worst score
             out.steps.append(_record(t, scenario, None, "", None, None))
             continue
-        info = {"t": t - 1, "report": report, "scenario": scenario, "episode_len": n_steps,
-                "rate_rps": scenario.rates[t - 1], "next_rate_rps": scenario.rates[t]}
+        # what has happened, nothing about the runs to come (no scenario object: its rates)
+        info = {"t": t - 1, "report": report, "episode_len": n_steps,
+                "rate_rps": scenario.rates[t - 1]}
         new = dict(controller.act(obs, dict(config), info))
         action = getattr(controller, "last_action", None)
         change = config_change(config, new)
@@ -271,6 +274,7 @@ def run_scenario(backend: Backend, scenario: Scenario, controller: Controller, s
         out.steps.append(_record(t, scenario, report, change, action, load_seeds[t]))
         obs = observe(report, config, t)
         out.observations.append(obs)
+    out.final_config = config
     return out
 
 

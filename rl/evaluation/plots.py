@@ -75,15 +75,16 @@ def _plot_panel(ax: Any, results: list[dict[str, MethodResult]], title: str) -> 
 
 
 def plot_learning_curves(result_grid: Any, path: Path) -> None:
-    """PNG: eval-score gain, failure % and p99 of training episodes per iteration, per trial."""
+    """PNG per trial and iteration, over the training episodes: the mean per-step evaluation
+    score, good % and mean p99 (what users felt), one line per trial."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    panels = [(RANK_METRIC, "eval-score gain (final − initial)"),
-              ("env_runners/failure_pct", "final failure %"),
-              ("env_runners/p99_ms", "final p99 (ms)")]
+    panels = [(RANK_METRIC, "mean per-step evaluation score (good % − 100)"),
+              ("env_runners/good_pct_mean", "good % (served within SLO)"),
+              ("env_runners/latency_p99_ms_mean", "p99 of all requests (ms)")]
     fig, axes = plt.subplots(1, len(panels), figsize=(5 * len(panels), 4), constrained_layout=True)
     for result in result_grid:
         df = result.metrics_dataframe
@@ -91,7 +92,7 @@ def plot_learning_curves(result_grid: Any, path: Path) -> None:
             continue
         config = result.config or {}
         label = (f"lr={config.get('lr', float('nan')):.1e} "
-                 f"w={config.get('env_config', {}).get('latency_weight')}")
+                 f"late_w={config.get('env_config', {}).get('late_weight')}")
         for ax, (key, _) in zip(axes, panels, strict=True):
             if key in df:
                 ax.plot(df["training_iteration"], df[key], marker=".", label=label)

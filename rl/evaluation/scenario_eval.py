@@ -3,6 +3,7 @@ observation (``experiments/evaluate.py``'s default).
 
 * :func:`held_out_plan` — the cases: :func:`envs.scenarios.held_out_cases` with their case
   seeds (load seeds and ``classic_random`` starts; never used in training);
+* :func:`standard_methods` — the trained policy and the baselines it must beat;
 * :func:`evaluate_methods` — every controller through every case
   (:func:`rl.evaluation.closed_loop.run_scenario`, one simulator, common random numbers);
 * :func:`report_markdown` / :func:`results_json` — the tables and the data;
@@ -20,7 +21,15 @@ import numpy as np
 from envs.actions import ActionCatalogue
 from envs.backends import make_backend
 from envs.scenarios import Scenario, held_out_cases
-from rl.controllers import Controller
+from rl.controllers import (
+    TUNED_RULE_PARAMS,
+    Controller,
+    GatewayThrottle,
+    PolicyController,
+    RuleBasedController,
+    istio_defaults,
+    tuned_static,
+)
 from rl.evaluation.closed_loop import ScenarioRun, run_scenario
 from rl.evaluation.scenario_tables import (
     methods_table,
@@ -45,6 +54,25 @@ def held_out_plan(n: int, episode_len: int, scenario_seed: int = SCENARIO_SEED
     """``n`` held-out cases of ``episode_len`` steps: (scenario, case seed)."""
     return [(s, CASE_SEED_BASE + i)
             for i, s in enumerate(held_out_cases(scenario_seed, n, episode_len))]
+
+
+def standard_methods(module: Any, catalogue: ActionCatalogue
+                     ) -> dict[str, Callable[[], Controller]]:
+    """The methods every held-out comparison runs: the trained ``module`` acting greedily
+    (``policy``), Istio's defaults, the TPE-201 static configuration, the tuned rule-based
+    controller and the gateway throttle (:mod:`rl.controllers`), as controller factories.
+
+    Raises:
+        ValueError: the shipped TPE-201 configuration cannot be read.
+    """
+    tuned = tuned_static()
+    return {
+        "policy": lambda: PolicyController(module, catalogue),
+        "istio_default": istio_defaults,
+        "tpe_201": lambda: tuned,
+        "rule_based": lambda: RuleBasedController(TUNED_RULE_PARAMS, catalogue),
+        "gateway_throttle": GatewayThrottle,
+    }
 
 
 def evaluate_methods(plan: Sequence[tuple[Scenario, int]],
@@ -150,4 +178,4 @@ def results_json(runs: Mapping[str, Sequence[ScenarioRun]],
 
 __all__ = ["CASE_SEED_BASE", "SCENARIO_SEED", "STATIC_METHODS", "action_summary",
            "evaluate_methods", "fault_case", "held_out_plan", "plot_fault_case",
-           "report_markdown", "results_json"]
+           "report_markdown", "results_json", "standard_methods"]

@@ -132,19 +132,19 @@ def fmt(value: float | None, spec: str) -> str:
 
 
 def trials_markdown(rows: list[dict[str, Any]]) -> str:
-    """The trials as a Markdown table, in the order of ``rows``."""
+    """The trials as a Markdown table, in the order of ``rows``: the ranking scores beside what
+    users felt in the last training episodes (good %, failure %, p99)."""
     lines = [
-        f"| rank | trial | lr | latency weight (/ms) | iters | training gain (last "
-        f"{RANK_LAST_N} it.) | validation gain | final failure % | final p99 ms "
-        f"| unhealthy ends | error |",
-        "|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---|",
+        f"| rank | trial | lr | late weight | iters | training score (last {RANK_LAST_N} it.) "
+        "| validation score | good % | failure % | p99 ms | unhealthy ends | error |",
+        "|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|",
     ]
     for i, r in enumerate(rows, 1):
         lines.append(
-            f"| {i} | {r['trial']} | {fmt(r['lr'], '.2e')} | {fmt(r['latency_weight'], 'g')} "
-            f"| {r['iterations']} | {fmt(r['train_eval_score_gain'], '+.2f')} "
-            f"| {fmt(r['validation_gain'], '+.2f')} "
-            f"| {fmt(r['failure_pct'], '.2f')} | {fmt(r['p99_ms'], '.1f')} "
+            f"| {i} | {r['trial']} | {fmt(r['lr'], '.2e')} | {fmt(r['late_weight'], 'g')} "
+            f"| {r['iterations']} | {fmt(r['train_score'], '+.2f')} "
+            f"| {fmt(r['validation_score'], '+.2f')} | {fmt(r['good_pct'], '.1f')} "
+            f"| {fmt(r['failure_pct'], '.2f')} | {fmt(r['p99_ms'], '.0f')} "
             f"| {fmt(r['unhealthy_end'], '.2f')} | {r['error'][:60]} |")
     return "\n".join(lines)
 
