@@ -102,7 +102,7 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     p.add_argument("--samples", type=int, default=None,
                    help="repeats of the lr × late-weight grid (default 1; smoke 1)")
     p.add_argument("--iterations", type=int, default=None,
-                   help="training iterations of every trial (default 200; smoke 2)")
+                   help="training iterations of every trial (default 60; smoke 2)")
     p.add_argument("--episodes-per-batch", type=int, default=None,
                    help="complete episodes per REINFORCE update (default 16; smoke 2)")
     p.add_argument("--episode-len", type=int, default=None,
