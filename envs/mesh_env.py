@@ -437,7 +437,8 @@ class MeshEnv(gym.Env):
                 "latency_mean_ms": report.latency_mean_ms if m else None,
                 "goodput_rps": report.goodput_rps if measured else None,
                 "good_pct": report.good_pct if measured else None,
-                "abandoned": report.num_abandoned if m else None,
+                # a float, like every measurement: a vector env stores each key in one array
+                "abandoned": float(report.num_abandoned) if m else None,
                 "score": objective.score(report) if m else None,
                 "eval_score": objective.evaluation(report) if m else None,
                 "initial_score": self._initial_score,

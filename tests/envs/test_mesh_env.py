@@ -356,12 +356,19 @@ def test_unhealthy_config_terminates_with_the_penalty(mode):
     try:
         env.reset(seed=0)
         assert env.config["session-db"].tcp.connect_timeout_ms > 1
+        healthy_info: dict = {}
         for _ in range(3):
             obs, reward, terminated, truncated, info = env.step(7)
             if terminated:
                 break
             assert info["healthy"] is True
+            healthy_info = info
         assert terminated and not truncated
+        # A key that is None on an unhealthy step is a float otherwise: a vector env stores
+        # each key of its envs' infos in one array, and an int array cannot hold a None.
+        for key, value in info.items():
+            if value is None and healthy_info.get(key) is not None:
+                assert isinstance(healthy_info[key], float), (key, healthy_info[key])
         assert env.config["session-db"].tcp.connect_timeout_ms == 1
         assert env.backend.healthy() is False
         expected = -500.0 if mode == "delta" else -500.0 * (10 - info["step"] + 1)

@@ -11,8 +11,7 @@ from typing import Any
 import pytest
 import yaml
 
-from rl.evaluation.policy_vs_random import held_out_evaluation
-from rl.sweep import LATENCY_WEIGHTS_PER_MS
+from rl.sweep import LATE_WEIGHTS
 from tests.experiments._processes import run_script
 
 _run = functools.partial(run_script, "pg_sweep", timeout_s=300)
@@ -55,25 +54,29 @@ def check_smoke_outputs(out: Path) -> dict[str, Any]:
     results = json.loads((out / "results.json").read_text())
     settings = results["settings"]
     assert len(results["trials"]) == (settings["samples"] * len(settings["learning_rates"])
-                                      * len(LATENCY_WEIGHTS_PER_MS))
-    assert {(t["lr"], t["latency_weight"]) for t in results["trials"]} == {
-        (lr, w) for lr in settings["learning_rates"] for w in LATENCY_WEIGHTS_PER_MS}
+                                      * len(LATE_WEIGHTS))
+    assert {(t["lr"], t["late_weight"]) for t in results["trials"]} == {
+        (lr, w) for lr in settings["learning_rates"] for w in LATE_WEIGHTS}
     best = results["trials"][0]
     assert best["trial"] == results["best"]["trial"]
-    assert best["validation_gain"] == max(t["validation_gain"] for t in results["trials"])
+    assert best["validation_score"] == max(t["validation_score"] for t in results["trials"])
     assert results["validation_seeds"][0] == 2_000_000
     held_out = results["held_out"]
-    assert held_out["policy"]["n"] + held_out["policy"]["unhealthy"] == len(held_out["seeds"])
-    assert min(held_out["seeds"]) >= 1_000_000
-    assert len(held_out["random_episodes"]) == len(held_out["seeds"])
+    cases = held_out["cases"]
+    assert len(cases) == settings["eval_episodes"]
+    methods = {"policy", "istio_default", "tpe_201", "rule_based", "gateway_throttle"}
+    assert all(set(c["runs"]) == methods for c in cases)
+    assert all(c["seed"] >= 4_000_000 for c in cases)  # never a training or validation seed
+    assert set(held_out["win_rates"]) == methods - {"policy"}
     text = (out / "results.md").read_text()
-    assert "uniform random" in text and "best trial, sampled" in text
+    for column in ("good %", "goodput", "failure %", "p99"):
+        assert column in text, column
     assert (out / "learning_curves.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     rules = list(yaml.safe_load_all((out / "best_destination_rules.yaml").read_text()))
     assert rules and all(r["kind"] == "DestinationRule" for r in rules)
     trial_dir = Path(results["trials"][0]["path"])
     tags = _tensorboard_tags(trial_dir)
-    for metric in ("eval_score_gain", "failure_pct", "p99_ms", "unhealthy_end"):
+    for metric in ("eval_score_mean", "good_pct_mean", "failure_pct_mean", "unhealthy_end"):
         assert f"ray/tune/env_runners/{metric}" in tags, (metric, sorted(tags)[:20])
     return results
 
@@ -85,24 +88,38 @@ def test_smoke_sweep_writes_everything_and_the_checkpoint_reproduces(tmp_path: P
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     results = check_smoke_outputs(out)
 
-    # A fresh Algorithm.from_checkpoint of the best trial gives the same held-out numbers.
+    # A fresh Algorithm.from_checkpoint of the best trial acts as the saved policy did: the
+    # same actions through the first held-out case.
     import ray
     from ray.rllib.algorithms.algorithm import Algorithm
 
+    from envs.actions import make_catalogue
+    from envs.backends import make_backend
+    from envs.scenarios import Scenario
+    from envs.settings import EnvSettings
+    from rl.controllers import PolicyController
+    from rl.evaluation.closed_loop import run_scenario
+
     best = results["best"]
+    env = EnvSettings.from_config(best["env_config"])
+    catalogue = make_catalogue(env.catalogue, env.services)
+    case = results["held_out"]["cases"][0]
     ray.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=False)
     try:
         algo = Algorithm.from_checkpoint(best["checkpoint"])
+        backend = make_backend("sim")
         try:
-            again = held_out_evaluation(algo.get_module(), best["env_config"],
-                                        results["held_out"]["seeds"],
-                                        results["held_out"]["measure_runs"])
+            again = run_scenario(backend, Scenario.from_dict(case["scenario"]),
+                                 PolicyController(algo.get_module(), catalogue), case["seed"],
+                                 env.step_s, env.episode_len, catalogue)
         finally:
+            backend.close()
             algo.stop()
     finally:
         ray.shutdown()
-    for key in ("policy", "greedy", "random"):
-        assert again[f"{key}_episodes"] == results["held_out"][f"{key}_episodes"], key
+    saved = case["runs"]["policy"]
+    assert [s.action for s in again.steps] == [s["action"] for s in saved["steps"]]
+    assert again.summed_score == pytest.approx(saved["summed_score"])
 
     # Running again into the same directory refuses to overwrite; --resume continues it.
     proc = _run("--smoke", "--output", str(out), timeout_s=120)

@@ -78,18 +78,18 @@ def test_trials_are_named_by_their_grid_index() -> None:
         trial_id = "a1b2c_00003"
 
         def __init__(self) -> None:
-            self.config = {"lr": 0.001, "env_config": {"latency_weight": 0.1}}
+            self.config = {"lr": 0.001, "env_config": {"late_weight": 0.5}}
 
     assert trial_index("f00ba_00012") == 12
     assert trial_name(Trial()) == "trial_00003"
-    assert trial_dirname(Trial()) == "trial_00003_lr=0.001_latency_weight=0.1"
+    assert trial_dirname(Trial()) == "trial_00003_lr=0.001_late_weight=0.5"
     assert dir_trial_index(Path("/x/tune/pg_sweep") / trial_dirname(Trial())) == 3
     with pytest.raises(ValueError, match="not a Tune trial id"):
         trial_index("nounderscore")
 
 
 def _row(index: int, validation: float, train: float) -> dict[str, Any]:
-    return {"index": index, "validation_gain": validation, "train_eval_score_gain": train}
+    return {"index": index, "validation_score": validation, "train_score": train}
 
 
 def test_ranking_is_validation_then_training_gain_then_trial_index() -> None:
