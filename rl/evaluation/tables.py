@@ -2,8 +2,8 @@
 
 * the held-out cases (``experiments/evaluate.py``): :func:`scenario_section` (with
   :func:`scenario_table` and :func:`action_summary`), :func:`method_order`;
-* the sweep (``experiments/pg_sweep.py``): :func:`trials_markdown` (its trials, best first) and
-  :func:`evaluation_markdown` (the best trial against uniform random on held-out episodes).
+* the sweep (``experiments/pg_sweep.py``): :func:`trials_markdown` (its trials, best first;
+  its held-out test is :mod:`rl.evaluation.scenario_eval`'s).
 """
 
 from __future__ import annotations
@@ -15,7 +15,6 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from envs.measure import FAILED_RUN_SCORE
-from rl.evaluation.policy_vs_random import EVAL_POLICIES
 from rl.evaluation.stats import quartiles
 from rl.sweep import RANK_LAST_N
 
@@ -146,31 +145,4 @@ def trials_markdown(rows: list[dict[str, Any]]) -> str:
             f"| {fmt(r['validation_score'], '+.2f')} | {fmt(r['good_pct'], '.1f')} "
             f"| {fmt(r['failure_pct'], '.2f')} | {fmt(r['p99_ms'], '.0f')} "
             f"| {fmt(r['unhealthy_end'], '.2f')} | {r['error'][:60]} |")
-    return "\n".join(lines)
-
-
-def evaluation_markdown(evaluation: dict[str, Any]) -> str:
-    """The held-out comparison as a Markdown table."""
-    lines = [
-        f"Held-out evaluation: {len(evaluation['seeds'])} episodes on seeds "
-        f"{evaluation['seeds'][0]}..{evaluation['seeds'][-1]} (never used in training or "
-        "validation), the "
-        "same seeds (initial configuration, load) for every row; eval-score gain = final − "
-        "initial configuration's evaluation score (higher is better), each configuration "
-        f"scored as the mean of {evaluation['measure_runs']} fresh load runs (the same "
-        "loads for both and for every policy).",
-        "",
-        "| policy | mean gain | 95 % CI of the mean | std | median | improved | min | max "
-        "| healthy ends | unhealthy ends |",
-        "|---|---:|---|---:|---:|---:|---:|---:|---:|---:|",
-    ]
-    for key, label in EVAL_POLICIES.items():
-        s = evaluation[key]
-        lines.append(f"| {label} | {s['mean']:+.2f} | {s['ci95_low']:+.2f} .. "
-                     f"{s['ci95_high']:+.2f} | {s['std']:.2f} | {s['median']:+.2f} "
-                     f"| {s['improved']:.0%} | {s['min']:+.2f} | {s['max']:+.2f} | {s['n']} "
-                     f"| {s['unhealthy']} |")
-    lines += ["", f"Welch t against random: greedy "
-                  f"{evaluation['welch_t_greedy_minus_random']:.2f}, sampled "
-                  f"{evaluation['welch_t_policy_minus_random']:.2f}."]
     return "\n".join(lines)
