@@ -102,7 +102,7 @@ from typing import Any
 
 from envs.actions import make_catalogue
 from envs.scenarios import MIN_EPISODE_LEN
-from envs.settings import classic_env_config
+from envs.settings import DEFAULT_ENV_CONFIG, classic_env_config
 from rl.baselines import reachable_space
 from rl.controllers import (
     TUNED_RULE_PARAMS,
@@ -202,11 +202,11 @@ def run_held_out(args: argparse.Namespace, argv: Sequence[str]) -> dict[str, Any
     if env_config.get("load", "open") != "open":
         print("[evaluate] the checkpoint was trained on the classic closed load; evaluating on "
               "the open-load held-out scenarios", flush=True)
-    episode_len = max(int(env_config.get("episode_len", 20)), MIN_EPISODE_LEN)
-    step_s = float(env_config.get("step_s", 10.0))
+    trained = {**DEFAULT_ENV_CONFIG, **env_config}  # what the policy saw (absent: defaults)
+    episode_len = max(int(trained["episode_len"]), MIN_EPISODE_LEN)
+    step_s = float(trained["step_s"])
     try:
-        catalogue = make_catalogue(env_config.get("catalogue", "classic"),
-                                   env_config.get("services"))
+        catalogue = make_catalogue(trained["catalogue"], trained["services"])
         tuned_static()  # the TPE-201 configuration must be readable before anything runs
     except ValueError as exc:
         raise EvaluationError(str(exc)) from None
@@ -262,10 +262,15 @@ def run_classic(settings: EvalSettings, argv: Sequence[str]) -> dict[str, Any]:
     if policy.env_config.get("backend", "sim") != "sim":
         print(f"[evaluate] the checkpoint was trained on backend "
               f"{policy.env_config['backend']!r}; evaluating on the simulator", flush=True)
+    catalogue_name = {**DEFAULT_ENV_CONFIG, **policy.env_config}["catalogue"]
+    if catalogue_name not in ("classic", "extended"):
+        raise EvaluationError(f"--classic evaluates policies of the notebook's setup (catalogue "
+                              f"'classic' or 'extended'); this checkpoint acts on the "
+                              f"{catalogue_name!r} catalogue: evaluate it without --classic")
     # every method (and PPO's training) runs on the simulator, without the training's faults
     base = {**{k: v for k, v in policy.env_config.items()
                if k not in ("backend_kwargs", "faults", "scenarios", "step_s", "late_weight")},
-            **classic_env_config(), "backend": "sim"}
+            **classic_env_config(catalogue=catalogue_name), "backend": "sim"}
     episode_len = int(base.get("episode_len", 20))
     space = reachable_space(base.get("catalogue", "classic"), base.get("services"),
                             int(base.get("init_upper", 100)), episode_len)

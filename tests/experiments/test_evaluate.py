@@ -9,9 +9,11 @@ import subprocess
 import sys
 import textwrap
 from pathlib import Path
+from typing import Any
 
 import pytest
 
+from envs.settings import classic_env_config
 from rl.evaluation.cases import SCENARIOS
 from rl.evaluation.checkpoint import load_policy
 
@@ -20,12 +22,12 @@ SCRIPT = REPO / "experiments" / "evaluate.py"
 
 
 _MAKE_CHECKPOINT = textwrap.dedent("""
-    import sys, ray
+    import json, sys, ray
     from envs.mesh_env import MeshEnv
     from rl.reinforce import ReinforceConfig
     ray.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=False)
     algo = (ReinforceConfig()
-            .environment(MeshEnv, env_config={"episode_len": 8})
+            .environment(MeshEnv, env_config={"episode_len": 8, **json.loads(sys.argv[2])})
             .env_runners(num_env_runners=0)
             .training(num_episodes_per_train_batch=2)
             .debugging(seed=0)).build_algo()
@@ -39,12 +41,23 @@ _MAKE_CHECKPOINT = textwrap.dedent("""
 ENV = {**os.environ, "RAY_USAGE_STATS_ENABLED": "0", "PYTHONPATH": str(REPO)}
 
 
+def _make_checkpoint(path: Path, env_config: dict[str, Any]) -> Path:
+    subprocess.run([sys.executable, "-c", _MAKE_CHECKPOINT, str(path), json.dumps(env_config)],
+                   check=True, cwd=REPO, env=ENV, timeout=300, capture_output=True)
+    return path
+
+
 @pytest.fixture(scope="module")
 def checkpoint(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    path = tmp_path_factory.mktemp("evaluate") / "ckpt"
-    subprocess.run([sys.executable, "-c", _MAKE_CHECKPOINT, str(path)], check=True,
-                   cwd=REPO, env=ENV, timeout=300, capture_output=True)
-    return path
+    """A policy of MeshEnv's defaults (open load, ladder catalogue), one update."""
+    return _make_checkpoint(tmp_path_factory.mktemp("evaluate") / "ckpt", {})
+
+
+@pytest.fixture(scope="module")
+def classic_checkpoint(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A policy of the notebook's setup (classic_env_config), one update."""
+    return _make_checkpoint(tmp_path_factory.mktemp("evaluate") / "classic",
+                            classic_env_config())
 
 
 @pytest.mark.slow
@@ -89,7 +102,17 @@ def test_bad_input_is_one_line(tmp_path: Path, args: list[str], message: str) ->
 
 
 @pytest.mark.slow
-def test_quick_classic_run_end_to_end(checkpoint: Path, tmp_path: Path) -> None:
+def test_classic_needs_a_classic_policy(checkpoint: Path, tmp_path: Path) -> None:
+    proc = subprocess.run([sys.executable, str(SCRIPT), "--classic", "--quick", "--checkpoint",
+                           str(checkpoint), "--output", str(tmp_path / "o")],
+                          cwd=REPO, env=ENV, timeout=300, capture_output=True, text=True)
+    assert proc.returncode == 2
+    assert "acts on the 'ladder' catalogue" in proc.stderr and "Traceback" not in proc.stderr
+
+
+@pytest.mark.slow
+def test_quick_classic_run_end_to_end(classic_checkpoint: Path, tmp_path: Path) -> None:
+    checkpoint = classic_checkpoint
     policy = load_policy(checkpoint)
     assert policy.env_config["episode_len"] == 8
     assert policy.env_steps_trained == 16  # 2 episodes × 8 steps
