@@ -43,7 +43,7 @@ from envs.measure import apply_config, run_checked
 from envs.observation import ObservationEncoder, ratio_scale
 from envs.reward import SloObjective, evaluation_score
 from envs.scenarios import Scenario
-from envs.settings import TUNED_STATIC_PATH, tuned_config_from
+from envs.settings import DEFAULT_ENV_CONFIG, TUNED_STATIC_PATH, tuned_config_from
 from envs.sockshop.slo import NOMINAL_RATE_RPS
 
 if TYPE_CHECKING:
@@ -224,7 +224,7 @@ def run_scenario(backend: Backend, scenario: Scenario, controller: Controller, s
         seed: the case seed (``MeshEnv.reset(seed=seed)``'s).
         step_s: seconds of offered load per run (``MeshEnv``'s ``step_s``).
         episode_len: steps to play (default: the scenario's).
-        catalogue: the observation's services and knobs (default: the ``classic`` catalogue).
+        catalogue: the observation's services and knobs (default: MeshEnv's default catalogue).
         init_upper: upper bound of a ``classic_random`` start's knobs.
         tuned_config: the ``tuned`` start (default: the shipped TPE-201 configuration).
 
@@ -236,7 +236,7 @@ def run_scenario(backend: Backend, scenario: Scenario, controller: Controller, s
     if not 1 <= n_steps <= scenario.episode_len:
         raise ValueError(f"episode_len must be in 1..{scenario.episode_len} for scenario "
                          f"{scenario.name!r}, got {episode_len!r}")
-    catalogue = catalogue or make_catalogue("classic")
+    catalogue = catalogue or make_catalogue(DEFAULT_ENV_CONFIG["catalogue"])
     encoder = ObservationEncoder(catalogue, n_steps)
     rng = np.random.default_rng(seed)
     start = scenario_start(backend, scenario, rng, catalogue.services, init_upper, tuned_config)

@@ -119,4 +119,4 @@ def test_a_driver_killed_mid_sweep_is_resumed(tmp_path: Path) -> None:
                    timeout_s=600)
     assert resumed.returncode == 0, resumed.stdout[-3000:] + resumed.stderr[-3000:]
     results = json.loads((out / "results.json").read_text())
-    assert len(results["trials"]) == 2 and results["held_out"]["seeds"]
+    assert len(results["trials"]) == 2 and results["held_out"]["cases"]

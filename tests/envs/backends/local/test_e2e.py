@@ -310,12 +310,18 @@ def test_sigterm_of_an_attached_client_puts_the_configuration_back(mesh):
 
 def test_meshenv_runs_three_steps_on_local(mesh):
     from envs.mesh_env import MeshEnv
+    from envs.scenarios import steady
 
-    env = MeshEnv({"backend": "local", "replica": REPLICA, "users_range": (4, 4),
-                   "requests_per_user": 25, "episode_len": 3, "init": "istio_default"})
+    # MeshEnv's v1 defaults on the real data plane: open-loop sessions at 30 req/s, 2 s a step
+    env = MeshEnv({"backend": "local", "replica": REPLICA, "scenarios": [steady(30.0, 3)],
+                   "step_s": 2.0, "episode_len": 3, "init": "istio_default"})
     try:
-        obs, _info = env.reset(seed=0)
+        obs, info = env.reset(seed=0)
         assert env.observation_space.contains(obs)
+        assert info["good_pct"] is not None and info["goodput_rps"] > 0
+        # the causes come from Envoy's own statistics: measured for the services that served
+        carts = env.observation_names.index("service/carts/causes_seen")
+        assert obs[carts] == 1.0
         truncated = False
         for step in range(3):
             obs, reward, terminated, truncated, _info = env.step(step)  # actions on carts
