@@ -1,4 +1,4 @@
-"""Tune sweep of the REINFORCE agent over learning rate and latency weight, on MeshEnv.
+"""Tune sweep of the REINFORCE agent over learning rate and SLO strictness, on MeshEnv.
 
     python experiments/pg_sweep.py                     # default sweep on the simulator
     python experiments/pg_sweep.py --smoke             # tiny, under a minute (CI)
@@ -7,33 +7,35 @@
 
 What it does:
 
-1. runs a grid over ``lr`` × the reward's latency weight, ``--samples`` times (each repeat with
-   its own seed, drawn from ``--seed``), every trial for ``--iterations`` iterations (FIFO, no
-   early stopping: the same ``--seed`` gives the same trials, best trial and held-out table,
+1. runs a grid over ``lr`` × the objective's late weight (``rl.sweep.LATE_WEIGHTS``: how much a
+   late answer costs against a failed one), ``--samples`` times (each repeat with its own seed,
+   drawn from ``--seed``), every trial for ``--iterations`` iterations (FIFO, no early
+   stopping: the same ``--seed`` gives the same trials, best trial and held-out table,
    ``rl.sweep``), checkpointing every few iterations and at the end;
 2. ranks trials by a weight-independent score — never by the return, whose scale depends on the
-   latency weight: the eval-score gain of an episode is its final minus its initial
-   configuration's ``envs.reward.evaluation_score``, on validation episodes (seeds from
-   2 000 000, the same for every trial) run greedily with each trial's last checkpoint; ties
-   go to the higher gain on the training episodes (``env_runners/eval_score_gain``, last
-   iterations), then to the lower trial index;
-3. tests the best trial's policy on other held-out seeds (from 1 000 000; never used in
-   training or validation) — greedily, and sampled as trained — against the uniform random
-   policy, on the same seeds. Validation and test score each episode's initial and final
-   configuration over ``--measure-runs`` fresh load runs (``rl.evaluation.episode``), so a gain is
-   the configurations' difference, not one run's luck;
-4. writes into ``--output``: ``results.md`` (trials table and held-out evaluation),
-   ``results.json`` (the same numbers, the best checkpoint's path), ``learning_curves.png``,
-   ``best_destination_rules.yaml`` (the greedy policy's final DestinationRules on the first
-   held-out episode) and the Tune experiment (``tune/pg_sweep``, one directory per trial named
-   by its index, with TensorBoard event files). Two runs with the same flags write the same
-   files except for wall times, the output path and the dashboard URL.
+   weight: the mean per-step evaluation score (``envs.reward.evaluation_score``, good % − 100)
+   of each trial's last checkpoint acting greedily, closed loop, through
+   ``--validation-episodes`` scenarios drawn from the training distribution with seeds from
+   2 000 000 (the same for every trial); ties go to the higher score of the training episodes
+   (``env_runners/eval_score_mean``, last iterations), then to the lower trial index;
+3. tests the best trial's greedy policy against Istio's defaults, the TPE-201 static
+   configuration, the rule-based controller and the gateway throttle
+   (``rl.evaluation.scenario_eval.standard_methods``) through ``--eval-episodes`` held-out
+   scenarios (families training never sees; case seeds from 4 000 000), the same load seeds for
+   every method; per method the score beside good %, goodput, failure %, mean latency and p99,
+   the policy's win rates, the steady-state check;
+4. writes into ``--output``: ``results.md`` (trials table and the held-out comparison),
+   ``results.json`` (the same numbers, every step of every case, the best checkpoint's path),
+   ``learning_curves.png``, ``fault_case.png`` (every method's per-step score through one
+   held-out fault scenario), ``best_destination_rules.yaml`` (the policy's last DestinationRules
+   in the first held-out case) and the Tune experiment (``tune/pg_sweep``, one directory per
+   trial named by its index, with TensorBoard event files). Two runs with the same flags write
+   the same files except for wall times, the output path and the dashboard URL.
 
-Training (the REINFORCE settings every trial shares, ``rl.sweep``): each episode starts from a
-new random initial configuration and load, and replays one load seed in all its runs
-(``load_seed`` ``per_episode``), so a step's reward is what its action changed; returns-to-go
-with ``gamma`` = ``rl.sweep.GAMMA``, shaped into per-step centred ranks (``rank_returns``), an
-entropy bonus of ``rl.sweep.ENTROPY_COEFF``.
+Training (the REINFORCE settings every trial shares, ``rl.sweep``): MeshEnv v1's scenarios,
+SLO objective and ``ladder`` catalogue, the shared-weight policy (``rl.policies``), the step's
+score as reward, returns-to-go with ``gamma`` = ``rl.sweep.GAMMA``, shaped into per-step centred
+ranks (``rank_returns``), an entropy bonus of ``rl.sweep.ENTROPY_COEFF``.
 
 Files are written as soon as their inputs exist, so whatever was produced stays on disk if a
 later step fails. Ray: ``--address`` connects to a running cluster; without it, a job submitted
