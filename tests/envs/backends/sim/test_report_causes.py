@@ -16,17 +16,9 @@ from envs.backends.sim import SimMesh
 from envs.istio import ConnectionPool, DestinationRule, HttpSettings, TcpSettings
 from envs.sockshop import SERVICE_BY_NAME, SERVICE_NAMES, Protocol
 from envs.sockshop.slo import slo_ms
+from tests.envs.backends.sim._support import rule
 
 CLOSED = LoadSpec(users=20, requests=900)
-
-
-def rule(service: str, **settings: object) -> DestinationRule:
-    """A DestinationRule for ``service``; keys ``tcp_*`` / ``http_*`` go to the sections."""
-    tcp = {k[4:]: v for k, v in settings.items() if k.startswith("tcp_")}
-    http = {k[5:]: v for k, v in settings.items() if k.startswith("http_")}
-    pool = ConnectionPool(tcp=TcpSettings(**tcp) if tcp else None,
-                          http=HttpSettings(**http) if http else None)
-    return DestinationRule(name=service, host=service, connection_pool=pool)
 
 
 def open_load(rate: float, requests: int, faults: tuple = ()) -> LoadSpec:
