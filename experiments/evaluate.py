@@ -123,17 +123,7 @@ from rl.evaluation.heldout import (
     scenarios_json,
 )
 from rl.evaluation.plots import plot_curves
-from rl.evaluation.scenario_eval import (
-    SCENARIO_SEED,
-    action_summary,
-    evaluate_methods,
-    fault_case,
-    held_out_plan,
-    plot_fault_case,
-    report_markdown,
-    results_json,
-    standard_methods,
-)
+from rl.evaluation.scenario_eval import SCENARIO_SEED, compare_held_out, held_out_plan
 from rl.evaluation.tables import scenario_section
 from rl.ppo_baseline import train_ppo
 
@@ -214,13 +204,11 @@ def run_held_out(args: argparse.Namespace, argv: Sequence[str]) -> dict[str, Any
         plan = [held_out_plan(4, episode_len, args.scenario_seed)[i] for i in (0, 3)]
     else:
         plan = held_out_plan(n_cases, episode_len, args.scenario_seed)
-    methods = standard_methods(policy.module, catalogue)
     print(f"[evaluate] checkpoint {policy.path} ({policy.env_steps_trained} env steps), "
           f"{n_cases} held-out scenarios of {episode_len} steps x {step_s:g} s", flush=True)
-    runs = evaluate_methods(plan, methods, step_s, episode_len, catalogue,
-                            log=lambda line: print(line, flush=True))
-    md_tables, numbers = report_markdown(runs, "policy", plan)
-    actions = action_summary(runs["policy"], catalogue.describe)
+    _, md_tables, numbers = compare_held_out(policy.module, catalogue, plan, step_s,
+                                             episode_len, output,
+                                             log=lambda line: print(line, flush=True))
     stamp = datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC")
     command = "python experiments/evaluate.py " + " ".join(shlex.quote(a) for a in argv)
     md = [f"### {stamp} — `{command.strip()}`", "",
@@ -229,22 +217,14 @@ def run_held_out(args: argparse.Namespace, argv: Sequence[str]) -> dict[str, Any
           f"{episode_len})`, case seeds {plan[0][1]}..{plan[-1][1]}), {episode_len} steps of "
           f"{step_s:g} s each, on the simulator; every method with the same case seeds. "
           f"Rule-based parameters: {TUNED_RULE_PARAMS}. Wall time "
-          f"{time.monotonic() - t_start:.0f} s.", "", *md_tables, "",
-          f"Policy actions: {actions['distinct']} distinct in {actions['steps']} steps; most "
-          f"frequent `{actions['most_frequent']}` "
-          + (f"({actions['share']:.0%})." if actions["share"] is not None else "."), ""]
-    index = fault_case(plan)
-    if index is not None:
-        plot_fault_case(runs, index, plan[index][0], output / "fault_case.png")
-        md += [f"Plot: `{output / 'fault_case.png'}` (per-step score through "
-               f"{plan[index][0].name}).", ""]
+          f"{time.monotonic() - t_start:.0f} s.", "", *md_tables, ""]
     text = "\n".join(md)
     (output / "results.md").write_text(text)
     summary = {"command": command.strip(), "date": stamp, "checkpoint": str(policy.path),
                "env_steps_trained": policy.env_steps_trained, "episode_len": episode_len,
                "step_s": step_s, "scenario_seed": args.scenario_seed,
-               "rule_params": asdict(TUNED_RULE_PARAMS), "policy_actions": actions,
-               "wall_s": time.monotonic() - t_start, **numbers, **results_json(runs, plan)}
+               "rule_params": asdict(TUNED_RULE_PARAMS),
+               "wall_s": time.monotonic() - t_start, **numbers}
     (output / "results.json").write_text(json.dumps(summary, indent=1, default=str))
     print("\n" + text, flush=True)
     return summary

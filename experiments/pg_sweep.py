@@ -59,16 +59,7 @@ from typing import Any
 from envs.backends.registry import BACKENDS
 from rl.evaluation.checkpoint import load_policy
 from rl.evaluation.plots import plot_learning_curves
-from rl.evaluation.scenario_eval import (
-    action_summary,
-    evaluate_methods,
-    fault_case,
-    held_out_plan,
-    plot_fault_case,
-    report_markdown,
-    results_json,
-    standard_methods,
-)
+from rl.evaluation.scenario_eval import compare_held_out, held_out_plan
 from rl.evaluation.seeds import VALIDATION_FIRST_SEED, held_out_seeds
 from rl.evaluation.tables import trials_markdown
 from rl.ray_setup import RaySetupError, init_ray
@@ -221,21 +212,11 @@ def held_out_test(best: dict[str, Any], n_cases: int, output: Path) -> tuple[dic
     catalogue = make_catalogue(env.catalogue, env.services)  # type: ignore[arg-type]
     module = load_policy(best["checkpoint"]).module
     plan = held_out_plan(n_cases, env.episode_len)
-    runs = evaluate_methods(plan, standard_methods(module, catalogue), env.step_s,
-                            env.episode_len, catalogue, log=lambda line: print(line, flush=True))
-    md, numbers = report_markdown(runs, "policy", plan)
-    actions = action_summary(runs["policy"], catalogue.describe)
-    md += ["", f"Policy actions: {actions['distinct']} distinct in {actions['steps']} steps; "
-           f"most frequent `{actions['most_frequent']}`"
-           + (f" ({actions['share']:.0%})." if actions["share"] is not None else ".")]
+    runs, md, numbers = compare_held_out(module, catalogue, plan, env.step_s, env.episode_len,
+                                         output, log=lambda line: print(line, flush=True))
     (output / "best_destination_rules.yaml").write_text(
         dump_rules(rules_for(runs["policy"][0].final_config)))
-    index = fault_case(plan)
-    if index is not None:
-        plot_fault_case(runs, index, plan[index][0], output / "fault_case.png")
-        md += ["", f"Per-step score of every method through {plan[index][0].name}: "
-               "`fault_case.png`."]
-    return {**numbers, "policy_actions": actions, **results_json(runs, plan)}, "\n".join(md)
+    return numbers, "\n".join(md)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -7,6 +7,7 @@ observation (``experiments/evaluate.py``'s default).
 * :func:`evaluate_methods` — every controller through every case
   (:func:`rl.evaluation.closed_loop.run_scenario`, one simulator, common random numbers);
 * :func:`report_markdown` / :func:`results_json` — the tables and the data;
+* :func:`compare_held_out` — all of the above for a trained policy (evaluate.py, pg_sweep);
 * :func:`plot_fault_case` — the per-step score of every method through one fault scenario.
 """
 
@@ -14,6 +15,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Mapping, Sequence
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -99,6 +101,30 @@ def evaluate_methods(plan: Sequence[tuple[Scenario, int]],
     return runs
 
 
+def compare_held_out(module: Any, catalogue: ActionCatalogue,
+                     plan: Sequence[tuple[Scenario, int]], step_s: float, episode_len: int,
+                     output: Path, log: Callable[[str], None] = print
+                     ) -> tuple[dict[str, list[ScenarioRun]], list[str], dict[str, Any]]:
+    """The held-out comparison of ``experiments/evaluate.py`` and of pg_sweep's test: the
+    policy ``module`` and the baselines (:func:`standard_methods`) through ``plan``; writes
+    ``output / "fault_case.png"`` when a case has a fault. Returns the runs, the markdown lines
+    (tables, the policy's actions, the plot) and the numbers (win rates, steady check, the
+    policy's actions, every case step by step)."""
+    runs = evaluate_methods(plan, standard_methods(module, catalogue), step_s, episode_len,
+                            catalogue, log=log)
+    md, numbers = report_markdown(runs, "policy", plan)
+    actions = action_summary(runs["policy"], catalogue.describe)
+    md += ["", f"Policy actions: {actions['distinct']} distinct in {actions['steps']} steps; "
+           f"most frequent `{actions['most_frequent']}`"
+           + (f" ({actions['share']:.0%})." if actions["share"] is not None else ".")]
+    index = fault_case(plan)
+    if index is not None:
+        plot_fault_case(runs, index, plan[index][0], output / "fault_case.png")
+        md += ["", f"Per-step score of every method through {plan[index][0].name}: "
+               f"`{output / 'fault_case.png'}`."]
+    return runs, md, {**numbers, "policy_actions": actions, **results_json(runs, plan)}
+
+
 def action_summary(runs: Sequence[ScenarioRun], describe: Callable[[int], str]) -> dict[str, Any]:
     """How varied a policy's actions were: distinct actions, the most frequent and its share."""
     taken = [s.action for r in runs for s in r.steps if s.action is not None]
@@ -177,5 +203,5 @@ def results_json(runs: Mapping[str, Sequence[ScenarioRun]],
 
 
 __all__ = ["CASE_SEED_BASE", "SCENARIO_SEED", "STATIC_METHODS", "action_summary",
-           "evaluate_methods", "fault_case", "held_out_plan", "plot_fault_case",
+           "compare_held_out", "evaluate_methods", "fault_case", "held_out_plan", "plot_fault_case",
            "report_markdown", "results_json", "standard_methods"]
