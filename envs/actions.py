@@ -196,6 +196,7 @@ class ActionKind(StrEnum):
     TOGGLE = "toggle"  # a boolean knob becomes ``not effective``
     NOOP = "noop"      # nothing changes (global, no service)
     RUNG = "rung"      # the next rung of the knob's LADDERS up (delta +1) or down (delta -1)
+    SET = "set"        # the knob set to one of its LADDERS rungs (delta = the rung's value)
 
 
 @dataclass(frozen=True)
@@ -229,6 +230,9 @@ class Action:
         elif self.kind is ActionKind.RUNG:
             if self.knob not in LADDERS or self.delta not in (-1, 1):
                 raise ValueError(f"a rung action moves a laddered knob by +1 or -1: {self}")
+        elif self.kind is ActionKind.SET:
+            if self.knob not in LADDERS or self.delta not in LADDERS[self.knob]:
+                raise ValueError(f"a set action sets a laddered knob to one of its rungs: {self}")
         elif self.knob is Knob.USE_CLIENT_PROTOCOL or self.delta == 0:
             raise ValueError(f"an add action needs a numeric knob and a non-zero delta: {self}")
         elif self.knob in WHOLE_SECOND_KNOBS and self.delta % MS_PER_S:
@@ -261,6 +265,8 @@ class Action:
         if self.kind is ActionKind.RUNG:
             return with_knob(pool, self.knob,
                              next_rung(self.knob, effective_value(pool, self.knob), self.delta))
+        if self.kind is ActionKind.SET:
+            return with_knob(pool, self.knob, self.delta)
         floor, ceiling = knob_range(self.knob)
         new_value = min(max(effective_value(pool, self.knob) + self.delta, floor), ceiling)
         return with_knob(pool, self.knob, new_value)
@@ -273,6 +279,10 @@ class Action:
             return "toggle"
         if self.kind is ActionKind.RUNG:
             return "one rung up" if self.delta > 0 else "one rung down"
+        if self.kind is ActionKind.SET:
+            if self.delta == INT32_MAX:
+                return "set unlimited"
+            return f"set {self.delta}ms" if self.knob in DURATION_KNOBS else f"set {self.delta}"
         sign = "+" if self.delta > 0 else "-"
         size = abs(self.delta)
         if self.knob in WHOLE_SECOND_KNOBS:
@@ -338,16 +348,20 @@ def next_rung(knob: Knob, value: int, direction: int) -> int:
 
 _LADDER_BLOCK: tuple[_Template, ...] = tuple(
     (knob, step, ActionKind.RUNG) for knob in CLASSIC_KNOBS for step in (+1, -1))
-CatalogueName = Literal["classic", "extended", "ladder"]
+_SETPOINT_BLOCK: tuple[_Template, ...] = tuple(
+    (knob, rung, ActionKind.SET) for knob in CLASSIC_KNOBS for rung in LADDERS[knob])
+CatalogueName = Literal["classic", "extended", "ladder", "setpoint"]
 _BLOCKS: dict[str, tuple[_Template, ...]] = {"classic": _CLASSIC_BLOCK, "extended": _EXTENDED_BLOCK,
-                                             "ladder": _LADDER_BLOCK}
+                                             "ladder": _LADDER_BLOCK, "setpoint": _SETPOINT_BLOCK}
 _KNOBS: dict[str, tuple[Knob, ...]] = {"classic": CLASSIC_KNOBS,
                                        "extended": CLASSIC_KNOBS + EXTENDED_KNOBS,
-                                       "ladder": CLASSIC_KNOBS}
-_HAS_NOOP: dict[str, bool] = {"classic": False, "extended": True, "ladder": True}
+                                       "ladder": CLASSIC_KNOBS, "setpoint": CLASSIC_KNOBS}
+_HAS_NOOP: dict[str, bool] = {"classic": False, "extended": True, "ladder": True,
+                              "setpoint": True}
 #: Each catalogue's services when none are given.
 DEFAULT_SERVICES: dict[str, tuple[str, ...]] = {
-    "classic": TUNABLE_SERVICES, "extended": TUNABLE_SERVICES, "ladder": CONTROL_SERVICES}
+    "classic": TUNABLE_SERVICES, "extended": TUNABLE_SERVICES, "ladder": CONTROL_SERVICES,
+    "setpoint": CONTROL_SERVICES}
 #: The catalogue names :func:`make_catalogue` accepts.
 CATALOGUE_NAMES: tuple[str, ...] = tuple(_BLOCKS)
 

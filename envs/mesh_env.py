@@ -6,6 +6,7 @@ the class docstring (``help(MeshEnv)``); its parts are in :mod:`envs.settings`,
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Mapping
 from typing import Any, ClassVar
 
@@ -30,6 +31,13 @@ from envs.sockshop.slo import NOMINAL_RATE_RPS
 ENV_NAME = "meshtune/MeshEnv-v1"
 #: How many random initial configurations are drawn before giving up on a healthy one.
 MAX_INIT_DRAWS = 20
+
+
+def random_state_key(rng: np.random.Generator) -> int:
+    """A 63-bit fingerprint of ``rng``'s state (stable across processes; equal states, equal
+    keys): identifies which random draws an episode will make."""
+    digest = hashlib.sha256(repr(rng.bit_generator.state).encode()).digest()
+    return int.from_bytes(digest[:8], "big") >> 1
 
 
 class MeshEnv(gym.Env):
@@ -110,7 +118,10 @@ class MeshEnv(gym.Env):
     evaluation: :func:`envs.reward.evaluation_score` for ``slo``), ``initial_score`` /
     ``initial_eval_score``, ``scenario``, ``rate_rps``, ``users``, ``requests``,
     ``action_desc``, ``step``, ``episode_len``, ``eval_worst`` (the objective's worst score),
-    ``replica``; measurements None if no run.
+    ``replica``; measurements None if no run. The reset's info also has ``episode_key``: a
+    fingerprint (int) of the episode's random state when it started (the generator that draws
+    its scenario, start and load seed), equal for two envs reset with the same seed — how a
+    learner recognises episodes that replay the same scenario (``rl.connectors``).
 
     ## Arguments
 
@@ -275,6 +286,7 @@ class MeshEnv(gym.Env):
         if seed is None and self._np_random is None:
             seed = self._default_episode_seed
         super().reset(seed=seed)
+        episode_key = random_state_key(self.np_random)
         self._episode_over = True  # until the initial run below succeeds
         self._t = 0
         s = self.settings
@@ -295,6 +307,7 @@ class MeshEnv(gym.Env):
         self._initial_score = self._reward.reset(report)
         self._initial_eval_score = s.objective.evaluation(report)
         info = self._info(report, f"reset to the {start} initial configuration")
+        info["episode_key"] = episode_key
         return self._observe(report), info
 
     def step(self, action: Any) -> tuple[np.ndarray, float, bool, bool, dict[str, Any]]:

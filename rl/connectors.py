@@ -2,9 +2,10 @@
 
 REINFORCE weights each action's log-probability by the discounted return that followed it,
 ``G_t = sum_k gamma^k r_{t+k}`` up to the end of the episode. Then, in this order and each
-optional: per-step centred ranks (:func:`per_step_centered_ranks`) *or* a per-step mean
-baseline (:func:`subtract_per_step_mean`); standardising the batch (subtract the mean, divide
-by the standard deviation), a constant baseline that fixes the gradient's scale whatever the
+optional: a baseline from the episodes that replayed the same scenario
+(:func:`subtract_group_mean`), *or* per-step centred ranks (:func:`per_step_centered_ranks`),
+*or* a per-step mean baseline (:func:`subtract_per_step_mean`); standardising the batch
+(subtract the mean, divide by the standard deviation), a constant baseline that fixes the gradient's scale whatever the
 reward's units.
 """
 
@@ -51,6 +52,34 @@ def subtract_per_step_mean(per_episode: list[np.ndarray]) -> list[np.ndarray]:
     return [returns - means[:len(returns)] for returns in per_episode]
 
 
+def subtract_group_mean(per_episode: list[np.ndarray], keys: list[Any]) -> list[np.ndarray]:
+    """Subtract, from each episode's ``G_t``, the mean ``G_t`` at the same ``t`` of the episodes
+    with the same key (the same scenario, start and load seed: common random numbers).
+
+    Episodes of one group differ only in the actions the policy sampled, so what is left is
+    what the actions did — the scenario's own difficulty (a load step, a fault), which
+    dominates a batch of different scenarios, cancels. The group mean includes the episode
+    itself (as in GRPO, Shao et al. 2024): unbiased up to the factor ``(k-1)/k``, which the
+    batch standardisation absorbs. A step only one episode of its group reached (an episode
+    that ran longer than its peers, or an episode without a peer) gets 0: no comparison, no
+    signal.
+    """
+    groups: dict[Any, list[int]] = {}
+    for i, key in enumerate(keys):
+        groups.setdefault(key, []).append(i)
+    shaped = [np.zeros(len(r)) for r in per_episode]
+    for members in groups.values():
+        horizon = max(len(per_episode[i]) for i in members)
+        for t in range(horizon):
+            at_t = [i for i in members if len(per_episode[i]) > t]
+            if len(at_t) < 2:
+                continue
+            mean = float(np.mean([per_episode[i][t] for i in at_t]))
+            for i in at_t:
+                shaped[i][t] = per_episode[i][t] - mean
+    return shaped
+
+
 def average_ranks(values: np.ndarray) -> np.ndarray:
     """0-based ranks of ``values``; tied values share the mean of their ranks."""
     values = np.asarray(values, dtype=np.float64)
@@ -90,9 +119,12 @@ class DiscountedReturnsToGo(ConnectorV2):
     an episode that was cut off raises ``ValueError`` instead of silently biasing the returns.
     """
 
+    #: The reset info's key naming an episode's scenario draw (``envs.mesh_env.MeshEnv``).
+    EPISODE_KEY = "episode_key"
+
     def __init__(self, input_observation_space: Any = None, input_action_space: Any = None, *,
                  gamma: float, normalize: bool, per_step_baseline: bool = False,
-                 rank_returns: bool = False) -> None:
+                 rank_returns: bool = False, group_baseline: bool = False) -> None:
         super().__init__(input_observation_space, input_action_space)
         if not 0.0 <= gamma <= 1.0:
             raise ValueError(f"gamma must be in [0, 1], got {gamma}")
@@ -100,6 +132,7 @@ class DiscountedReturnsToGo(ConnectorV2):
         self.normalize = bool(normalize)
         self.per_step_baseline = bool(per_step_baseline)
         self.rank_returns = bool(rank_returns)
+        self.group_baseline = bool(group_baseline)
 
     def __call__(self, *, rl_module: Any, batch: dict[str, Any], episodes: list[Any],
                  **kwargs: Any) -> dict[str, Any]:
@@ -112,7 +145,10 @@ class DiscountedReturnsToGo(ConnectorV2):
                 raise ValueError("REINFORCE needs complete episodes; got an unfinished one "
                                  f"(id {episode.id_}, {len(episode)} steps)")
             per_episode.append(discounted_returns_to_go(episode.get_rewards(), self.gamma))
-        if self.rank_returns and per_episode:
+        if self.group_baseline and per_episode:
+            per_episode = subtract_group_mean(per_episode, [self.episode_key(e)
+                                                            for e in sa_episodes])
+        elif self.rank_returns and per_episode:
             per_episode = per_step_centered_ranks(per_episode)
         elif self.per_step_baseline and per_episode:
             per_episode = subtract_per_step_mean(per_episode)
@@ -129,3 +165,21 @@ class DiscountedReturnsToGo(ConnectorV2):
                 single_agent_episode=episode,
             )
         return batch
+
+    @classmethod
+    def episode_key(cls, episode: Any) -> Any:
+        """The scenario key of ``episode`` (its reset info's ``episode_key``).
+
+        Raises:
+            ValueError: the env does not report one (the group baseline needs it).
+        """
+        key = _reset_info(episode).get(cls.EPISODE_KEY)
+        if key is None:
+            raise ValueError(f"the group baseline needs the env's reset info "
+                             f"{cls.EPISODE_KEY!r} (episode {episode.id_} has none)")
+        return key
+
+
+def _reset_info(episode: Any) -> dict[str, Any]:
+    infos = episode.get_infos(0)
+    return infos if isinstance(infos, dict) else {}

@@ -106,7 +106,8 @@ class ReinforceTorchLearner(TorchLearner):
             self._learner_connector.prepend(DiscountedReturnsToGo(
                 gamma=self.config.gamma, normalize=self.config.normalize_returns,
                 per_step_baseline=self.config.per_step_baseline,
-                rank_returns=self.config.rank_returns))
+                rank_returns=self.config.rank_returns,
+                group_baseline=self.config.episodes_per_scenario > 1))
 
     def compute_loss_for_module(self, *, module_id: ModuleID, config: ReinforceConfig,
                                 batch: dict[str, Any],

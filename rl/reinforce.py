@@ -19,6 +19,12 @@ Settings beyond RLlib's own (``lr``, ``gamma``, ``train_batch_size``...), all se
 * ``rank_returns`` — replace each return-to-go by its centred rank among the batch's at the same
   step index (fitness shaping, :func:`rl.connectors.per_step_centered_ranks`; robust to the
   heavy-tailed returns of the mesh; takes the place of ``per_step_baseline``);
+* ``episodes_per_scenario`` — k > 1: the episodes of a batch come in groups of k that replay
+  the same scenario with the same seeds (each env runner seeds its envs per group,
+  :class:`SeedOnce`), and each return-to-go is compared with its group's at the same step
+  (:func:`rl.connectors.subtract_group_mean`; takes the place of ``rank_returns`` and
+  ``per_step_baseline``); k must divide ``num_envs_per_env_runner`` and each runner's share of
+  the batch must be a multiple of its envs, so every env runs the same number of episodes;
 * ``entropy_coeff`` — weight of the entropy bonus (0 = plain REINFORCE);
 * ``learned_baseline`` — subtract the module's value head ``V(s)`` from the (shaped)
   returns-to-go and train it by MSE (:mod:`rl.learner`); off by default;
@@ -33,6 +39,7 @@ import time
 from typing import Any, Self
 
 import gymnasium as gym
+import numpy as np
 from ray.rllib.algorithms import Algorithm
 from ray.rllib.algorithms.algorithm_config import AlgorithmConfig, NotProvided
 from ray.rllib.core.columns import Columns
@@ -63,7 +70,8 @@ MISSING_RUNNERS_KEY = "env_runners_missing"
 
 class SeedOnce(gym.vector.VectorWrapper):
     """Passes a reset's seed to the envs on their first reset only; later resets continue the
-    envs' own generators (still deterministic).
+    envs' own generators (still deterministic) — or, with ``group_size`` k > 1, seeds every
+    reset so that envs ``i`` and ``j`` with ``i // k == j // k`` replay the same scenario.
 
     RLlib resets the envs before every ``sample(num_episodes=n)`` and, when ``config.seed`` is
     set, re-seeds them with the *same* seed each time: every iteration would replay the same
@@ -75,15 +83,37 @@ class SeedOnce(gym.vector.VectorWrapper):
     (``config.seed + worker_index``) would give two runners with several envs each the same
     seeds (runner 1's env 1 = runner 2's env 0); :class:`ReinforceEnvRunner` passes
     ``config.seed + worker_index * num_envs`` instead, one seed per env over all runners.
+
+    Groups (``episodes_per_scenario``): the ``n``-th reset (one per sample, i.e. per
+    iteration) seeds env ``i`` with a seed drawn from ``(first_seed, n, i // k)``; each env's
+    episodes of that sample then draw the same scenarios, starts and load seeds as its group's
+    (a MeshEnv episode draws only at its reset), and differ only in the actions sampled — the
+    common random numbers of :func:`rl.connectors.subtract_group_mean`.
     """
 
-    def __init__(self, env: gym.vector.VectorEnv, first_seed: int | None = None) -> None:
+    def __init__(self, env: gym.vector.VectorEnv, first_seed: int | None = None,
+                 group_size: int = 1) -> None:
         super().__init__(env)
+        if group_size < 1 or env.num_envs % group_size:
+            raise ValueError(f"episodes_per_scenario ({group_size}) must divide the envs per "
+                             f"env runner ({env.num_envs})")
         self._reset_before = False
         self._first_seed = first_seed
+        self._group_size = group_size
+        self._resets = 0
 
     def reset(self, *, seed: Any = None, options: dict[str, Any] | None = None) -> Any:
-        """Reset the envs; ``seed`` (or ``first_seed``) is passed on only the first time."""
+        """Reset the envs; ``seed`` (or ``first_seed``) is passed on only the first time, or
+        per group at every reset (class docstring)."""
+        if self._group_size > 1:
+            base = self._first_seed if self._first_seed is not None else seed
+            if base is None:
+                raise ValueError("episodes_per_scenario > 1 needs a seed (config.debugging("
+                                 "seed=...)): the envs of a group must draw the same scenario")
+            seeds = [int(np.random.SeedSequence([int(base), self._resets, i // self._group_size])
+                         .generate_state(1)[0]) for i in range(self.num_envs)]
+            self._resets += 1
+            return self.env.reset(seed=seeds, options=options)
         if self._reset_before:
             seed = None
         elif seed is not None and self._first_seed is not None:
@@ -114,7 +144,8 @@ class ReinforceEnvRunner(SingleAgentEnvRunner):
         first_seed = None
         if self.config.seed is not None:
             first_seed = int(self.config.seed) + (self.worker_index or 0) * self.num_envs
-        self.env = SeedOnce(self.env, first_seed=first_seed)
+        self.env = SeedOnce(self.env, first_seed=first_seed,
+                            group_size=int(self.config.episodes_per_scenario))
 
     def _sample(self, *, num_timesteps: int | None = None, num_episodes: int | None = None,
                 explore: bool, random_actions: bool = False,
@@ -302,6 +333,7 @@ class ReinforceConfig(AlgorithmConfig):
         self.normalize_returns: bool = True
         self.per_step_baseline: bool = True
         self.rank_returns: bool = False
+        self.episodes_per_scenario: int = 1
         self.entropy_coeff: float = 0.0
         self.learned_baseline: bool = False
         self.vf_loss_coeff: float = 1.0
@@ -317,6 +349,7 @@ class ReinforceConfig(AlgorithmConfig):
                  normalize_returns: bool | Any = NotProvided,
                  per_step_baseline: bool | Any = NotProvided,
                  rank_returns: bool | Any = NotProvided,
+                 episodes_per_scenario: int | Any = NotProvided,
                  entropy_coeff: float | Any = NotProvided,
                  learned_baseline: bool | Any = NotProvided,
                  vf_loss_coeff: float | Any = NotProvided, **kwargs: Any) -> Self:
@@ -330,6 +363,8 @@ class ReinforceConfig(AlgorithmConfig):
             self.per_step_baseline = per_step_baseline
         if rank_returns is not NotProvided:
             self.rank_returns = rank_returns
+        if episodes_per_scenario is not NotProvided:
+            self.episodes_per_scenario = episodes_per_scenario
         if entropy_coeff is not NotProvided:
             self.entropy_coeff = entropy_coeff
         if learned_baseline is not NotProvided:
@@ -349,6 +384,20 @@ class ReinforceConfig(AlgorithmConfig):
             raise ValueError(
                 f"num_episodes_per_train_batch ({self.num_episodes_per_train_batch}) must be at "
                 f"least num_env_runners ({self.num_env_runners}) so every runner samples")
+        k = self.episodes_per_scenario
+        if not isinstance(k, int) or k < 1:
+            raise ValueError(f"episodes_per_scenario must be a positive int, got {k!r}")
+        if k > 1:
+            envs = int(self.num_envs_per_env_runner)
+            shares = episodes_per_runner(self.num_episodes_per_train_batch,
+                                         max(1, self.num_env_runners))
+            if envs % k or any(share % envs for share in shares):
+                raise ValueError(
+                    f"episodes_per_scenario ({k}) must divide num_envs_per_env_runner ({envs}), "
+                    f"and every runner's share of num_episodes_per_train_batch "
+                    f"({self.num_episodes_per_train_batch} over {max(1, self.num_env_runners)} "
+                    f"runners: {shares}) must be a multiple of its envs, so that the envs of a "
+                    "group run the same episodes")
         if self.entropy_coeff < 0:
             raise ValueError(f"entropy_coeff must be >= 0, got {self.entropy_coeff}")
         if not isinstance(self.learned_baseline, bool):

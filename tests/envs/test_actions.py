@@ -403,3 +403,34 @@ def test_a_rung_action_needs_a_laddered_knob_and_a_unit_step():
         Action("carts", Knob.MAX_CONNECTIONS, 2, ActionKind.RUNG)
     with pytest.raises(ValueError, match="moves a laddered knob by"):
         Action("carts", Knob.KEEPALIVE_PROBES, 1, ActionKind.RUNG)
+
+
+# ----- the setpoint catalogue -------------------------------------------------------------------
+
+
+def test_setpoint_catalogue_sets_any_rung_in_one_step():
+    from envs.actions import CONTROL_SERVICES, LADDERS
+    from envs.istio import INT32_MAX
+
+    c = make_catalogue("setpoint")
+    per_service = sum(len(LADDERS[k]) for k in c.knobs)
+    assert c.services == CONTROL_SERVICES and c.actions_per_service == per_service == 42
+    assert len(c) == 13 * 42 + 1 and c.noop_index == len(c) - 1
+    front = c.services.index("front-end") * per_service
+    names = [c.describe(front + i) for i in range(per_service)]
+    throttle = front + names.index("front-end: http.http2MaxRequests set 16")
+    config = c.apply(throttle, {})  # Istio's unlimited default to 16 in one action
+    assert config["front-end"].http.http2_max_requests == 16
+    assert "front-end: tcp.connectTimeout set 100ms" in names
+    assert "front-end: http.maxRetries set unlimited" in names
+    back = c.apply(front + names.index("front-end: http.http2MaxRequests set unlimited"), config)
+    assert back["front-end"].http.http2_max_requests == INT32_MAX
+
+
+def test_a_set_action_needs_a_rung_of_a_laddered_knob():
+    from envs.actions import Action, ActionKind
+
+    with pytest.raises(ValueError, match="one of its rungs"):
+        Action("carts", Knob.MAX_CONNECTIONS, 3, ActionKind.SET)
+    with pytest.raises(ValueError, match="one of its rungs"):
+        Action("carts", Knob.KEEPALIVE_PROBES, 1, ActionKind.SET)

@@ -154,6 +154,22 @@ def test_same_seed_same_episode_other_seed_other_episode():
         b.close()
 
 
+def test_episode_key_names_the_episodes_draws():
+    a, b = make(), make()
+    try:
+        key = a.reset(seed=5)[1]["episode_key"]
+        assert isinstance(key, int) and key >= 0
+        assert b.reset(seed=5)[1]["episode_key"] == key  # another env, the same draws
+        a.step(0)
+        following = a.reset()[1]["episode_key"]  # the generator went on: other draws
+        b.step(99)  # other actions do not change the next episode's draws
+        assert b.reset()[1]["episode_key"] == following != key
+        assert a.reset(seed=6)[1]["episode_key"] not in (key, following)
+    finally:
+        a.close()
+        b.close()
+
+
 def test_reset_seed_fixes_the_per_episode_draws_too():
     env = make(init="classic_random", load_draw="per_episode", users_range=(1, 40))
     try:

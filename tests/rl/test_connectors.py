@@ -13,15 +13,18 @@ from rl.connectors import (
     discounted_returns_to_go,
     per_step_centered_ranks,
     standardise,
+    subtract_group_mean,
     subtract_per_step_mean,
 )
 
 
-def _episode(rewards: list[float], done: bool = True) -> SingleAgentEpisode:
+def _episode(rewards: list[float], done: bool = True, key: int | None = None
+             ) -> SingleAgentEpisode:
     n = len(rewards)
+    first = {} if key is None else {"episode_key": key}
     return SingleAgentEpisode(
         observations=[np.zeros(2, np.float32)] * (n + 1), actions=[0] * n,
-        rewards=rewards, infos=[{}] * (n + 1), terminated=done, len_lookback_buffer=0)
+        rewards=rewards, infos=[first] + [{}] * n, terminated=done, len_lookback_buffer=0)
 
 
 def _column(batch: dict, episodes: list[SingleAgentEpisode]) -> list[np.ndarray]:
@@ -128,3 +131,36 @@ def test_connector_ranks_returns_to_go_instead_of_the_mean_baseline() -> None:
     np.testing.assert_allclose(first, [0.0, 0.0])
     np.testing.assert_allclose(second, [0.5, 0.5])
     np.testing.assert_allclose(third, [-0.5, -0.5])
+
+
+def test_group_mean_compares_only_episodes_of_the_same_scenario() -> None:
+    returns = [np.array([10.0, 5.0]), np.array([14.0, 7.0]),  # scenario a: an easy one
+               np.array([-100.0, -50.0]), np.array([-90.0])]  # scenario b: hard; one cut short
+    out = subtract_group_mean(returns, ["a", "a", "b", "b"])
+    np.testing.assert_allclose(out[0], [-2.0, -1.0])
+    np.testing.assert_allclose(out[1], [2.0, 1.0])
+    # b's difficulty cancels; its step 1 has no peer (the other episode ended): no signal
+    np.testing.assert_allclose(out[2], [-5.0, 0.0])
+    np.testing.assert_allclose(out[3], [5.0])
+
+
+def test_an_episode_without_a_peer_gets_no_signal() -> None:
+    out = subtract_group_mean([np.array([3.0, 1.0]), np.array([7.0, 2.0])], [1, 2])
+    assert all(np.all(r == 0.0) for r in out)
+
+
+def test_connector_group_baseline_reads_the_reset_info_key() -> None:
+    episodes = [_episode([1.0, 1.0], key=7), _episode([3.0, 1.0], key=7),
+                _episode([-50.0, 0.0], key=8), _episode([-40.0, 0.0], key=8)]
+    batch = DiscountedReturnsToGo(gamma=1.0, normalize=False, rank_returns=True,
+                                  group_baseline=True)(rl_module=None, batch={},
+                                                       episodes=episodes)
+    # returns-to-go [2, 1], [4, 1] | [-50, 0], [-40, 0]: the group baseline replaces the ranks
+    np.testing.assert_allclose(np.concatenate(_column(batch, episodes)),
+                               [-1.0, 0.0, 1.0, 0.0, -5.0, 0.0, 5.0, 0.0])
+
+
+def test_connector_group_baseline_needs_the_key() -> None:
+    with pytest.raises(ValueError, match="episode_key"):
+        DiscountedReturnsToGo(gamma=1.0, normalize=False, group_baseline=True)(
+            rl_module=None, batch={}, episodes=[_episode([1.0]), _episode([2.0])])

@@ -18,7 +18,7 @@ class Tagged(gym.Env):
     episode number]``; an env seeded with an even seed has 1-step episodes, odd 3-step ones."""
 
     def __init__(self, env_config: Any = None) -> None:
-        self.observation_space = gym.spaces.Box(-1.0, 1e9, (2,), np.float32)
+        self.observation_space = gym.spaces.Box(-1.0, 2.0**33, (2,), np.float32)
         self.action_space = gym.spaces.Discrete(2)
         self._tag = -1
         self._episode = -1
@@ -39,10 +39,12 @@ class Tagged(gym.Env):
         return obs, 1.0, self._t >= length, False, {}
 
 
-def _runner(num_envs: int, worker_index: int = 0, seed: int = 10) -> ReinforceEnvRunner:
+def _runner(num_envs: int, worker_index: int = 0, seed: int = 10,
+            group: int = 1) -> ReinforceEnvRunner:
     config = (ReinforceConfig().environment(Tagged)
               .env_runners(num_env_runners=0, num_envs_per_env_runner=num_envs)
               .rl_module(model_config={"hidden_sizes": [4], "dropout": 0.0})
+              .training(episodes_per_scenario=group)
               .debugging(seed=seed))
     return ReinforceEnvRunner(config=config, worker_index=worker_index)
 
@@ -90,3 +92,32 @@ def test_runners_seed_disjoint_envs(num_envs: int) -> None:
             runner.stop()
     # seed + worker_index * num_envs + env index: one seed per env over all runners
     assert seeds == [100 + num_envs + i for i in range(2 * num_envs)]
+
+
+def test_groups_of_envs_replay_the_same_seed_and_get_fresh_ones_every_sample() -> None:
+    runner = _runner(num_envs=4, group=2)
+    try:
+        batches = [_tags(runner.sample(num_episodes=4)) for _ in range(3)]
+    finally:
+        runner.stop()
+    seen = set()
+    for tags in batches:
+        seeds = sorted(t for t, _ in tags)
+        # two groups of two envs: each group's envs were reset with one seed
+        assert seeds[0] == seeds[1] and seeds[2] == seeds[3] and seeds[1] != seeds[2]
+        seen.update(seeds)
+    assert len(seen) == 6  # a fresh seed per group and sample: iterations do not repeat
+    again = _runner(num_envs=4, group=2)
+    try:
+        assert _tags(again.sample(num_episodes=4)) == batches[0]  # the same seed, the same draws
+    finally:
+        again.stop()
+
+
+@pytest.mark.parametrize(("envs", "batch", "group"), [(4, 8, 3), (4, 6, 2), (3, 3, 0)])
+def test_groups_that_cannot_align_are_refused(envs: int, batch: int, group: int) -> None:
+    config = (ReinforceConfig().environment(Tagged)
+              .env_runners(num_env_runners=1, num_envs_per_env_runner=envs)
+              .training(num_episodes_per_train_batch=batch, episodes_per_scenario=group))
+    with pytest.raises(ValueError, match="episodes_per_scenario"):
+        config.validate()
