@@ -10,8 +10,8 @@ with the filter. Prints the per-step evaluation scores (good % − 100), good %,
 and appends the table, with the date and the command, to the ``## Adaptive concurrency on
 local`` section of BENCHMARKS.md.
 
-Usage: ``python scripts/adaptive_concurrency_local.py [--replica 13] [--episode-len 4]
-[--step-s 5] [--case 0] [--no-write]`` (~3 min on 2 cores with the defaults).
+Usage: ``python scripts/adaptive_concurrency_local.py [--replica 13] [--episode-len 8]
+[--step-s 4] [--case 0] [--no-write]`` (~4 min on 2 cores with the defaults).
 """
 
 from __future__ import annotations
@@ -78,13 +78,18 @@ def main(argv: list[str] | None = None) -> int:
     """Play both methods, print the table, append it to BENCHMARKS.md."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--replica", type=int, default=13)
-    parser.add_argument("--episode-len", type=int, default=4)
-    parser.add_argument("--step-s", type=float, default=5.0)
+    parser.add_argument("--episode-len", type=int, default=8)
+    parser.add_argument("--step-s", type=float, default=4.0)
     parser.add_argument("--case", type=int, default=0,
                         help="held-out case index (0: the step_up_x4 family)")
     parser.add_argument("--no-write", action="store_true")
     args = parser.parse_args(argv)
-    case = held_out_plan(args.case + 1, args.episode_len)[args.case]
+    try:
+        if args.case < 0:
+            raise ValueError(f"--case must be >= 0, got {args.case}")
+        case = held_out_plan(args.case + 1, args.episode_len)[args.case]
+    except ValueError as exc:
+        parser.error(str(exc))
     t0 = time.monotonic()
     methods: list[StaticController] = [istio_defaults(), AdaptiveConcurrencyController()]
     runs = {m.name: play(m, args.replica, case, args.step_s, args.episode_len)
