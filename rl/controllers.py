@@ -13,7 +13,9 @@ configuration`` after every run.
 * :class:`RuleBasedController` — hand-written rules on the observation's destination blocks
   (AIMD of a destination's binding limit, connect timeout on connect failures, tighter limits on
   a slowed callee), parameters :class:`RuleParams`, tuned values :data:`TUNED_RULE_PARAMS`;
-* :class:`PolicyController` — a trained RLModule acting greedily through the action catalogue.
+* :class:`PolicyController` — a trained RLModule acting greedily through the action catalogue;
+* :class:`AdaptiveConcurrencyController` — Envoy's adaptive concurrency filter on the callees'
+  inbound listeners (a mesh-level option of the ``local`` backend) with Istio's defaults.
 """
 
 from __future__ import annotations
@@ -329,6 +331,50 @@ class PolicyController:
         return self.catalogue.apply(self.last_action, config)
 
 
-__all__ = ["THROTTLE_MAX_CONNECTIONS", "THROTTLE_PENDING", "TUNED_RULE_PARAMS", "Controller",
-           "GatewayThrottle", "PolicyController", "RuleBasedController", "RuleParams",
-           "StaticController", "gateway_throttle_config", "istio_defaults", "tuned_static"]
+class AdaptiveConcurrencyController(StaticController):
+    """Envoy's adaptive concurrency filter (gradient controller) as a method: Istio's defaults
+    (no DestinationRule), deployed unchanged, on a mesh whose sidecars run the filter on every
+    HTTP service's inbound listener. The filter is not a DestinationRule but part of the mesh
+    (a cluster user needs an EnvoyFilter, ``docs/cluster.md``), so this controller only
+    declares it: the backend must be started with :meth:`backend_kwargs` (``local`` only — the
+    simulator does not model the filter), and :meth:`check_backend` (called by
+    :func:`rl.evaluation.closed_loop.run_scenario`) refuses any other backend.
+
+    Args:
+        params: the filter's parameters (an
+            :class:`envs.backends.local.envoy_config.AdaptiveConcurrency` or a mapping of its
+            fields; None: its defaults).
+        name: its name in tables.
+    """
+
+    def __init__(self, params: Any = None, name: str = "adaptive_concurrency") -> None:
+        from envs.backends.local.envoy_config import AdaptiveConcurrency
+
+        super().__init__(istio_default_config(), name)
+        self.params = AdaptiveConcurrency.from_value(True if params is None else params)
+
+    def backend_kwargs(self) -> dict[str, Any]:
+        """What the ``local`` backend needs (``make_backend("local", **these)`` or
+        ``env_config['backend_kwargs']``): the filter's parameters as plain data."""
+        assert self.params is not None
+        return {"adaptive_concurrency": self.params.to_dict()}
+
+    def check_backend(self, backend: Any) -> None:
+        """ValueError (one line) unless ``backend`` is a local mesh running exactly this
+        filter."""
+        name = getattr(backend, "name", type(backend).__name__)
+        if name != "local":
+            raise ValueError(f"method {self.name!r} needs backend 'local' started with "
+                             f"{self.backend_kwargs()}: backend {name!r} does not model "
+                             "Envoy's adaptive concurrency filter")
+        running = getattr(backend, "adaptive_concurrency", None)
+        if running != self.params:
+            raise ValueError(f"method {self.name!r}: local replica {backend.replica} runs "
+                             f"adaptive concurrency {running!r}, not {self.params!r}; start it "
+                             f"with LocalMesh(adaptive_concurrency=...)")
+
+
+__all__ = ["THROTTLE_MAX_CONNECTIONS", "THROTTLE_PENDING", "TUNED_RULE_PARAMS",
+           "AdaptiveConcurrencyController", "Controller", "GatewayThrottle", "PolicyController",
+           "RuleBasedController", "RuleParams", "StaticController", "gateway_throttle_config",
+           "istio_defaults", "tuned_static"]

@@ -229,13 +229,17 @@ def run_scenario(backend: Backend, scenario: Scenario, controller: Controller, s
         tuned_config: the ``tuned`` start (default: the shipped TPE-201 configuration).
 
     Raises:
-        ValueError: ``episode_len`` longer than the scenario.
+        ValueError: ``episode_len`` longer than the scenario, or a controller whose
+            ``check_backend(backend)`` refuses the backend.
         BackendError: a run completed no request, or no healthy random start was drawn.
     """
     n_steps = scenario.episode_len if episode_len is None else int(episode_len)
     if not 1 <= n_steps <= scenario.episode_len:
         raise ValueError(f"episode_len must be in 1..{scenario.episode_len} for scenario "
                          f"{scenario.name!r}, got {episode_len!r}")
+    check_backend = getattr(controller, "check_backend", None)
+    if check_backend is not None:  # a method that needs a mesh-level option (adaptive concurrency)
+        check_backend(backend)
     catalogue = catalogue or make_catalogue(DEFAULT_ENV_CONFIG["catalogue"])
     encoder = ObservationEncoder(catalogue, n_steps)
     rng = np.random.default_rng(seed)

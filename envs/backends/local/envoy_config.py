@@ -16,7 +16,14 @@ never from a second one here. What this module adds is the plumbing Istio's pilo
   an ``UpstreamTlsContext``, inbound listeners a ``DownstreamTlsContext`` that requires the
   client's certificate, with one ECDSA P-256 identity per replica (:func:`make_mesh_identity`).
   Envoy's ``connect_timeout`` covers the TLS handshake, so ``tcp.connectTimeout`` acts on a
-  real connection set-up (TCP + mTLS), as in the mesh; sidecar → application stays plain.
+  real connection set-up (TCP + mTLS), as in the mesh; sidecar → application stays plain;
+* optionally Envoy's **adaptive concurrency** filter (the gradient controller,
+  :class:`AdaptiveConcurrency`) on every HTTP service's inbound listener, before the router —
+  what a cluster user would insert with an EnvoyFilter (``docs/cluster.md``): no
+  DestinationRule field expresses it.
+
+How many worker threads each Envoy runs (``--concurrency``, :data:`DEFAULT_ENVOY_WORKERS` as
+Istio's sidecars) is a replica option too (:func:`check_envoy_workers`); the supervisor passes it.
 
 Clusters and listeners are delivered by file (``path_config_source`` with a
 ``watched_directory``; see :func:`write_atomically`) so a DestinationRule change reaches the
@@ -31,7 +38,8 @@ import json
 import os
 import shutil
 import subprocess
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
+from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 from typing import Any
 
@@ -76,6 +84,153 @@ DOWNSTREAM_TLS_TYPE_URL = ("type.googleapis.com/envoy.extensions.transport_socke
 SPIFFE_ID = "spiffe://cluster.local/ns/{namespace}/sa/default"
 #: The proxies of a replica: every SockShop service's sidecar, then the ingress gateway.
 PROXIES: tuple[str, ...] = (*SERVICE_NAMES, GATEWAY)
+#: Envoy worker threads per proxy (``--concurrency``): Istio's sidecar injector runs its
+#: sidecars with 2 (``proxy.istio.io/config`` ``concurrency``, default 2).
+DEFAULT_ENVOY_WORKERS = 2
+#: Most worker threads a proxy may get here (the machine has 2 cores; 16 proxies share them).
+MAX_ENVOY_WORKERS = 8
+ADAPTIVE_CONCURRENCY_TYPE_URL = ("type.googleapis.com/envoy.extensions.filters.http"
+                                 ".adaptive_concurrency.v3.AdaptiveConcurrency")
+#: Stats prefix of the filter on the inbound listener (its HCM's stat_prefix is ``inbound``).
+ADAPTIVE_CONCURRENCY_STATS = "http.inbound.adaptive_concurrency.gradient_controller."
+
+
+def check_envoy_workers(value: object) -> int:
+    """``value`` as a number of Envoy worker threads per proxy (1..:data:`MAX_ENVOY_WORKERS`);
+    ValueError in one line otherwise."""
+    if isinstance(value, bool) or not isinstance(value, int) \
+            or not 1 <= value <= MAX_ENVOY_WORKERS:
+        raise ValueError(f"envoy_workers must be an int in 1..{MAX_ENVOY_WORKERS} (Envoy worker "
+                         f"threads per sidecar; Istio runs 2), got {value!r}")
+    return value
+
+
+def _duration(seconds: float) -> str:
+    return f"{seconds:.6f}".rstrip("0").rstrip(".") + "s"
+
+
+@dataclass(frozen=True)
+class AdaptiveConcurrency:
+    """Envoy's adaptive concurrency filter with the gradient controller, as this mesh puts it
+    on every HTTP service's inbound listener (Envoy API v3
+    ``extensions/filters/http/adaptive_concurrency/v3/adaptive_concurrency.proto``).
+
+    The controller measures an ideal round-trip time (minRTT) every ``min_rtt_interval_s``
+    (± ``jitter_pct`` %) by letting at most ``min_concurrency`` requests through until
+    ``min_rtt_request_count`` have completed (also right at the start), then every
+    ``update_interval_s`` sets the concurrency limit to ``L + √L`` with ``L = limit ×
+    gradient``, ``gradient = minRTT × (1 + buffer_pct/100) / sampleRTT`` clamped to [0.5, 2]
+    (sampleRTT: the ``sample_percentile`` of the latencies of the last interval), within
+    ``min_concurrency`` .. ``max_concurrency_limit``. One controller per listener, shared by
+    the proxy's workers. A request over the limit gets
+    ``limit_exceeded_status`` at once (the callee's sidecar answers; the caller's sidecar
+    retries a 503 under Istio's retry policy).
+
+    Defaults: the example configuration of Envoy's filter documentation (p90, 100 ms updates,
+    minRTT every 60 s with 10 % jitter over 50 requests) and the proto's documented defaults for
+    the rest (limit ≤ 1000, ``min_concurrency`` 3, buffer 25 %, 503).
+
+    Attributes:
+        sample_percentile: percentile of the sampled latencies (``sample_aggregate_percentile``),
+            in (0, 100].
+        max_concurrency_limit: upper bound of the limit (``concurrency_limit_params``), ≥ 1.
+        update_interval_s: period of the limit's recalculation
+            (``concurrency_update_interval``), s, > 0.
+        min_rtt_interval_s: period of the minRTT measurement (``min_rtt_calc_params.interval``),
+            s, ≥ 0.001.
+        min_rtt_request_count: requests sampled per minRTT measurement (``request_count``), ≥ 1.
+        jitter_pct: random delay of a minRTT window, % of the interval, in [0, 100].
+        min_concurrency: the limit while minRTT is measured (``min_concurrency``), ≥ 1.
+        buffer_pct: tolerance added to the measured minRTT, % of it, in [0, 100].
+        limit_exceeded_status: HTTP status of a blocked request (``concurrency_limit_exceeded
+            _status``), 400..599.
+    """
+
+    sample_percentile: float = 90.0
+    max_concurrency_limit: int = 1000
+    update_interval_s: float = 0.1
+    min_rtt_interval_s: float = 60.0
+    min_rtt_request_count: int = 50
+    jitter_pct: float = 10.0
+    min_concurrency: int = 3
+    buffer_pct: float = 25.0
+    limit_exceeded_status: int = 503
+
+    def __post_init__(self) -> None:
+        def number(name: str) -> float:
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int | float) \
+                    or value != value or value in (float("inf"), float("-inf")):
+                raise ValueError(f"AdaptiveConcurrency.{name} must be a finite number, "
+                                 f"got {value!r}")
+            return float(value)
+
+        def integer(name: str, lo: int, hi: int) -> None:
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or not lo <= value <= hi:
+                raise ValueError(f"AdaptiveConcurrency.{name} must be an int in {lo}..{hi}, "
+                                 f"got {value!r}")
+
+        if not 0 < number("sample_percentile") <= 100:
+            raise ValueError(f"AdaptiveConcurrency.sample_percentile must be in (0, 100], got "
+                             f"{self.sample_percentile!r}")
+        if not number("update_interval_s") > 0:
+            raise ValueError(f"AdaptiveConcurrency.update_interval_s must be > 0 s, got "
+                             f"{self.update_interval_s!r}")
+        if not number("min_rtt_interval_s") >= 0.001:
+            raise ValueError(f"AdaptiveConcurrency.min_rtt_interval_s must be >= 0.001 s, got "
+                             f"{self.min_rtt_interval_s!r}")
+        for name in ("jitter_pct", "buffer_pct"):
+            if not 0 <= number(name) <= 100:
+                raise ValueError(f"AdaptiveConcurrency.{name} must be in [0, 100], got "
+                                 f"{getattr(self, name)!r}")
+        integer("max_concurrency_limit", 1, 2**32 - 1)
+        integer("min_rtt_request_count", 1, 2**32 - 1)
+        integer("min_concurrency", 1, 2**32 - 1)
+        integer("limit_exceeded_status", 400, 599)
+
+    @classmethod
+    def from_value(cls, value: object) -> AdaptiveConcurrency | None:
+        """The filter's parameters from a backend option: None / False (off), True (the
+        defaults), a mapping of this class's fields (as ``env_config['backend_kwargs']`` carries
+        it) or an instance. ValueError in one line for anything else."""
+        if value is None or value is False:
+            return None
+        if value is True:
+            return cls()
+        if isinstance(value, cls):
+            return value
+        if isinstance(value, Mapping):
+            known = [f.name for f in fields(cls)]
+            unknown = sorted(str(k) for k in value if k not in known)
+            if unknown:
+                raise ValueError(f"adaptive_concurrency: unknown field(s) {unknown} (known: "
+                                 f"{', '.join(known)})")
+            return cls(**{str(k): v for k, v in value.items()})
+        raise ValueError(f"adaptive_concurrency must be None, True or a mapping of "
+                         f"AdaptiveConcurrency's fields, got {value!r}")
+
+    def to_dict(self) -> dict[str, float | int]:
+        """Plain data (the inverse of :meth:`from_value`)."""
+        return asdict(self)
+
+    def http_filter(self) -> dict[str, Any]:
+        """The HTTP filter entry (``envoy.filters.http.adaptive_concurrency``, JSON form)."""
+        return {"name": "envoy.filters.http.adaptive_concurrency",
+                "typed_config": {
+                    "@type": ADAPTIVE_CONCURRENCY_TYPE_URL,
+                    "gradient_controller_config": {
+                        "sample_aggregate_percentile": {"value": float(self.sample_percentile)},
+                        "concurrency_limit_params": {
+                            "max_concurrency_limit": self.max_concurrency_limit,
+                            "concurrency_update_interval": _duration(self.update_interval_s)},
+                        "min_rtt_calc_params": {
+                            "interval": _duration(self.min_rtt_interval_s),
+                            "request_count": self.min_rtt_request_count,
+                            "jitter": {"value": float(self.jitter_pct)},
+                            "min_concurrency": self.min_concurrency,
+                            "buffer": {"value": float(self.buffer_pct)}}},
+                    "concurrency_limit_exceeded_status": {"code": self.limit_exceeded_status}}}
 
 
 def vhost_name(service: str) -> str:
@@ -114,8 +269,9 @@ def bootstrap(proxy: str, ports: ReplicaPorts, config_dir: Path) -> dict[str, An
         "stats_flush_interval": "1s",
         "stats_config": {
             # only what the report reads: fewer series for Prometheus to scrape each second
-            "stats_matcher": {"inclusion_list": {"patterns": [{"prefix": "cluster."},
-                                                              {"prefix": "vhost."}]}},
+            "stats_matcher": {"inclusion_list": {"patterns": [
+                {"prefix": "cluster."}, {"prefix": "vhost."},
+                {"prefix": ADAPTIVE_CONCURRENCY_STATS}]}},
             "stats_tags": [{"tag_name": "cluster_name", "regex": CLUSTER_NAME_TAG_REGEX}],
             "histogram_bucket_settings": [{"match": {"safe_regex": {"regex": ".*"}},
                                            "buckets": list(HISTOGRAM_BUCKETS_MS)}],
@@ -199,12 +355,14 @@ def _route(cluster: str, retries: bool) -> dict[str, Any]:
     return {"match": {"prefix": "/"}, "route": route}
 
 
-def _hcm(stat_prefix: str, virtual_hosts: list[dict[str, Any]]) -> dict[str, Any]:
+def _hcm(stat_prefix: str, virtual_hosts: list[dict[str, Any]],
+         before_router: Sequence[dict[str, Any]] = ()) -> dict[str, Any]:
     return {"name": "envoy.filters.network.http_connection_manager",
             "typed_config": {"@type": HCM_TYPE_URL, "stat_prefix": stat_prefix,
                              "route_config": {"name": stat_prefix, "validate_clusters": False,
                                               "virtual_hosts": virtual_hosts},
-                             "http_filters": [{"name": "envoy.filters.http.router",
+                             "http_filters": [*before_router,
+                                              {"name": "envoy.filters.http.router",
                                                "typed_config": {"@type": ROUTER_TYPE_URL}}]}}
 
 
@@ -228,10 +386,12 @@ def _outbound_vhost(dest: str, namespace: str) -> dict[str, Any]:
 
 
 def listeners_for(proxy: str, rules: Sequence[DestinationRule], ports: ReplicaPorts,
-                  namespace: str, tls_dir: Path | None = None) -> list[dict[str, Any]]:
+                  namespace: str, tls_dir: Path | None = None,
+                  adaptive: AdaptiveConcurrency | None = None) -> list[dict[str, Any]]:
     """``proxy``'s listeners: outbound HTTP (by Host), outbound tcp_proxy per TCP destination
     (its idle timeout and max duration from the destination's rule), inbound (mTLS when
-    ``tls_dir`` is given)."""
+    ``tls_dir`` is given; an HTTP service's with the ``adaptive`` concurrency filter before
+    the router when given)."""
     if proxy == GATEWAY:
         dest = callees_of(GATEWAY)[0]
         vhost = _outbound_vhost(dest, namespace)
@@ -258,7 +418,8 @@ def listeners_for(proxy: str, rules: Sequence[DestinationRule], ports: ReplicaPo
                                            "cluster": inbound_cluster}}
     else:
         inbound_filter = _hcm("inbound", [{"name": "inbound", "domains": ["*"],
-                                           "routes": [_route(inbound_cluster, retries=False)]}])
+                                           "routes": [_route(inbound_cluster, retries=False)]}],
+                              () if adaptive is None else (adaptive.http_filter(),))
     listeners.append(_listener("inbound", ports.inbound(proxy), inbound_filter,
                                None if tls_dir is None else _downstream_tls(tls_dir)))
     return listeners

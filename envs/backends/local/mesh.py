@@ -99,21 +99,29 @@ def _get_json(url: str, timeout_s: float = 2.0) -> Any:
 
 def start_replica(replica: int, rules_file: str | None = None, namespace: str = "sock-shop",
                   seed: int = 0, owned: bool = False,
-                  timeout_s: float = START_TIMEOUT_S) -> tuple[subprocess.Popen[bytes],
-                                                               ReplicaState]:
+                  timeout_s: float = START_TIMEOUT_S,
+                  envoy_workers: int = ec.DEFAULT_ENVOY_WORKERS,
+                  adaptive_concurrency: ec.AdaptiveConcurrency | None = None
+                  ) -> tuple[subprocess.Popen[bytes], ReplicaState]:
     """Start replica ``replica``'s supervisor in its own session and wait until it is ready.
 
     ``owned``: the supervisor dies with this process (``PR_SET_PDEATHSIG``), for a replica
-    that only lives as long as its ``LocalMesh``. Raises BackendError if it is already up or
-    does not come up (the supervisor's own error is in the message).
+    that only lives as long as its ``LocalMesh``. ``envoy_workers``: worker threads per Envoy;
+    ``adaptive_concurrency``: Envoy's filter on every HTTP service's inbound listener (None:
+    off). Raises ValueError for a bad ``envoy_workers``, BackendError if the replica is already
+    up or does not come up (the supervisor's own error is in the message).
     """
+    ec.check_envoy_workers(envoy_workers)
     if read_state(replica) is not None:
         raise BackendError(f"replica {replica} is already up (meshtune mesh down --replica "
                            f"{replica})")
     replica_dir(replica).mkdir(parents=True, exist_ok=True)
     log_path = replica_dir(replica) / "supervisor.log"
     argv = [sys.executable, "-m", "envs.backends.local.supervisor", "--replica", str(replica),
-            "--namespace", namespace, "--seed", str(seed)]
+            "--namespace", namespace, "--seed", str(seed),
+            "--envoy-workers", str(envoy_workers)]
+    if adaptive_concurrency is not None:
+        argv += ["--adaptive-concurrency", json.dumps(adaptive_concurrency.to_dict())]
     if rules_file:
         argv += ["--rules", str(rules_file)]
     with open(log_path, "ab") as log:
@@ -181,13 +189,24 @@ class LocalMesh:
         reset_stats_after_hatch: like the simulator's option: count requests only once every
             user has started.
         load_timeout_s: longest a load may run before it is a BackendError.
+        envoy_workers: worker threads per Envoy (``--concurrency``; Istio's sidecars run 2).
+        adaptive_concurrency: Envoy's adaptive concurrency filter on every HTTP service's
+            inbound listener: None / False (off), True (its defaults), a mapping of
+            :class:`~envs.backends.local.envoy_config.AdaptiveConcurrency`'s fields or one.
+        A replica that is already up must run with the same ``envoy_workers`` and
+        ``adaptive_concurrency`` (else BackendError); a bad value is a ValueError in one line.
     """
 
     name = "local"
 
     def __init__(self, replica: int = 0, *, rules: Sequence[DestinationRule] | None = None,
                  namespace: str = "sock-shop", seed: int = 0, start: bool | None = None,
-                 reset_stats_after_hatch: bool = True, load_timeout_s: float = 300.0) -> None:
+                 reset_stats_after_hatch: bool = True, load_timeout_s: float = 300.0,
+                 envoy_workers: int = ec.DEFAULT_ENVOY_WORKERS,
+                 adaptive_concurrency: Any = None) -> None:
+        self.envoy_workers = ec.check_envoy_workers(envoy_workers)
+        #: the adaptive concurrency filter the replica runs (None: off)
+        self.adaptive_concurrency = ec.AdaptiveConcurrency.from_value(adaptive_concurrency)
         self.ports = ReplicaPorts(replica)
         self.replica = replica
         self.reset_stats_after_hatch = reset_stats_after_hatch
@@ -199,9 +218,13 @@ class LocalMesh:
             if start is False:
                 raise BackendError(f"local replica {replica} is not up; start it with "
                                    f"`meshtune mesh up --replica {replica}`")
-            self._proc, state = start_replica(replica, None, namespace, seed, owned=True)
+            self._proc, state = start_replica(replica, None, namespace, seed, owned=True,
+                                              envoy_workers=self.envoy_workers,
+                                              adaptive_concurrency=self.adaptive_concurrency)
         elif start is True:
             raise BackendError(f"local replica {replica} is already up")
+        else:
+            self._check_mesh_options(state)
         if state.namespace != namespace:
             if self._proc is not None:
                 stop_replica(replica)
@@ -222,6 +245,17 @@ class LocalMesh:
         if rules is not None:
             self.apply(rules)
 
+    def _check_mesh_options(self, state: ReplicaState) -> None:
+        """BackendError when the running replica's Envoys differ from what was asked for."""
+        running = ec.AdaptiveConcurrency.from_value(state.adaptive_concurrency)
+        if state.envoy_workers != self.envoy_workers or running != self.adaptive_concurrency:
+            raise BackendError(
+                f"replica {state.replica} runs Envoy with {state.envoy_workers} worker(s) and "
+                f"adaptive concurrency {'off' if running is None else 'on'}, not "
+                f"{self.envoy_workers} and {'off' if self.adaptive_concurrency is None else 'on'}"
+                f" as asked (or with other filter parameters); restart it: meshtune mesh down "
+                f"--replica {state.replica}")
+
     # ----- configuration -------------------------------------------------------------------
 
     @property
@@ -236,7 +270,8 @@ class LocalMesh:
                 "cds": ec.discovery_document(ec.clusters_for(proxy, rules, self.ports,
                                                              self.namespace, self.tls_dir)),
                 "lds": ec.discovery_document(ec.listeners_for(proxy, rules, self.ports,
-                                                              self.namespace, self.tls_dir)),
+                                                              self.namespace, self.tls_dir,
+                                                              self.adaptive_concurrency)),
             }
         return docs
 

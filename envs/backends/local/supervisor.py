@@ -2,7 +2,8 @@
 
 One supervisor process per replica owns the replica's children: the services host
 (:mod:`envs.backends.local.apps`), 15 Envoys (a sidecar per service and the ingress gateway,
-``--concurrency 1 --disable-hot-restart``) and Prometheus. It
+``--concurrency N --disable-hot-restart``: N worker threads, ``--envoy-workers``, default 2 as
+Istio's sidecars) and Prometheus. It
 
 * refuses to start when a port of the replica's block is taken (another replica, a leftover);
 * writes a fresh run directory (``<state root>/replica-K/run-<time>-<pid>/``) with the Envoy
@@ -15,7 +16,10 @@ One supervisor process per replica owns the replica's children: the services hos
   bound port.
 
 Everything listens on 127.0.0.1 only. Run as
-``python -m envs.backends.local.supervisor --replica K [--rules FILE] [--seed S]``.
+``python -m envs.backends.local.supervisor --replica K [--rules FILE] [--seed S]
+[--envoy-workers N] [--adaptive-concurrency JSON]`` (the last: Envoy's adaptive concurrency
+filter on every HTTP service's inbound listener, :class:`~envs.backends.local.envoy_config.
+AdaptiveConcurrency`'s fields as JSON).
 """
 
 from __future__ import annotations
@@ -77,6 +81,10 @@ class ReplicaState:
         run_dir: the run directory (configs, logs, Prometheus data).
         namespace: the namespace the sidecars' cluster names use.
         started_at: wall-clock time (s since the epoch) the replica became ready.
+        envoy_workers: worker threads of every Envoy (state files of supervisors older than
+            this option ran 1).
+        adaptive_concurrency: the adaptive concurrency filter's parameters
+            (``AdaptiveConcurrency.to_dict()``), None when the filter is off.
     """
 
     replica: int
@@ -84,6 +92,8 @@ class ReplicaState:
     run_dir: str
     namespace: str
     started_at: float
+    envoy_workers: int = 1
+    adaptive_concurrency: dict[str, Any] | None = None
 
     @property
     def ports(self) -> ReplicaPorts:
@@ -178,9 +188,10 @@ def prometheus_config(ports: ReplicaPorts) -> str:
 
 
 def write_mesh_config(run_dir: Path, ports: ReplicaPorts, rules: Sequence[DestinationRule],
-                      namespace: str) -> None:
-    """The mTLS identity, every Envoy's bootstrap and resource files, and the applied rules,
-    under ``run_dir``."""
+                      namespace: str, adaptive: ec.AdaptiveConcurrency | None = None) -> None:
+    """The mTLS identity, every Envoy's bootstrap and resource files (the ``adaptive``
+    concurrency filter on the inbound listeners when given), and the applied rules, under
+    ``run_dir``."""
     tls_dir = run_dir / "tls"
     ec.make_mesh_identity(tls_dir, namespace)
     for proxy in ec.PROXIES:
@@ -191,7 +202,7 @@ def write_mesh_config(run_dir: Path, ports: ReplicaPorts, rules: Sequence[Destin
         ec.write_atomically(directory / "cds" / "cds.json", ec.discovery_document(
             ec.clusters_for(proxy, rules, ports, namespace, tls_dir)))
         ec.write_atomically(directory / "lds" / "lds.json", ec.discovery_document(
-            ec.listeners_for(proxy, rules, ports, namespace, tls_dir)))
+            ec.listeners_for(proxy, rules, ports, namespace, tls_dir, adaptive)))
     write_rules(run_dir / "rules.yaml", rules)
 
 
@@ -199,8 +210,11 @@ class Supervisor:
     """The children of one replica and their lifecycle (see the module docstring)."""
 
     def __init__(self, replica: int, rules: Sequence[DestinationRule], namespace: str,
-                 seed: int) -> None:
+                 seed: int, envoy_workers: int = ec.DEFAULT_ENVOY_WORKERS,
+                 adaptive: ec.AdaptiveConcurrency | None = None) -> None:
         self.ports = ReplicaPorts(replica)
+        self.envoy_workers = ec.check_envoy_workers(envoy_workers)
+        self.adaptive = adaptive
         self.rules = list(rules)
         self.namespace = namespace
         self.seed = seed
@@ -231,7 +245,7 @@ class Supervisor:
                                f"--replica {self.ports.replica}`)")
         (self.run_dir / "logs").mkdir(parents=True)
         self._prune_old_runs()
-        write_mesh_config(self.run_dir, self.ports, self.rules, self.namespace)
+        write_mesh_config(self.run_dir, self.ports, self.rules, self.namespace, self.adaptive)
         prom_dir = self.run_dir / "prometheus"
         prom_dir.mkdir()
         (prom_dir / "prometheus.yml").write_text(prometheus_config(self.ports))
@@ -241,7 +255,8 @@ class Supervisor:
         for proxy in ec.PROXIES:
             self._spawn(f"envoy-{proxy}", [
                 envoy, "-c", str(self.run_dir / "envoy" / proxy / "bootstrap.json"),
-                "--concurrency", "1", "--disable-hot-restart", "--log-level", "warn",
+                "--concurrency", str(self.envoy_workers), "--disable-hot-restart",
+                "--log-level", "warn",
                 "--service-node", proxy, "--service-cluster", proxy])
         self._spawn("prometheus", [
             prometheus_binary(), f"--config.file={prom_dir / 'prometheus.yml'}",
@@ -303,7 +318,9 @@ class Supervisor:
         """Write the state file (atomically) that tells clients the replica is up."""
         state = ReplicaState(replica=self.ports.replica, pid=os.getpid(),
                              run_dir=str(self.run_dir), namespace=self.namespace,
-                             started_at=time.time())
+                             started_at=time.time(), envoy_workers=self.envoy_workers,
+                             adaptive_concurrency=(None if self.adaptive is None
+                                                   else self.adaptive.to_dict()))
         path = state_path(self.ports.replica)
         tmp = path.with_suffix(f".{os.getpid()}.tmp")
         tmp.write_text(json.dumps(asdict(state), indent=1))
@@ -358,10 +375,22 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--rules", help="DestinationRule YAML to start with (default: none)")
     parser.add_argument("--namespace", default="sock-shop")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--envoy-workers", type=int, default=ec.DEFAULT_ENVOY_WORKERS,
+                        help="worker threads per Envoy (--concurrency; Istio's sidecars: 2)")
+    parser.add_argument("--adaptive-concurrency", metavar="JSON",
+                        help="Envoy's adaptive concurrency filter on the inbound listeners: "
+                             "AdaptiveConcurrency's fields as a JSON object (default: off)")
     args = parser.parse_args(argv)
+    try:
+        ec.check_envoy_workers(args.envoy_workers)
+        adaptive = (None if args.adaptive_concurrency is None else
+                    ec.AdaptiveConcurrency.from_value(json.loads(args.adaptive_concurrency)))
+    except ValueError as exc:  # also bad JSON
+        parser.error(str(exc))
     rules = read_rules(args.rules) if args.rules else []
     replica_dir(args.replica).mkdir(parents=True, exist_ok=True)
-    sup = Supervisor(args.replica, rules, args.namespace, args.seed)
+    sup = Supervisor(args.replica, rules, args.namespace, args.seed, args.envoy_workers,
+                     adaptive)
     signal.signal(signal.SIGTERM, sup.request_stop)
     signal.signal(signal.SIGINT, sup.request_stop)
     status = 0
