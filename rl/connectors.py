@@ -5,8 +5,8 @@ REINFORCE weights each action's log-probability by the discounted return that fo
 optional: a baseline from the episodes that replayed the same scenario
 (:func:`subtract_group_mean`), *or* per-step centred ranks (:func:`per_step_centered_ranks`),
 *or* a per-step mean baseline (:func:`subtract_per_step_mean`); standardising the batch
-(subtract the mean, divide by the standard deviation), a constant baseline that fixes the gradient's scale whatever the
-reward's units.
+(subtract the mean, divide by the standard deviation), a constant baseline that fixes the
+gradient's scale whatever the reward's units.
 """
 
 from __future__ import annotations
