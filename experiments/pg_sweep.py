@@ -92,6 +92,9 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     p.add_argument("--envs-per-runner", type=int, default=None,
                    help="envs each env runner steps side by side, one batched forward pass per "
                         "step (default: its share of a batch, 8; smoke 2)")
+    p.add_argument("--episodes-per-scenario", type=int, default=None,
+                   help="episodes of a batch that replay the same scenario, compared with each "
+                        "other (default 4; smoke 2)")
     p.add_argument("--samples", type=int, default=None,
                    help="repeats of the lr × late-weight grid (default 1; smoke 1)")
     p.add_argument("--iterations", type=int, default=None,

@@ -33,7 +33,7 @@ shaped into per-step centred ranks (``rank_returns``), an entropy bonus of
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -58,6 +58,9 @@ ENTROPY_COEFF = 0.01
 #: Discount of the returns-to-go: an action's effect lasts (a limit stays until changed), so
 #: a step's credit includes the next few steps' scores.
 GAMMA = 0.8
+#: Episodes of a batch that replay the same scenario with the same seeds (the group baseline,
+#: :func:`rl.connectors.subtract_group_mean`): 16 episodes = 4 scenarios × 4 tries.
+EPISODES_PER_SCENARIO = 4
 #: The policy network (:mod:`rl.policies`).
 POLICY = "shared"
 #: Seconds of offered load per step in a ``--smoke`` run (the default's: MeshEnv's 10 s).
@@ -100,6 +103,7 @@ class SweepSettings:
     backend: str
     num_env_runners: int
     envs_per_runner: int
+    episodes_per_scenario: int
     samples: int
     learning_rates: tuple[float, ...]
     iterations: int
@@ -118,6 +122,7 @@ class SweepSettings:
 
 def sweep_settings(*, smoke: bool = False, backend: str = "sim",
                    num_env_runners: int | None = None, envs_per_runner: int | None = None,
+                   episodes_per_scenario: int | None = None,
                    samples: int | None = None,
                    iterations: int | None = None, episodes_per_batch: int | None = None,
                    episode_len: int | None = None, validation_episodes: int | None = None,
@@ -141,6 +146,7 @@ def sweep_settings(*, smoke: bool = False, backend: str = "sim",
         num_env_runners=runners,
         envs_per_runner=(envs_per_runner if envs_per_runner is not None
                          else max(1, math.ceil(batch / max(1, runners)))),
+        episodes_per_scenario=0,  # set below: it depends on the envs per runner
         samples=pick(samples, 1, 1),
         learning_rates=LEARNING_RATES[:1] if smoke else LEARNING_RATES,
         iterations=pick(iterations, 60, 2),
@@ -156,7 +162,12 @@ def sweep_settings(*, smoke: bool = False, backend: str = "sim",
         address=address,
         resume=resume,
     )
-    for name in ("num_env_runners", "envs_per_runner", "samples", "iterations",
+    # Default: the largest group size up to EPISODES_PER_SCENARIO (smoke 2) dividing the envs.
+    settings = replace(settings, episodes_per_scenario=(
+        episodes_per_scenario if episodes_per_scenario is not None
+        else math.gcd(2 if smoke else EPISODES_PER_SCENARIO, settings.envs_per_runner)))
+    for name in ("num_env_runners", "envs_per_runner", "episodes_per_scenario", "samples",
+                 "iterations",
                  "episodes_per_batch",
                  "validation_episodes", "eval_episodes",
                  "max_concurrent_trials", "num_cpus"):
@@ -169,6 +180,15 @@ def sweep_settings(*, smoke: bool = False, backend: str = "sim",
     if settings.episodes_per_batch < settings.num_env_runners:
         raise SweepError(f"--episodes-per-batch ({settings.episodes_per_batch}) must be at least "
                          f"--num-env-runners ({settings.num_env_runners})")
+    shares = {math.ceil(settings.episodes_per_batch / settings.num_env_runners),
+              settings.episodes_per_batch // settings.num_env_runners}
+    k, envs = settings.episodes_per_scenario, settings.envs_per_runner
+    if k > 1 and (envs % k or any(share % envs for share in shares)):
+        raise SweepError(
+            f"--episodes-per-scenario ({k}) must divide --envs-per-runner ({envs}), and each "
+            f"runner's share of --episodes-per-batch ({settings.episodes_per_batch} over "
+            f"{settings.num_env_runners} runners) must be a multiple of --envs-per-runner: the "
+            "envs of a group replay the same scenarios")
     return settings
 
 
@@ -248,7 +268,10 @@ def build_param_space(settings: SweepSettings) -> Any:
                   num_episodes_per_train_batch=settings.episodes_per_batch,
                   # Centred ranks per step: the scenarios' hard steps (an overload, a fault)
                   # must not drown the ordinary ones (rl.connectors).
-                  normalize_returns=True, rank_returns=True,
+                  normalize_returns=True,
+                  # Each return-to-go against its group's: the episodes that replayed the same
+                  # scenario, start and load seed differ only in their actions (rl.connectors).
+                  episodes_per_scenario=settings.episodes_per_scenario,
                   entropy_coeff=ENTROPY_COEFF)
         .callbacks(MeshMetricsCallback)
         # Training seeds (runner r resets first with seed + r) stay far below the held-out ones.

@@ -42,6 +42,10 @@ def test_explicit_flags_override_smoke() -> None:
     ({"samples": 0}, "--samples"),
     ({"num_env_runners": 3, "episodes_per_batch": 2}, "--episodes-per-batch"),
     ({"episode_len": 0}, "--episode-len"),
+    ({"episodes_per_scenario": 0}, "--episodes-per-scenario"),
+    ({"episodes_per_scenario": 3}, "--episodes-per-scenario"),  # 3 does not divide 8 envs
+    ({"envs_per_runner": 2, "episodes_per_scenario": 2, "episodes_per_batch": 6},
+     "multiple of --envs-per-runner"),  # 3 episodes per runner over 2 envs: unequal quotas
 ])
 def test_bad_numbers_are_named(flags: dict[str, int], message: str) -> None:
     with pytest.raises(SweepError, match=message):
@@ -62,6 +66,13 @@ def test_backend_check_is_the_registrys(monkeypatch: pytest.MonkeyPatch) -> None
     monkeypatch.setitem(envs.backends.registry.BACKENDS, "k8s", "envs.backends.no_such:K8sMesh")
     with pytest.raises(SweepError, match=r"backend 'k8s' cannot be loaded: .*no_such"):
         check_backend("k8s")
+
+
+def test_groups_default_to_the_largest_size_that_divides_the_envs() -> None:
+    assert sweep_settings().episodes_per_scenario == 4  # 8 envs per runner: 2 groups of 4
+    assert sweep_settings(smoke=True).episodes_per_scenario == 2
+    assert sweep_settings(episodes_per_batch=12).episodes_per_scenario == 2  # 6 envs
+    assert sweep_settings(episodes_per_batch=6).episodes_per_scenario == 1  # 3 envs: no groups
 
 
 def test_envs_per_runner_default_to_each_runners_share_of_a_batch() -> None:
