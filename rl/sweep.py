@@ -93,6 +93,10 @@ class SweepError(RuntimeError):
     """A problem the user can fix (bad flag, missing backend); printed without a traceback."""
 
 
+class SweepInterruptedError(SweepError):
+    """The sweep was stopped (Ctrl-C) before every trial finished; ``--resume`` continues it."""
+
+
 @dataclass(frozen=True)
 class SweepSettings:
     """Everything a sweep run depends on (``--smoke`` shrinks these)."""
@@ -304,7 +308,7 @@ def run_sweep(settings: SweepSettings, max_concurrent_trials: int) -> Any:
     if settings.resume:
         print(f"[pg_sweep] resuming {experiment}", flush=True)
         tuner = tune.Tuner.restore(str(experiment), trainable=Reinforce, resume_errored=True)
-        return tuner.fit()
+        return check_finished(tuner.fit(), settings)
     tuner = tune.Tuner(
         Reinforce,
         param_space=build_param_space(settings),
@@ -323,7 +327,18 @@ def run_sweep(settings: SweepSettings, max_concurrent_trials: int) -> Any:
             verbose=1,
         ),
     )
-    return tuner.fit()
+    return check_finished(tuner.fit(), settings)
+
+
+def check_finished(result_grid: Any, settings: SweepSettings) -> Any:
+    """``result_grid`` if every trial ended (terminated or errored); Tune returns from a run
+    stopped by Ctrl-C (SIGINT) as from a finished one, so unfinished trials raise
+    :class:`SweepInterruptedError` (its state is saved: ``--resume`` continues it)."""
+    unfinished = len(result_grid) - result_grid.num_terminated - result_grid.num_errors
+    if unfinished:
+        raise SweepInterruptedError(f"interrupted with {unfinished} of {len(result_grid)} trials "
+                               f"unfinished; continue with --resume --output {settings.output}")
+    return result_grid
 
 
 def trial_index(trial_id: str) -> int:

@@ -146,8 +146,9 @@ def test_a_killed_holders_configuration_is_put_back_by_the_supervisor(replica_up
     # nobody else touches the replica: its supervisor notices the dead holder on its own
     assert _wait(lambda: live_carts_limit(HOLDER_REPLICA) == ORIGINAL_CARTS, 10)
     assert read_state(HOLDER_REPLICA) == state  # the same replica, not restarted
-    log = (Path(state.run_dir).parent / "supervisor.log").read_text()
-    assert f"holder gone without closing: LocalMesh of pid {holder.pid}" in log
+    log = Path(state.run_dir).parent / "supervisor.log"
+    assert _wait(lambda: f"holder gone without closing: LocalMesh of pid {holder.pid}"
+                 in log.read_text(), 5)
     assert list((Path(state.run_dir) / "holders").glob("*.json")) == []
     # the next holder finds the original configuration, and puts it back when it closes
     nxt = LocalMesh(replica=HOLDER_REPLICA, start=False)
