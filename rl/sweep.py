@@ -331,10 +331,13 @@ def run_sweep(settings: SweepSettings, max_concurrent_trials: int) -> Any:
 
 
 def check_finished(result_grid: Any, settings: SweepSettings) -> Any:
-    """``result_grid`` if every trial ended (terminated or errored); Tune returns from a run
-    stopped by Ctrl-C (SIGINT) as from a finished one, so unfinished trials raise
-    :class:`SweepInterruptedError` (its state is saved: ``--resume`` continues it)."""
-    unfinished = len(result_grid) - result_grid.num_terminated - result_grid.num_errors
+    """``result_grid`` if every trial ran all its iterations or failed; Tune returns from a run
+    stopped by Ctrl-C (SIGINT) as from a finished one (its stopped trials even count as
+    terminated), so a trial short of ``settings.iterations`` without an error raises
+    :class:`SweepInterruptedError` (the state is saved: ``--resume`` continues it)."""
+    unfinished = sum(1 for result in result_grid if result.error is None
+                     and (result.metrics or {}).get("training_iteration", 0)
+                     < settings.iterations)
     if unfinished:
         raise SweepInterruptedError(f"interrupted with {unfinished} of {len(result_grid)} trials "
                                f"unfinished; continue with --resume --output {settings.output}")

@@ -165,9 +165,10 @@ def replica_down_message(state: ReplicaState) -> str:
     """One line saying that ``state``'s replica is down, and why when its supervisor recorded
     it (a child that died, a signal; :func:`~envs.backends.local.supervisor.read_exit`)."""
     reason = read_exit(state)
-    why = f": {reason}" if reason else f" (supervisor {state.pid} gone)"
-    return (f"local replica {state.replica} went down{why}; logs in {state.run_dir}/logs "
-            f"(bring it back with `meshtune mesh up --replica {state.replica}`)")
+    why = (f": {reason}" if reason
+           else f" (supervisor {state.pid} gone; logs in {state.run_dir}/logs)")
+    return (f"local replica {state.replica} went down{why} (bring it back with `meshtune mesh "
+            f"up --replica {state.replica}`)")
 
 
 def replica_is_up(state: ReplicaState) -> bool:
