@@ -68,6 +68,7 @@ from rl.sweep import (
     RANK_LAST_N,
     RANK_METRIC,
     SweepError,
+    SweepInterruptedError,
     SweepSettings,
     best_trial,
     check_backend,
@@ -231,6 +232,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         settings = sweep_settings(**vars(parse_args(argv)))
         t0 = time.monotonic()
         run(settings)
+    except SweepInterruptedError as exc:  # Ctrl-C: nothing written, the Tune state kept
+        print(f"pg_sweep: {exc}", file=sys.stderr)
+        return 130
     except (SweepError, RaySetupError) as exc:
         print(f"pg_sweep: error: {exc}", file=sys.stderr)
         return 2

@@ -96,6 +96,10 @@ class SweepError(RuntimeError):
     """A problem the user can fix (bad flag, missing backend); printed without a traceback."""
 
 
+class SweepInterruptedError(SweepError):
+    """The sweep was stopped (Ctrl-C) before every trial finished; ``--resume`` continues it."""
+
+
 @dataclass(frozen=True)
 class SweepSettings:
     """Everything a sweep run depends on (``--smoke`` shrinks these)."""
@@ -327,7 +331,7 @@ def run_sweep(settings: SweepSettings, max_concurrent_trials: int) -> Any:
     if settings.resume:
         print(f"[pg_sweep] resuming {experiment}", flush=True)
         tuner = tune.Tuner.restore(str(experiment), trainable=Reinforce, resume_errored=True)
-        return tuner.fit()
+        return check_finished(tuner.fit(), settings)
     tuner = tune.Tuner(
         Reinforce,
         param_space=build_param_space(settings),
@@ -346,7 +350,21 @@ def run_sweep(settings: SweepSettings, max_concurrent_trials: int) -> Any:
             verbose=1,
         ),
     )
-    return tuner.fit()
+    return check_finished(tuner.fit(), settings)
+
+
+def check_finished(result_grid: Any, settings: SweepSettings) -> Any:
+    """``result_grid`` if every trial ran all its iterations or failed; Tune returns from a run
+    stopped by Ctrl-C (SIGINT) as from a finished one (its stopped trials even count as
+    terminated), so a trial short of ``settings.iterations`` without an error raises
+    :class:`SweepInterruptedError` (the state is saved: ``--resume`` continues it)."""
+    unfinished = sum(1 for result in result_grid if result.error is None
+                     and (result.metrics or {}).get("training_iteration", 0)
+                     < settings.iterations)
+    if unfinished:
+        raise SweepInterruptedError(f"interrupted with {unfinished} of {len(result_grid)} trials "
+                               f"unfinished; continue with --resume --output {settings.output}")
+    return result_grid
 
 
 def trial_index(trial_id: str) -> int:

@@ -16,6 +16,12 @@ that dies without releasing (SIGKILL, a crashed Ray actor) is noticed by its pid
 the table is asked, when it ran on the table's machine, and its lease is freed
 (:func:`freed_leases` lists them); a holder on another machine keeps its lease until the Ray
 cluster ends. The error for a taken replica names its holder so it can be found.
+
+A lease says who drives a replica, not how the replica is configured: the DestinationRules a
+dead holder had applied are put back by the backend, which can reach the replica even when no
+one asks this table again (``local``: the replica's supervisor, from the holder records of
+:mod:`envs.backends.local.mesh`, within a second of the death; the simulator's copy dies with
+its holder).
 """
 
 from __future__ import annotations

@@ -1,6 +1,8 @@
 """The main job under faults, with real Ray: a killed env runner, a --output that cannot be made,
-an unreachable --address. Each ends as its user expects: the sweep finishes (the runner is
-restarted), or one line of error and nothing written; and no process of the run is left."""
+an unreachable --address, a driver killed, Ctrl-C in the middle of a step on the real local mesh.
+Each ends as its user expects: the sweep finishes (the runner is restarted), or one line of error
+and nothing written, or ``--resume`` finishes it; the mesh's replicas are back in the
+configuration they were brought up with; and no process of the run is left."""
 
 from __future__ import annotations
 
@@ -15,6 +17,11 @@ from pathlib import Path
 
 import pytest
 
+from envs.backends.local.ports import ReplicaPorts
+from envs.backends.local.supervisor import busy_ports, read_state
+from envs.cli import main as cli_main
+from envs.istio import read_rules, write_rules
+from tests.envs.backends.local.test_faults import ORIGINAL, ORIGINAL_CARTS, live_carts_limit
 from tests.experiments._processes import REPO, live_processes, run_script
 
 SCRIPT = REPO / "experiments" / "pg_sweep.py"
@@ -120,3 +127,97 @@ def test_a_driver_killed_mid_sweep_is_resumed(tmp_path: Path) -> None:
     assert resumed.returncode == 0, resumed.stdout[-3000:] + resumed.stderr[-3000:]
     results = json.loads((out / "results.json").read_text())
     assert len(results["trials"]) == 2 and results["held_out"]["cases"]
+
+
+#: A local sweep small enough for a test: both trials at once, 1 iteration of 1 episode each
+#: (8 steps of 2 s on replicas 0 and 1), validation and held-out test of 1 scenario each.
+LOCAL_SWEEP = ["--backend", "local", "--smoke", "--iterations", "1", "--episodes-per-batch", "1",
+               "--envs-per-runner", "1", "--validation-episodes", "1", "--eval-episodes", "1",
+               "--num-cpus", "2"]
+
+
+def _loadgens_of(run_dir: str) -> set[int]:
+    """PIDs of the Locust runs (``loadgen.py``) driving the replica whose run dir is ``run_dir``."""
+    return {pid for pid, _, cmdline in live_processes()
+            if "loadgen.py" in cmdline and run_dir in cmdline}
+
+
+@pytest.mark.slow
+def test_ctrl_c_mid_step_on_local_restores_the_replicas_and_resume_finishes(tmp_path: Path) -> None:
+    """Ctrl-C (SIGINT to the driver's process group, as a terminal sends it: the driver, Ray's
+    GCS and raylet) in the middle of a step of a sweep on replicas brought up with ``meshtune
+    mesh up``: one line saying how to resume, exit 130, nothing written; every replica is back
+    in the configuration it came up with and no holder is left on it; no process of the run is
+    left; ``--resume`` runs the sweep to its end."""
+    replicas = (0, 1)
+    for k in replicas:
+        assert busy_ports(list(ReplicaPorts(k).all_ports())) == [], \
+            f"replica {k}'s port block is taken: another run uses it"
+    rules_file = tmp_path / "original.yaml"
+    write_rules(rules_file, ORIGINAL)
+    out = tmp_path / "sweep"
+    env = {**os.environ, "RAY_USAGE_STATS_ENABLED": "0", "PYTHONPATH": str(REPO)}
+    try:
+        for k in replicas:
+            assert cli_main(["mesh", "up", "--replica", str(k), "--rules", str(rules_file)]) == 0
+        states = {k: read_state(k) for k in replicas}
+        log = (tmp_path / "log").open("w")
+        proc = subprocess.Popen([sys.executable, str(SCRIPT), *LOCAL_SWEEP, "--output", str(out)],
+                                cwd=REPO, env=env, stdout=log, stderr=subprocess.STDOUT,
+                                start_new_session=True)
+        try:
+            # mid-step: replica 0 runs its second load of the episode (the reset's was first)
+            seen: set[int] = set()
+            deadline = time.monotonic() + 300
+            while len(seen) < 2 and time.monotonic() < deadline and proc.poll() is None:
+                seen |= _loadgens_of(states[0].run_dir)  # type: ignore[union-attr]
+                time.sleep(0.3)
+            assert len(seen) >= 2, (tmp_path / "log").read_text()[-3000:]
+            time.sleep(2.0)
+            os.killpg(proc.pid, signal.SIGINT)
+            assert proc.wait(timeout=180) == 130, (tmp_path / "log").read_text()[-3000:]
+        finally:
+            if proc.poll() is None:
+                os.killpg(proc.pid, signal.SIGKILL)
+                proc.wait()
+            log.close()
+        text = (tmp_path / "log").read_text()
+        assert text.rstrip().endswith(
+            "pg_sweep: interrupted with 2 of 2 trials unfinished; continue with --resume "
+            f"--output {out}"), text[-3000:]
+        assert "Traceback" not in text.rstrip().splitlines()[-1]
+        assert not (out / "results.json").exists()
+        # the replicas: the same processes, back in their original configuration, no holder
+        for k in replicas:
+            state = states[k]
+            assert state is not None and read_state(k) == state
+            assert _wait_until(lambda k=k: live_carts_limit(k) == ORIGINAL_CARTS, 30), k
+            assert read_rules(state.rules_path) == ORIGINAL
+            assert list((Path(state.run_dir) / "holders").glob("*.json")) == []
+        # nothing of the run is left: Ray, its workers, Locust
+        assert _wait_until(lambda: _session_pids(proc.pid) == [], 60), [
+            Path(f"/proc/{pid}/cmdline").read_bytes()[:120] for pid in _session_pids(proc.pid)]
+        assert all(_loadgens_of(states[k].run_dir) == set() for k in replicas)  # type: ignore[union-attr]
+
+        resumed = run_script("pg_sweep", *LOCAL_SWEEP, "--resume", "--output", str(out),
+                             timeout_s=900)
+        assert resumed.returncode == 0, resumed.stdout[-3000:] + resumed.stderr[-3000:]
+        assert "ReplicaTakenError" not in resumed.stdout + resumed.stderr
+        results = json.loads((out / "results.json").read_text())
+        assert [t["iterations"] for t in results["trials"]] == [1, 1]
+        assert results["held_out"]["cases"]
+        for k in replicas:
+            assert read_state(k) == states[k]
+            assert live_carts_limit(k) == ORIGINAL_CARTS
+    finally:
+        for k in replicas:
+            cli_main(["mesh", "down", "--replica", str(k)])
+    for k in replicas:
+        assert _wait_until(lambda k=k: busy_ports(list(ReplicaPorts(k).all_ports())) == [], 15)
+
+
+def _wait_until(predicate, timeout_s: float) -> bool:  # type: ignore[no-untyped-def]
+    deadline = time.monotonic() + timeout_s
+    while not predicate() and time.monotonic() < deadline:
+        time.sleep(0.3)
+    return bool(predicate())

@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import atexit
 import contextlib
+import fcntl
 import json
 import os
 import signal
@@ -34,7 +35,8 @@ import threading
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Sequence
+import uuid
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -46,12 +48,13 @@ from envs.backends.local.prom import MeshMetrics
 from envs.backends.local.supervisor import (
     ReplicaState,
     die_with_parent,
+    read_exit,
     read_state,
     replica_dir,
     state_path,
 )
 from envs.backends.report import EndpointStats, LoadReport
-from envs.istio import DestinationRule, read_rules, write_rules
+from envs.istio import DestinationRule, dump_rules, parse_rules, read_rules, write_rules
 from envs.sockshop import SERVICE_NAMES, endpoint_names
 
 #: Seconds to wait for Envoy to take new resource files.
@@ -64,6 +67,9 @@ SETTLE_S = 2.5
 #: Seconds every Locust user pauses between the hatch and the counted window (see
 #: ``loadgen``): more than two scrape intervals, so a scrape sees the counters standing still.
 PAUSE_S = 2.5
+#: Seconds a client gives the supervisor to notice that one of its processes died (it looks
+#: every 0.2 s) before it trusts that the replica is up.
+DOWN_GRACE_S = 1.0
 #: Seconds between an apply and the next load, so Prometheus has scraped the replaced
 #: clusters' fresh counters before the window opens.
 APPLY_SETTLE_S = 1.5
@@ -163,6 +169,203 @@ def stop_replica(replica: int, timeout_s: float = 30.0) -> bool:
     return True
 
 
+def replica_down_message(state: ReplicaState) -> str:
+    """One line saying that ``state``'s replica is down, and why when its supervisor recorded
+    it (a child that died, a signal; :func:`~envs.backends.local.supervisor.read_exit`)."""
+    reason = read_exit(state)
+    why = (f": {reason}" if reason
+           else f" (supervisor {state.pid} gone; logs in {state.run_dir}/logs)")
+    return (f"local replica {state.replica} went down{why} (bring it back with `meshtune mesh "
+            f"up --replica {state.replica}`)")
+
+
+def replica_is_up(state: ReplicaState) -> bool:
+    """Whether the supervisor that published ``state`` still runs and still publishes it."""
+    now = read_state(state.replica)
+    return now is not None and now.pid == state.pid and pid_alive(state.pid)
+
+
+# ----- configuration (module level: the supervisor restores with it too) ----------------------
+
+def mesh_documents(state: ReplicaState, rules: Sequence[DestinationRule],
+                   ) -> dict[str, dict[str, Any]]:
+    """Every proxy's CDS and LDS discovery documents for ``rules`` on ``state``'s replica.
+    ValueError for rules Istio would reject."""
+    ports = state.ports
+    docs: dict[str, dict[str, Any]] = {}
+    for proxy in ec.PROXIES:
+        docs[proxy] = {
+            "cds": ec.discovery_document(ec.clusters_for(proxy, rules, ports, state.namespace,
+                                                         state.tls_dir)),
+            "lds": ec.discovery_document(ec.listeners_for(
+                proxy, rules, ports, state.namespace, state.tls_dir,
+                ec.AdaptiveConcurrency.from_value(state.adaptive_concurrency))),
+        }
+    return docs
+
+
+def _write_documents(state: ReplicaState, docs: dict[str, dict[str, Any]]) -> None:
+    for proxy, kinds in docs.items():
+        base = state.envoy_dir(proxy)
+        for kind, doc in kinds.items():
+            ec.write_atomically(base / kind / f"{kind}.json", doc)
+
+
+def _confirm_documents(state: ReplicaState, docs: dict[str, dict[str, Any]]) -> None:
+    """Wait until each Envoy's config_dump shows the new versions and /clusters the new
+    thresholds."""
+    deadline = time.monotonic() + APPLY_TIMEOUT_S
+    waiting = set(docs)
+    while waiting:
+        for proxy in sorted(waiting):
+            if _proxy_runs(state, proxy, docs[proxy]):
+                waiting.discard(proxy)
+        if not waiting:
+            return
+        if time.monotonic() > deadline:
+            raise BackendError(f"Envoy did not take the new configuration within "
+                               f"{APPLY_TIMEOUT_S:.0f} s: {sorted(waiting)} (see "
+                               f"{state.run_dir}/logs)")
+        time.sleep(0.05)
+
+
+def _proxy_runs(state: ReplicaState, proxy: str, doc: dict[str, Any]) -> bool:
+    admin = f"http://{HOST}:{ec.admin_port(state.ports, proxy)}"
+    try:
+        dump = _get_json(f"{admin}/config_dump")
+        clusters = _get_json(f"{admin}/clusters?format=json")
+    except (urllib.error.URLError, OSError, ValueError) as exc:
+        raise BackendError(f"admin of {proxy} unreachable: {exc}") from exc
+    # the version of the last CDS / LDS update each Envoy accepted
+    versions = {c.get("@type", "").rsplit(".", 1)[-1]: c.get("version_info")
+                for c in dump.get("configs", [])}
+    if (versions.get("ClustersConfigDump") != doc["cds"]["version_info"]
+            or versions.get("ListenersConfigDump") != doc["lds"]["version_info"]):
+        return False
+    live = {c["name"]: c.get("circuit_breakers", {}).get("thresholds", [{}])[0]
+            for c in clusters.get("cluster_statuses", [])}
+    for cluster in doc["cds"]["resources"]:
+        want = cluster["circuit_breakers"]["thresholds"][0]
+        got = live.get(cluster["name"])
+        if got is None or any(int(got.get(k, -1)) != want[k] for k in
+                              ("max_connections", "max_pending_requests", "max_requests",
+                               "max_retries")):
+            return False
+    return True
+
+
+def apply_to_replica(state: ReplicaState, rules: Sequence[DestinationRule],
+                     previous: Sequence[DestinationRule]) -> None:
+    """Make ``rules`` the complete configuration of ``state``'s replica (replacing
+    ``previous``) and wait until every sidecar runs it; record them in its ``rules.yaml``.
+    ValueError for rules Istio would reject (nothing written); BackendError if Envoy does not
+    take the files (``previous`` is put back)."""
+    docs = mesh_documents(state, rules)
+    before = mesh_documents(state, previous)
+    _write_documents(state, docs)
+    try:
+        _confirm_documents(state, docs)
+    except BackendError:
+        _write_documents(state, before)
+        raise
+    write_rules(state.rules_path, rules)
+
+
+# ----- holders: who attached to a replica, and what it found -----------------------------------
+
+def _holders_dir(state: ReplicaState) -> Path:
+    return Path(state.run_dir) / "holders"
+
+
+@contextlib.contextmanager
+def _holders_locked(state: ReplicaState) -> Iterator[Path]:
+    """The replica's holder records, under an exclusive lock (``flock``) of their directory."""
+    directory = _holders_dir(state)
+    directory.mkdir(exist_ok=True)
+    with open(directory / ".lock", "a+b") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        try:
+            yield directory
+        finally:
+            fcntl.flock(lock, fcntl.LOCK_UN)
+
+
+def process_start_ticks(pid: int) -> int | None:
+    """When process ``pid`` started (clock ticks since boot, ``/proc/PID/stat`` field 22), to
+    tell it from a later process given the same pid; None if it is gone."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return None
+    return int(stat.rsplit(")", 1)[1].split()[19])
+
+
+def _holder_alive(record: dict[str, Any]) -> bool:
+    pid = int(record["pid"])
+    return pid_alive(pid) and process_start_ticks(pid) == record["start_ticks"]
+
+
+def _read_holders(directory: Path) -> list[tuple[Path, dict[str, Any]]]:
+    records = []
+    for path in directory.glob("*.json"):
+        with contextlib.suppress(OSError, ValueError):
+            records.append((path, json.loads(path.read_text())))
+    return sorted(records, key=lambda pr: (pr[1]["attached_at"], pr[0].name))
+
+
+def _restore_dead_locked(state: ReplicaState, directory: Path) -> list[str]:
+    """With the holders' lock held: pop the dead holders from the top of the stack of holders
+    (the most recently attached first) and put back the rules the oldest of them found; the
+    descriptions of the holders restored. A dead holder below a live one waits for it."""
+    records = _read_holders(directory)
+    dead: list[tuple[Path, dict[str, Any]]] = []
+    while records and not _holder_alive(records[-1][1]):
+        dead.append(records.pop())
+    if not dead:
+        return []
+    found = parse_rules(dead[-1][1]["found_rules"], source="holder record")
+    apply_to_replica(state, found, read_rules(state.rules_path))
+    for path, _ in dead:
+        path.unlink()
+    return [record["holder"] for _, record in dead]
+
+
+def restore_dead_holders(state: ReplicaState) -> list[str]:
+    """Put back the configuration that holders of ``state``'s replica which died without
+    closing (SIGKILL, a crashed Ray actor) had found when they attached — what their
+    :meth:`LocalMesh.close` would have done. Returns their descriptions (empty: none dead).
+    The supervisor runs this twice a second; :class:`LocalMesh` runs it before it attaches.
+    BackendError if Envoy does not take the restored files."""
+    if not any(_holders_dir(state).glob("*.json")):
+        return []
+    with _holders_locked(state) as directory:
+        return _restore_dead_locked(state, directory)
+
+
+def attach_holder(state: ReplicaState, description: str,
+                  ) -> tuple[str, list[DestinationRule]]:
+    """Register this process as a holder of ``state``'s replica, after restoring what dead
+    holders left; returns the record's token and the rules it found (what to put back)."""
+    with _holders_locked(state) as directory:
+        _restore_dead_locked(state, directory)
+        found = read_rules(state.rules_path)
+        token = uuid.uuid4().hex
+        pid = os.getpid()
+        record = {"token": token, "pid": pid, "start_ticks": process_start_ticks(pid),
+                  "holder": description, "attached_at": time.time(),
+                  "found_rules": dump_rules(found)}
+        tmp = directory / f".{token}.tmp"
+        tmp.write_text(json.dumps(record))
+        os.replace(tmp, directory / f"{token}.json")
+    return token, found
+
+
+def detach_holder(state: ReplicaState, token: str) -> None:
+    """Remove holder record ``token`` (its holder has put its configuration back)."""
+    with contextlib.suppress(FileNotFoundError):
+        (_holders_dir(state) / f"{token}.json").unlink()
+
+
 def _exit_on_sigterm() -> None:
     """Make SIGTERM raise SystemExit (so ``finally`` blocks and ``atexit`` run and the
     replica's configuration is put back) when the process still has the default action (which
@@ -234,8 +437,12 @@ class LocalMesh:
         self.namespace = namespace
         self.tls_dir = state.tls_dir
         self.metrics = MeshMetrics(f"http://{HOST}:{self.ports.prometheus}", replica)
-        self._rules: list[DestinationRule] = read_rules(state.rules_path)
-        self._initial = list(self._rules)
+        # register as a holder of the replica (after putting back what a holder that died
+        # without closing left); what is found now is what close() puts back
+        self._holder_token, found = attach_holder(
+            state, f"LocalMesh of pid {os.getpid()} ({' '.join(sys.argv[:2])[:120]})")
+        self._rules: list[DestinationRule] = found
+        self._initial = list(found)
         self._last_apply = 0.0
         # normal exit, an error, SIGINT (KeyboardInterrupt) or SIGTERM: close() puts the rules
         # back (and stops an owned replica; if even that is skipped, the kernel's
@@ -263,89 +470,26 @@ class LocalMesh:
         """The DestinationRules currently applied."""
         return tuple(self._rules)
 
-    def _documents(self, rules: Sequence[DestinationRule]) -> dict[str, dict[str, Any]]:
-        docs: dict[str, dict[str, Any]] = {}
-        for proxy in ec.PROXIES:
-            docs[proxy] = {
-                "cds": ec.discovery_document(ec.clusters_for(proxy, rules, self.ports,
-                                                             self.namespace, self.tls_dir)),
-                "lds": ec.discovery_document(ec.listeners_for(proxy, rules, self.ports,
-                                                              self.namespace, self.tls_dir,
-                                                              self.adaptive_concurrency)),
-            }
-        return docs
-
     def _check_alive(self) -> None:
         if self._closed:
             raise BackendError("this LocalMesh is closed")
         if not pid_alive(self.state.pid) or read_state(self.replica) is None:
-            raise BackendError(f"local replica {self.replica} is down (supervisor "
-                               f"{self.state.pid} gone; logs in {self.state.run_dir}/logs)")
+            raise BackendError(replica_down_message(self.state))
 
     def apply(self, rules: Sequence[DestinationRule]) -> None:
         """Make ``rules`` the replica's complete configuration and wait until every sidecar
         runs it. ValueError for rules Istio would reject; BackendError if Envoy does not take
         the files (the previous ones are put back)."""
         rules = list(rules)
-        docs = self._documents(rules)  # raises ValueError before anything is written
+        mesh_documents(self.state, rules)  # raises ValueError before anything is written
         self._check_alive()
-        previous = self._documents(self._rules)
-        self._write(docs)
         try:
-            self._confirm(docs)
+            apply_to_replica(self.state, rules, self._rules)
         except BackendError:
-            self._write(previous)
+            self._raise_if_went_down()
             raise
-        write_rules(self.state.rules_path, rules)
         self._rules = rules
         self._last_apply = time.monotonic()
-
-    def _write(self, docs: dict[str, dict[str, Any]]) -> None:
-        for proxy, kinds in docs.items():
-            base = self.state.envoy_dir(proxy)
-            for kind, doc in kinds.items():
-                ec.write_atomically(base / kind / f"{kind}.json", doc)
-
-    def _confirm(self, docs: dict[str, dict[str, Any]]) -> None:
-        """Wait until each Envoy's config_dump shows the new versions and /clusters the new
-        thresholds."""
-        deadline = time.monotonic() + APPLY_TIMEOUT_S
-        waiting = set(docs)
-        while waiting:
-            for proxy in sorted(waiting):
-                if self._proxy_runs(proxy, docs[proxy]):
-                    waiting.discard(proxy)
-            if not waiting:
-                return
-            if time.monotonic() > deadline:
-                raise BackendError(f"Envoy did not take the new configuration within "
-                                   f"{APPLY_TIMEOUT_S:.0f} s: {sorted(waiting)} (see "
-                                   f"{self.state.run_dir}/logs)")
-            time.sleep(0.05)
-
-    def _proxy_runs(self, proxy: str, doc: dict[str, Any]) -> bool:
-        admin = f"http://{HOST}:{ec.admin_port(self.ports, proxy)}"
-        try:
-            dump = _get_json(f"{admin}/config_dump")
-            clusters = _get_json(f"{admin}/clusters?format=json")
-        except (urllib.error.URLError, OSError, ValueError) as exc:
-            raise BackendError(f"admin of {proxy} unreachable: {exc}") from exc
-        # the version of the last CDS / LDS update each Envoy accepted
-        versions = {c.get("@type", "").rsplit(".", 1)[-1]: c.get("version_info")
-                    for c in dump.get("configs", [])}
-        if (versions.get("ClustersConfigDump") != doc["cds"]["version_info"]
-                or versions.get("ListenersConfigDump") != doc["lds"]["version_info"]):
-            return False
-        live = {c["name"]: c.get("circuit_breakers", {}).get("thresholds", [{}])[0]
-                for c in clusters.get("cluster_statuses", [])}
-        for cluster in doc["cds"]["resources"]:
-            want = cluster["circuit_breakers"]["thresholds"][0]
-            got = live.get(cluster["name"])
-            if got is None or any(int(got.get(k, -1)) != want[k] for k in
-                                  ("max_connections", "max_pending_requests", "max_requests",
-                                   "max_retries")):
-                return False
-        return True
 
     # ----- load ----------------------------------------------------------------------------
 
@@ -357,6 +501,7 @@ class LocalMesh:
             with urllib.request.urlopen(request, timeout=10) as resp:
                 return dict(json.loads(resp.read()))
         except (urllib.error.URLError, OSError, ValueError) as exc:
+            self._raise_if_went_down()
             raise BackendError(f"services host of replica {self.replica} unreachable: "
                                f"{exc}") from exc
 
@@ -376,14 +521,41 @@ class LocalMesh:
                                         timeout=10) as resp:
                 return resp.status == 200
         except (urllib.error.URLError, OSError):
+            # a dead sidecar is not an unhealthy configuration: name it instead
+            self._raise_if_went_down()
             return False
+
+    def _raise_if_went_down(self, grace_s: float = DOWN_GRACE_S) -> None:
+        """BackendError naming the cause (:func:`replica_down_message`) if the replica's
+        supervisor stopped since it was attached — e.g. because a sidecar or Prometheus died;
+        waits up to ``grace_s`` for the supervisor to notice a death that just happened."""
+        deadline = time.monotonic() + grace_s
+        while replica_is_up(self.state):
+            if time.monotonic() >= deadline:
+                return
+            time.sleep(0.1)
+        raise BackendError(replica_down_message(self.state))
 
     def run_load(self, load: LoadSpec, seed: int) -> LoadReport:
         """Drive ``load`` with Locust through the ingress (closed: users; open: sessions
         arriving at ``load.arrival_rate_rps / 9`` per second), with its faults switched on and
         off at their times; the report's endpoints are Locust's statistics plus ``num_good``,
         its services PromQL over the counted window. Every fault is cleared afterwards, also
-        after an error."""
+        after an error.
+
+        A replica that went down during the run (a sidecar, Prometheus or the services host
+        died: its supervisor stops them all) is a BackendError naming the process and how it
+        ended, never a report: the figures were read only if every process lived through the
+        window. A Prometheus that does not answer is a BackendError naming it."""
+        try:
+            report = self._run_load(load, seed)
+        except BackendError:
+            self._raise_if_went_down()
+            raise
+        self._raise_if_went_down(grace_s=0.0)
+        return report
+
+    def _run_load(self, load: LoadSpec, seed: int) -> LoadReport:
         faults = fault_documents(load)
         self._check_alive()
         wait = APPLY_SETTLE_S - (time.monotonic() - self._last_apply)
@@ -474,6 +646,7 @@ class LocalMesh:
         try:
             if self._proc is None and read_state(self.replica) is not None:
                 self.apply(self._initial)
+            detach_holder(self.state, self._holder_token)
         finally:
             self._closed = True
             if self._proc is not None:

@@ -94,13 +94,19 @@ import math
 from collections import defaultdict
 from typing import Any
 
+import requests
+import urllib3
 from prometheus_api_client import PrometheusApiClientException, PrometheusConnect
+from urllib3.util.retry import Retry
 
 from envs.backends.base import BackendError
 from envs.backends.local.topology import is_tcp
 from envs.backends.report import ServiceStats
 from envs.sockshop import SERVICE_NAMES
 
+#: Seconds a query may take before Prometheus counts as unreachable (a query of one load window
+#: answers in well under a second on the shared 2 cores).
+QUERY_TIMEOUT_S = 10.0
 #: Envoy counters read at the window's start and end.
 COUNTERS = (
     "envoy_vhost_vcluster_upstream_rq",
@@ -179,15 +185,29 @@ def destination_of(labels: dict[str, str]) -> str | None:
 class MeshMetrics:
     """PromQL queries against one replica's Prometheus."""
 
-    def __init__(self, url: str, replica: int) -> None:
+    def __init__(self, url: str, replica: int, timeout_s: float = QUERY_TIMEOUT_S) -> None:
         self.url = url
         self.replica = replica
-        self._prom = PrometheusConnect(url=url, disable_ssl=True)
+        self.timeout_s = timeout_s
+        # no retries: a Prometheus that does not answer is an error at once, not in minutes
+        self._prom = PrometheusConnect(url=url, disable_ssl=True,
+                                       retry=Retry(total=False))
 
     def query(self, promql: str, at: float) -> list[dict[str, Any]]:
-        """An instant query at time ``at`` (s since the epoch); errors are BackendErrors."""
+        """An instant query at time ``at`` (s since the epoch); errors are BackendErrors (one
+        line: a Prometheus that refuses the connection or does not answer within
+        ``timeout_s`` is named as unreachable, never read as an empty result)."""
         try:
-            result = self._prom.custom_query(promql, params={"time": f"{at:.3f}"})
+            result = self._prom.custom_query(promql, params={"time": f"{at:.3f}"},
+                                             timeout=self.timeout_s)  # type: ignore[arg-type]
+        except (requests.ConnectionError, requests.Timeout, urllib3.exceptions.HTTPError) as exc:
+            # (no retries: urllib3's own errors come through unwrapped)
+            if isinstance(exc, requests.Timeout | urllib3.exceptions.ReadTimeoutError):
+                raise BackendError(f"Prometheus of replica {self.replica} at {self.url} did "
+                                   f"not answer within {self.timeout_s:g} s (hung or "
+                                   "stopped?)") from exc
+            raise BackendError(f"Prometheus of replica {self.replica} at {self.url} is "
+                               "unreachable (connection refused: not running?)") from exc
         except (PrometheusApiClientException, OSError, ValueError) as exc:
             raise BackendError(f"Prometheus query failed ({self.url}): {promql}: {exc}") from exc
         if not isinstance(result, list):

@@ -56,6 +56,8 @@ STOP_GRACE_S = 5.0
 START_TIMEOUT_S = 60.0
 #: Prometheus scrape interval, seconds.
 SCRAPE_INTERVAL_S = 1.0
+#: Seconds between two looks for attached holders that died without closing.
+HOLDER_CHECK_S = 0.5
 #: Run directories kept per replica (older ones are deleted at start).
 KEEP_RUNS = 3
 _PR_SET_PDEATHSIG = 1
@@ -113,6 +115,29 @@ class ReplicaState:
     def rules_path(self) -> Path:
         """The DestinationRules currently applied to the replica (YAML)."""
         return Path(self.run_dir) / "rules.yaml"
+
+
+def exit_path(replica: int) -> Path:
+    """Where the last supervisor of ``replica`` recorded why it stopped (:func:`read_exit`)."""
+    return replica_dir(replica) / "exit.json"
+
+
+def read_exit(state: ReplicaState) -> str | None:
+    """Why the supervisor that published ``state`` stopped (e.g. ``envoy-carts was killed by
+    SIGKILL``), if it recorded it; None otherwise (still running, or killed itself)."""
+    try:
+        data = json.loads(exit_path(state.replica).read_text())
+    except (FileNotFoundError, ValueError):
+        return None
+    return str(data["reason"]) if data.get("pid") == state.pid else None
+
+
+def exit_status_text(code: int) -> str:
+    """A child's exit status in words: ``exited with status 1`` / ``was killed by SIGKILL``."""
+    if code < 0:
+        with contextlib.suppress(ValueError):
+            return f"was killed by {signal.Signals(-code).name}"
+    return f"exited with status {code}"
 
 
 def read_state(replica: int) -> ReplicaState | None:
@@ -223,6 +248,8 @@ class Supervisor:
         self.children: dict[str, subprocess.Popen[bytes]] = {}
         self._logs: list[Any] = []
         self._stopping = False
+        #: Why the supervisor stops (a signal; an error replaces it), for :meth:`record_exit`.
+        self.stop_reason = "stopped"
 
     def _spawn(self, name: str, argv: list[str]) -> None:
         log = open(self.run_dir / "logs" / f"{name}.log", "ab")  # noqa: SIM115 (kept open)
@@ -277,7 +304,7 @@ class Supervisor:
         for name, proc in self.children.items():
             code = proc.poll()
             if code is not None:
-                raise RuntimeError(f"{name} exited with status {code}; see "
+                raise RuntimeError(f"{name} {exit_status_text(code)}; see "
                                    f"{self.run_dir / 'logs' / (name + '.log')}")
 
     def _wait_ready(self) -> None:
@@ -327,15 +354,39 @@ class Supervisor:
         os.replace(tmp, path)
         return state
 
-    def watch(self) -> None:
-        """Return when a child dies (raising) or a stop was requested."""
+    def watch(self, state: ReplicaState) -> None:
+        """Return when a child dies (raising) or a stop was requested; meanwhile put back the
+        configuration of attached holders that died without closing (see
+        :func:`envs.backends.local.mesh.restore_dead_holders`)."""
+        # imported here: mesh imports this module
+        from envs.backends.local.mesh import restore_dead_holders
+
+        next_holder_check = 0.0
         while not self._stopping:
             self._check_children()
+            if time.monotonic() >= next_holder_check:
+                next_holder_check = time.monotonic() + HOLDER_CHECK_S
+                try:
+                    restored = restore_dead_holders(state)
+                except Exception as exc:  # any failure: the replica goes down
+                    raise RuntimeError("could not put back the configuration of a holder that "
+                                       f"died: {exc}") from exc
+                for holder in restored:
+                    print(f"{time.strftime('%H:%M:%S')} holder gone without closing: {holder}; "
+                          "its configuration put back", flush=True)
             time.sleep(0.2)
 
     def request_stop(self, signum: int, _frame: Any) -> None:
         """Signal handler: leave :meth:`watch`."""
         self._stopping = True
+        self.stop_reason = f"stopped by {signal.Signals(signum).name}"
+
+    def record_exit(self, reason: str) -> None:
+        """Write why this supervisor stops (:func:`read_exit`), for its clients' errors."""
+        path = exit_path(self.ports.replica)
+        tmp = path.with_suffix(f".{os.getpid()}.tmp")
+        tmp.write_text(json.dumps({"pid": os.getpid(), "reason": reason, "at": time.time()}))
+        os.replace(tmp, path)
 
     def stop(self) -> None:
         """End every child (SIGTERM, then SIGKILL after the grace period) and unpublish."""
@@ -400,11 +451,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"replica {state.replica} ready: ingress http://{HOST}:{state.ports.ingress} "
               f"prometheus http://{HOST}:{state.ports.prometheus} run dir {state.run_dir}",
               flush=True)
-        sup.watch()
+        sup.watch(state)
     except Exception as exc:
         print(f"supervisor of replica {args.replica}: {exc}", file=sys.stderr, flush=True)
+        sup.stop_reason = str(exc)
         status = 1
     finally:
+        with contextlib.suppress(OSError):
+            sup.record_exit(sup.stop_reason)
         sup.stop()
     return status
 
