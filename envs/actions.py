@@ -92,6 +92,14 @@ cross the useful range in a few steps and work from any value (:func:`next_rung`
 | tcp.connectTimeout | 1, 10, 100, 1000, 10000 ms |
 | http.maxRetries | 1, 2, 4, 16, 64, 256, unlimited |
 
+``setpoint`` (what ``experiments/pg_sweep.py`` trains with): for each of the six classic knobs,
+one action per rung of its ladder that sets the knob to that rung (acts in the classic knobs'
+order, rungs ascending: 11 + 7 + 7 + 5 + 5 + 7 = 42 per service), then the global no-op; over
+:data:`CONTROL_SERVICES`, 13 × 42 + 1 = 547 actions. Any configuration of the ladders is one
+action per knob away: the gateway's ``http2MaxRequests`` from unlimited to 16, which pays only
+once it binds, is one action here and four ``ladder`` moves (three of which change nothing a
+user feels) — too far apart for REINFORCE to discover.
+
 Step sizes of the extended knobs (the notebook's are kept as they were):
 
 * keepalive probes ±1: the natural unit on a small range (Linux default 9, kernel maximum 127).

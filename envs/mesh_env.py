@@ -60,8 +60,10 @@ class MeshEnv(gym.Env):
     ``Discrete(len(catalogue))``, ``index = service_index × actions_per_service + act``:
     ``ladder`` (default: each of six knobs one rung up or down its ladder, 12 acts per service,
     on the 12 request-path services and the front-end's gateway pool, + a global no-op: 157),
-    ``classic`` (the notebook's additive steps, 144 on the 12 default services) or ``extended``
-    (21 per service + a global no-op, 253); the tables are in :mod:`envs.actions`.
+    ``setpoint`` (each of the six knobs set to any rung of its ladder in one action, 42 acts per
+    service on the same 13 services + a global no-op: 547; what ``experiments/pg_sweep.py``
+    trains with), ``classic`` (the notebook's additive steps, 144 on the 12 default services) or
+    ``extended`` (21 per service + a global no-op, 253); the tables are in :mod:`envs.actions`.
 
     ## Observation Space
 

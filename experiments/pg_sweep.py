@@ -23,19 +23,23 @@ What it does:
    (``rl.evaluation.scenario_eval.standard_methods``) through ``--eval-episodes`` held-out
    scenarios (families training never sees; case seeds from 4 000 000), the same load seeds for
    every method; per method the score beside good %, goodput, failure %, mean latency and p99,
-   the policy's win rates, the steady-state check;
+   the policy's win rates, the steady-state check, the policy's actions by observed cause, and
+   the same policy shown other cases' observations (how much of its gain that loses);
 4. writes into ``--output``: ``results.md`` (trials table and the held-out comparison),
    ``results.json`` (the same numbers, every step of every case, the best checkpoint's path),
    ``learning_curves.png``, ``fault_case.png`` (every method's per-step score through one
-   held-out fault scenario), ``best_destination_rules.yaml`` (the policy's last DestinationRules
+   held-out fault scenario), ``cause_action.png`` (the policy's actions by the cause it
+   observed), ``best_destination_rules.yaml`` (the policy's last DestinationRules
    in the first held-out case) and the Tune experiment (``tune/pg_sweep``, one directory per
    trial named by its index, with TensorBoard event files). Two runs with the same flags write
    the same files except for wall times, the output path and the dashboard URL.
 
-Training (the REINFORCE settings every trial shares, ``rl.sweep``): MeshEnv v1's scenarios,
-SLO objective and ``ladder`` catalogue, the shared-weight policy (``rl.policies``), the step's
-score as reward, returns-to-go with ``gamma`` = ``rl.sweep.GAMMA``, shaped into per-step centred
-ranks (``rank_returns``), an entropy bonus of ``rl.sweep.ENTROPY_COEFF``.
+Training (the REINFORCE settings every trial shares, ``rl.sweep``): MeshEnv v1's scenarios and
+SLO objective, the ``setpoint`` catalogue (any rung of a knob in one action), the shared-weight
+policy (``rl.policies``), the step's score as reward, returns-to-go with ``gamma`` =
+``rl.sweep.GAMMA``, each compared with those of the episodes that replayed the same scenario
+(``--episodes-per-scenario``, the group baseline of ``rl.connectors``), an entropy bonus of
+``rl.sweep.ENTROPY_COEFF``.
 
 Files are written as soon as their inputs exist, so whatever was produced stays on disk if a
 later step fails. Ray: ``--address`` connects to a running cluster; without it, a job submitted
@@ -99,7 +103,7 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     p.add_argument("--samples", type=int, default=None,
                    help="repeats of the lr × late-weight grid (default 1; smoke 1)")
     p.add_argument("--iterations", type=int, default=None,
-                   help="training iterations of every trial (default 60; smoke 2)")
+                   help="training iterations of every trial (default 100; smoke 2)")
     p.add_argument("--episodes-per-batch", type=int, default=None,
                    help="complete episodes per REINFORCE update (default 16; smoke 2)")
     p.add_argument("--episode-len", type=int, default=None,

@@ -22,12 +22,14 @@ position in the grid).
 
 Training (the REINFORCE settings every trial shares): MeshEnv v1 — every episode a scenario
 drawn from :data:`envs.scenarios.TRAINING` (load shifts, faults, three starts), the SLO
-objective, the ``ladder`` catalogue — with the shared-weight policy (:mod:`rl.policies`); the
-reward is the step's score itself (``reward_mode`` ``absolute``: what a controller delivers at
-every step, not the change a load shift causes), returns-to-go with ``gamma`` = :data:`GAMMA`,
-shaped into per-step centred ranks (``rank_returns``), an entropy bonus of
-:data:`ENTROPY_COEFF`; every run of an episode uses one load seed (``load_seed``
-``per_episode``).
+objective, the :data:`CATALOGUE` catalogue — with the shared-weight policy
+(:mod:`rl.policies`); the reward is the step's score itself (``reward_mode`` ``absolute``: what
+a controller delivers at every step, not the change a load shift causes), returns-to-go with
+``gamma`` = :data:`GAMMA`; every run of an episode uses one load seed (``load_seed``
+``per_episode``), and the batch's episodes come in groups of :data:`EPISODES_PER_SCENARIO` that
+replay the same scenario, start and load seed, each return-to-go compared with its group's at
+the same step (:func:`rl.connectors.subtract_group_mean`: what is left is what the actions did,
+not how hard the scenario was); an entropy bonus of :data:`ENTROPY_COEFF`.
 """
 
 from __future__ import annotations
@@ -51,6 +53,8 @@ RANK_METRIC = "env_runners/eval_score_mean"
 RANK_LAST_N = 3
 #: SLO strictness swept: the cost of a late answer relative to a failed one (``late_weight``).
 LATE_WEIGHTS = (0.5, 1.0)
+#: Training iterations of every trial (16 episodes each).
+ITERATIONS = 100
 #: Adam learning rates swept (``--smoke``: the first only).
 LEARNING_RATES = (1e-3, 3e-3)
 #: Entropy bonus weight of every trial (keeps the 157 actions explored while the policy sharpens).
@@ -61,6 +65,11 @@ GAMMA = 0.8
 #: Episodes of a batch that replay the same scenario with the same seeds (the group baseline,
 #: :func:`rl.connectors.subtract_group_mean`): 16 episodes = 4 scenarios × 4 tries.
 EPISODES_PER_SCENARIO = 4
+#: The action catalogue the agent trains with: ``setpoint`` (any rung of a knob in one action).
+#: With ``ladder``'s one-rung moves, the control that wins under overload — the front-end's
+#: ``http2MaxRequests`` from Istio's unlimited default to 16 — is four moves away, none of
+#: which pays before the last, and REINFORCE never found it (BENCHMARKS.md, Closed-loop).
+CATALOGUE = "setpoint"
 #: The policy network (:mod:`rl.policies`).
 POLICY = "shared"
 #: Seconds of offered load per step in a ``--smoke`` run (the default's: MeshEnv's 10 s).
@@ -153,7 +162,7 @@ def sweep_settings(*, smoke: bool = False, backend: str = "sim",
         episodes_per_scenario=0,  # set below: it depends on the envs per runner
         samples=pick(samples, 1, 1),
         learning_rates=LEARNING_RATES[:1] if smoke else LEARNING_RATES,
-        iterations=pick(iterations, 60, 2),
+        iterations=pick(iterations, ITERATIONS, 2),
         episodes_per_batch=batch,
         episode_len=pick(episode_len, None, MIN_EPISODE_LEN),
         step_s=None if not smoke else SMOKE_STEP_S,
@@ -227,9 +236,10 @@ def import_mesh_env() -> Any:
 
 def base_env_config(settings: SweepSettings) -> dict[str, Any]:
     """MeshEnv settings shared by all trials (the late weight is added per trial): v1's
-    defaults (training scenarios, SLO objective, ladder catalogue), the step's score as its
-    reward, one load seed per episode."""
+    defaults (training scenarios, SLO objective) with the :data:`CATALOGUE` catalogue, the
+    step's score as its reward, one load seed per episode."""
     config: dict[str, Any] = {"backend": settings.backend, "seed": settings.seed,
+                              "catalogue": CATALOGUE,
                               "reward_mode": "absolute", "load_seed": "per_episode"}
     if settings.episode_len is not None:
         config["episode_len"] = settings.episode_len

@@ -110,6 +110,13 @@ def compare_held_out(module: Any, catalogue: ActionCatalogue,
     ``output / "fault_case.png"`` when a case has a fault. Returns the runs, the markdown lines
     (tables, the policy's actions, the plot) and the numbers (win rates, steady check, the
     policy's actions, every case step by step)."""
+    from rl.evaluation.ablation import gain_lost, run_shuffled
+    from rl.evaluation.cause_action import (
+        cause_action_counts,
+        cause_action_markdown,
+        plot_cause_action,
+    )
+
     runs = evaluate_methods(plan, standard_methods(module, catalogue), step_s, episode_len,
                             catalogue, log=log)
     md, numbers = report_markdown(runs, "policy", plan)
@@ -117,12 +124,28 @@ def compare_held_out(module: Any, catalogue: ActionCatalogue,
     md += ["", f"Policy actions: {actions['distinct']} distinct in {actions['steps']} steps; "
            f"most frequent `{actions['most_frequent']}`"
            + (f" ({actions['share']:.0%})." if actions["share"] is not None else ".")]
+    causes = cause_action_counts(runs["policy"], catalogue, episode_len)
+    plot_cause_action(causes, output / "cause_action.png")
+    md += ["", "The policy's actions by the cause it observed (`rl.evaluation.cause_action`; "
+           f"heat map `{output / 'cause_action.png'}`):", "", *cause_action_markdown(causes)]
+    ablation: dict[str, float] | None = None
+    if len(plan) >= 2:
+        shuffled = run_shuffled(module, catalogue, plan, runs["policy"], step_s, episode_len)
+        ablation = gain_lost(runs["policy"], shuffled, runs["istio_default"])
+        md += ["", "Observation shuffled across episodes (each case shown the next case's "
+               "observations, `rl.evaluation.ablation`): mean summed-score gain over Istio's "
+               f"defaults {ablation['gain']:+.1f} with its own observations, "
+               f"{ablation['shuffled_gain']:+.1f} shuffled; share of the gain lost "
+               + ("n/a (no gain to lose)." if np.isnan(ablation["share_lost"])
+                  else f"{ablation['share_lost']:.0%}.")]
     index = fault_case(plan)
     if index is not None:
         plot_fault_case(runs, index, plan[index][0], output / "fault_case.png")
         md += ["", f"Per-step score of every method through {plan[index][0].name}: "
                f"`{output / 'fault_case.png'}`."]
-    return runs, md, {**numbers, "policy_actions": actions, **results_json(runs, plan)}
+    return runs, md, {**numbers, "policy_actions": actions, "shuffled_observation": ablation,
+                      "cause_action": causes,
+                      **results_json(runs, plan)}
 
 
 def action_summary(runs: Sequence[ScenarioRun], describe: Callable[[int], str]) -> dict[str, Any]:

@@ -1,0 +1,143 @@
+"""One REINFORCE trial without Tune, then its greedy policy through the held-out cases.
+
+What a training choice is worth, measured the way the main job measures its best trial but
+without its sweep: the catalogue, the group baseline (or the per-step ranks it replaced), the
+learning rate, gamma, the entropy bonus, the iterations, the seconds of load per training
+step. Prints the policy's mean summed and per-step score over the 18 held-out cases of
+``rl.evaluation.scenario_eval.held_out_plan`` beside Istio's defaults and the gateway throttle
+(the same seeds), its wins against Istio's defaults, and its most frequent actions.
+
+    python scripts/train_variant.py --catalogue setpoint --episodes-per-scenario 4 --iterations 200
+
+Same flags, same numbers (seeded; on the simulator). Used for BENCHMARKS.md (Closed-loop
+evaluation: what the training choices are worth).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from collections import Counter
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+import rl  # noqa: F401  (keeps a private local Ray on 127.0.0.1; before Ray is imported)
+
+
+@dataclass(frozen=True)
+class Args:
+    """The trial's settings (flags of the same names)."""
+
+    catalogue: str = "setpoint"
+    episodes_per_scenario: int = 4
+    iterations: int = 150
+    lr: float = 1e-3
+    late_weight: float = 1.0
+    gamma: float = 0.8
+    entropy: float = 0.01
+    step_s: float = 10.0
+    seed: int = 7
+    cases: int = 18
+
+
+def parse_args(argv: list[str] | None = None) -> Args:
+    """The command line: one flag per :class:`Args` field."""
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    for name, default in Args().__dict__.items():
+        p.add_argument(f"--{name.replace('_', '-')}", type=type(default), default=default)
+    return Args(**vars(p.parse_args(argv)))
+
+
+def train(args: Args) -> tuple[Any, dict[str, Any]]:
+    """Train one trial (2 env runners × 8 envs, 16 episodes per iteration, the main job's
+    other settings); returns the trained module and its env config."""
+    from envs.mesh_env import MeshEnv
+    from rl.callbacks import MeshMetricsCallback
+    from rl.policies import policy_spec
+    from rl.reinforce import ReinforceConfig
+    from rl.sweep import POLICY
+
+    env_config = {"backend": "sim", "seed": args.seed, "catalogue": args.catalogue,
+                  "reward_mode": "absolute", "load_seed": "per_episode",
+                  "late_weight": args.late_weight, "step_s": args.step_s}
+    spec, model_config = policy_spec(POLICY, env_config)
+    config = (ReinforceConfig().environment(MeshEnv, env_config=env_config)
+              .rl_module(rl_module_spec=spec, model_config=model_config)
+              .env_runners(num_env_runners=2, num_envs_per_env_runner=8,
+                           num_cpus_per_env_runner=0.5)
+              .learners(num_learners=0)
+              .training(lr=args.lr, gamma=args.gamma, num_episodes_per_train_batch=16,
+                        normalize_returns=True, rank_returns=args.episodes_per_scenario == 1,
+                        episodes_per_scenario=args.episodes_per_scenario,
+                        entropy_coeff=args.entropy)
+              .callbacks(MeshMetricsCallback)
+              .debugging(seed=args.seed)
+              .reporting(metrics_num_episodes_for_smoothing=16))
+    algo = config.build_algo()
+    t0 = time.monotonic()
+    try:
+        for i in range(args.iterations):
+            result = algo.train()
+            if (i + 1) % 25 == 0 or i + 1 == args.iterations:
+                er = result["env_runners"]
+                print(f"[train] iteration {i + 1}: training eval score "
+                      f"{er.get('eval_score_mean', float('nan')):.2f} "
+                      f"({time.monotonic() - t0:.0f} s)", flush=True)
+        module = algo.get_module()
+    finally:
+        algo.stop()
+    return module, env_config
+
+
+def evaluate(module: Any, args: Args) -> dict[str, Any]:
+    """The greedy policy, Istio's defaults and the gateway throttle through the held-out
+    cases at the env's default 10 s per step."""
+    from envs.actions import make_catalogue
+    from rl.controllers import GatewayThrottle, PolicyController, istio_defaults
+    from rl.evaluation.scenario_eval import evaluate_methods, held_out_plan
+
+    catalogue = make_catalogue(args.catalogue)  # type: ignore[arg-type]
+    plan = held_out_plan(args.cases, 20)
+    runs = evaluate_methods(plan, {"policy": lambda: PolicyController(module, catalogue),
+                                   "istio_default": istio_defaults,
+                                   "gateway_throttle": GatewayThrottle},
+                            10.0, 20, catalogue, log=lambda _: None)
+    summed = {n: [r.summed_score for r in rs] for n, rs in runs.items()}
+    taken = Counter(catalogue.describe(s.action) for r in runs["policy"] for s in r.steps
+                    if s.action is not None)
+    return {"summed": {n: float(np.mean(v)) for n, v in summed.items()},
+            "per_step": {n: float(np.mean([r.mean_score for r in rs])) for n, rs in runs.items()},
+            "wins_vs_istio": int(np.sum(np.array(summed["policy"])
+                                        > np.array(summed["istio_default"]))),
+            "cases": len(plan), "distinct_actions": len(taken),
+            "top_actions": taken.most_common(3)}
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Train, evaluate, print one table."""
+    args = parse_args(argv)
+    import ray
+
+    from rl.ray_setup import init_ray
+
+    init_ray(num_cpus=2, log_to_driver=False, dashboard=False)
+    try:
+        module, _ = train(args)
+        out = evaluate(module, args)
+    finally:
+        ray.shutdown()
+    print(json.dumps({"args": args.__dict__, **out}, default=str))
+    print("| method | summed score | score per step |\n|---|---:|---:|")
+    for name in out["summed"]:
+        print(f"| {name} | {out['summed'][name]:.1f} | {out['per_step'][name]:.2f} |")
+    print(f"wins against Istio's defaults: {out['wins_vs_istio']} / {out['cases']}; "
+          f"{out['distinct_actions']} distinct actions; most frequent {out['top_actions']}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
