@@ -98,7 +98,7 @@ order, rungs ascending: 11 + 7 + 7 + 5 + 5 + 7 = 42 per service), then the globa
 :data:`CONTROL_SERVICES`, 13 × 42 + 1 = 547 actions. Any configuration of the ladders is one
 action per knob away: the gateway's ``http2MaxRequests`` from unlimited to 16, which pays only
 once it binds, is one action here and four ``ladder`` moves (three of which change nothing a
-user feels) — too far apart for REINFORCE to discover.
+user feels).
 
 Step sizes of the extended knobs (the notebook's are kept as they were):
 

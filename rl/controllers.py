@@ -8,6 +8,9 @@ configuration`` after every run.
 
 * :class:`StaticController` — one configuration deployed unchanged: Istio's defaults (empty),
   the TPE-201 static configuration (:func:`tuned_static`);
+* :class:`KeepStart` — the scenario's own starting configuration, never changed: what the
+  policy would get by doing nothing (the reference that separates what its actions did from
+  what its start gave it);
 * :class:`GatewayThrottle` — admission control at the gateway: the front-end's pool cut to
   what the shop serves (:func:`gateway_throttle_config`; sizes measured, see there);
 * :class:`RuleBasedController` — hand-written rules on the observation's destination blocks
@@ -71,6 +74,27 @@ class StaticController:
     def act(self, obs: np.ndarray, config: MeshConfig, info: Mapping[str, Any]) -> MeshConfig:
         """The static configuration, unchanged."""
         return dict(self.config)
+
+
+class KeepStart:
+    """The scenario's own start (Istio's defaults, the notebook's random draw or the tuned
+    configuration — what ``MeshEnv`` begins from), kept unchanged: the do-nothing controller
+    that starts where the policy starts.
+
+    Args:
+        name: its name in tables.
+    """
+
+    def __init__(self, name: str = "keep_start") -> None:
+        self.name = name
+
+    def reset(self, scenario: Scenario, start: MeshConfig) -> MeshConfig:
+        """The scenario's own start."""
+        return dict(start)
+
+    def act(self, obs: np.ndarray, config: MeshConfig, info: Mapping[str, Any]) -> MeshConfig:
+        """No change."""
+        return config
 
 
 def istio_defaults() -> StaticController:
@@ -375,6 +399,6 @@ class AdaptiveConcurrencyController(StaticController):
 
 
 __all__ = ["THROTTLE_MAX_CONNECTIONS", "THROTTLE_PENDING", "TUNED_RULE_PARAMS",
-           "AdaptiveConcurrencyController", "Controller", "GatewayThrottle", "PolicyController",
-           "RuleBasedController", "RuleParams", "StaticController", "gateway_throttle_config",
-           "istio_defaults", "tuned_static"]
+           "AdaptiveConcurrencyController", "Controller", "GatewayThrottle", "KeepStart",
+           "PolicyController", "RuleBasedController", "RuleParams", "StaticController",
+           "gateway_throttle_config", "istio_defaults", "tuned_static"]

@@ -5,7 +5,8 @@ without its sweep: the catalogue, the group baseline (or the per-step ranks it r
 learning rate, gamma, the entropy bonus, the iterations, the seconds of load per training
 step. Prints the policy's mean summed and per-step score over the 18 held-out cases of
 ``rl.evaluation.scenario_eval.held_out_plan`` beside Istio's defaults and the gateway throttle
-(the same seeds), its wins against Istio's defaults, and its most frequent actions.
+and front-end ``http2MaxRequests`` 16 (the same seeds), its wins against Istio's defaults, and
+its most frequent actions.
 
     python scripts/train_variant.py --catalogue setpoint --episodes-per-scenario 4 --iterations 200
 
@@ -97,14 +98,24 @@ def evaluate(module: Any, args: Args) -> dict[str, Any]:
     """The greedy policy, Istio's defaults and the gateway throttle through the held-out
     cases at the env's default 10 s per step."""
     from envs.actions import make_catalogue
-    from rl.controllers import GatewayThrottle, PolicyController, istio_defaults
+    from envs.knobs import Knob, with_knob
+    from rl.controllers import (
+        GatewayThrottle,
+        PolicyController,
+        StaticController,
+        istio_defaults,
+    )
     from rl.evaluation.scenario_eval import evaluate_methods, held_out_plan
 
     catalogue = make_catalogue(args.catalogue)  # type: ignore[arg-type]
     plan = held_out_plan(args.cases, 20)
+    # the one-action throttle of the setpoint catalogue, deployed from the start
+    h2_16 = {"front-end": with_knob(None, Knob.HTTP2_MAX_REQUESTS, 16)}
     runs = evaluate_methods(plan, {"policy": lambda: PolicyController(module, catalogue),
                                    "istio_default": istio_defaults,
-                                   "gateway_throttle": GatewayThrottle},
+                                   "gateway_throttle": GatewayThrottle,
+                                   "front_end_h2_16": lambda: StaticController(
+                                       h2_16, "front_end_h2_16")},
                             10.0, 20, catalogue, log=lambda _: None)
     summed = {n: [r.summed_score for r in rs] for n, rs in runs.items()}
     taken = Counter(catalogue.describe(s.action) for r in runs["policy"] for s in r.steps

@@ -27,6 +27,7 @@ from rl.controllers import (
     TUNED_RULE_PARAMS,
     Controller,
     GatewayThrottle,
+    KeepStart,
     PolicyController,
     RuleBasedController,
     istio_defaults,
@@ -62,7 +63,9 @@ def standard_methods(module: Any, catalogue: ActionCatalogue
                      ) -> dict[str, Callable[[], Controller]]:
     """The methods every held-out comparison runs: the trained ``module`` acting greedily
     (``policy``), Istio's defaults, the TPE-201 static configuration, the tuned rule-based
-    controller and the gateway throttle (:mod:`rl.controllers`), as controller factories.
+    controller, the gateway throttle, and the scenario's start kept unchanged (``keep_start``:
+    where the policy starts, without its actions) (:mod:`rl.controllers`), as controller
+    factories.
 
     Raises:
         ValueError: the shipped TPE-201 configuration cannot be read.
@@ -74,6 +77,7 @@ def standard_methods(module: Any, catalogue: ActionCatalogue
         "tpe_201": lambda: tuned,
         "rule_based": lambda: RuleBasedController(TUNED_RULE_PARAMS, catalogue),
         "gateway_throttle": GatewayThrottle,
+        "keep_start": KeepStart,
     }
 
 

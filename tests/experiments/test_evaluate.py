@@ -68,7 +68,8 @@ def test_quick_held_out_run_end_to_end(checkpoint: Path, tmp_path: Path) -> None
          "--output", str(out)], cwd=REPO, env=ENV, timeout=600, capture_output=True, text=True)
     assert proc.returncode == 0, proc.stderr[-3000:]
     table = (out / "results.md").read_text()
-    methods = ("policy", "istio_default", "tpe_201", "rule_based", "gateway_throttle")
+    methods = ("policy", "istio_default", "tpe_201", "rule_based", "gateway_throttle",
+               "keep_start")
     for method in methods:
         assert f"| {method} |" in table, method
     for header in ("summed score", "good %", "goodput req/s", "failure %", "mean ms", "p99 ms",

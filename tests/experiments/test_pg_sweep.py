@@ -64,7 +64,8 @@ def check_smoke_outputs(out: Path) -> dict[str, Any]:
     held_out = results["held_out"]
     cases = held_out["cases"]
     assert len(cases) == settings["eval_episodes"]
-    methods = {"policy", "istio_default", "tpe_201", "rule_based", "gateway_throttle"}
+    methods = {"policy", "istio_default", "tpe_201", "rule_based", "gateway_throttle",
+               "keep_start"}
     assert all(set(c["runs"]) == methods for c in cases)
     assert all(c["seed"] >= 4_000_000 for c in cases)  # never a training or validation seed
     assert set(held_out["win_rates"]) == methods - {"policy"}

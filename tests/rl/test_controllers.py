@@ -210,3 +210,15 @@ def test_carts_max_connections_1_never_beats_istio_defaults(nominal: dict) -> No
     """The notebook-era throttle (carts maxConnections 1) scores worse at the nominal load."""
     scores, _ = nominal["run"]({"carts": pool(MAX_CONNECTIONS=1)})
     assert scores.mean() < nominal["default"][0].mean()
+
+
+def test_keep_start_keeps_the_scenarios_own_start() -> None:
+    from envs.knobs import Knob, with_knob
+    from envs.scenarios import steady
+    from rl.controllers import KeepStart
+
+    start = {"front-end": with_knob(None, Knob.HTTP2_MAX_REQUESTS, 16)}
+    controller = KeepStart()
+    assert controller.reset(steady(60.0, 8), start) == start
+    assert controller.act(np.zeros(3, np.float32), start, {"t": 0}) == start
+    assert controller.name == "keep_start"
