@@ -83,6 +83,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--rules", metavar="FILE",
                    help="DestinationRule YAML to start with (default: Istio's defaults)")
     p.add_argument("--seed", type=int, default=0, help="seed of the services' work draws")
+    p.add_argument("--envoy-workers", type=int, default=None, metavar="N",
+                   help="worker threads per Envoy (default 2, as Istio's sidecars)")
+    p.add_argument("--adaptive-concurrency", metavar="JSON", nargs="?", const="{}",
+                   default=None,
+                   help="Envoy's adaptive concurrency filter on every HTTP service's inbound "
+                        "listener; optional JSON of its parameters (envs.backends.local."
+                        "envoy_config.AdaptiveConcurrency), e.g. '{\"max_concurrency_limit\": 50}'")
     p.set_defaults(target="envs.cli.mesh:cmd_mesh_up")
     p = mesh.add_parser("down", help="stop replica K (default: every replica that is up)")
     p.add_argument("--replica", type=int, default=None, metavar="K")
