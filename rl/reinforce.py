@@ -88,7 +88,9 @@ class SeedOnce(gym.vector.VectorWrapper):
     iteration) seeds env ``i`` with a seed drawn from ``(first_seed, n, i // k)``; each env's
     episodes of that sample then draw the same scenarios, starts and load seeds as its group's
     (a MeshEnv episode draws only at its reset), and differ only in the actions sampled — the
-    common random numbers of :func:`rl.connectors.subtract_group_mean`.
+    common random numbers of :func:`rl.connectors.subtract_group_mean`. The count ``n`` lives in
+    the runner: a restarted runner (fault tolerance, a resumed sweep) counts from 0 again and
+    replays the first iterations' scenarios (with the policy it has now).
     """
 
     def __init__(self, env: gym.vector.VectorEnv, first_seed: int | None = None,
