@@ -110,10 +110,13 @@ def compare_held_out(module: Any, catalogue: ActionCatalogue,
                      output: Path, log: Callable[[str], None] = print
                      ) -> tuple[dict[str, list[ScenarioRun]], list[str], dict[str, Any]]:
     """The held-out comparison of ``experiments/evaluate.py`` and of pg_sweep's test: the
-    policy ``module`` and the baselines (:func:`standard_methods`) through ``plan``; writes
-    ``output / "fault_case.png"`` when a case has a fault. Returns the runs, the markdown lines
-    (tables, the policy's actions, the plot) and the numbers (win rates, steady check, the
-    policy's actions, every case step by step)."""
+    policy ``module`` and the baselines (:func:`standard_methods`) through ``plan``, then (with
+    at least 2 cases) the policy again shown the next case's observations
+    (:mod:`rl.evaluation.ablation`); writes ``output / "cause_action.png"`` (its actions by
+    observed cause, :mod:`rl.evaluation.cause_action`) and ``output / "fault_case.png"`` when a
+    case has a fault. Returns the runs, the markdown lines (tables, the policy's actions, the
+    cause table, the ablation, the plots) and the numbers (win rates, steady check, the
+    policy's actions, ``cause_action``, ``shuffled_observation``, every case step by step)."""
     from rl.evaluation.ablation import gain_lost, run_shuffled
     from rl.evaluation.cause_action import (
         cause_action_counts,
