@@ -14,24 +14,14 @@ from envs.scenarios import held_out_cases
 from rl.controllers import PolicyController
 from rl.evaluation.ablation import gain_lost, run_shuffled, shuffled_sources
 from rl.evaluation.closed_loop import ScenarioRun, StepRecord, run_scenario
+from tests.rl.evaluation._policies import ObsHash
 
 EPISODE_LEN = 8
 
 
-class _ObsHash(torch.nn.Module):
-    """A greedy action that depends on the whole observation (a hash of it)."""
+class _Constant(ObsHash):
+    """Action 3 whatever it observes."""
 
-    def __init__(self, n_act: int) -> None:
-        super().__init__()
-        self.n_act = n_act
-
-    def forward_inference(self, batch: dict) -> dict:
-        index = (batch[Columns.OBS].double().sum(-1) * 1e4).long() % self.n_act
-        return {Columns.ACTION_DIST_INPUTS: torch.nn.functional.one_hot(index, self.n_act)
-                .float()}
-
-
-class _Constant(_ObsHash):
     def forward_inference(self, batch: dict) -> dict:
         index = torch.full((batch[Columns.OBS].shape[0],), 3, dtype=torch.long)
         return {Columns.ACTION_DIST_INPUTS: torch.nn.functional.one_hot(index, self.n_act)
@@ -56,7 +46,7 @@ def test_sources_are_another_case() -> None:
         shuffled_sources(1)
 
 
-@pytest.mark.parametrize(("module_class", "changes"), [(_ObsHash, True), (_Constant, False)])
+@pytest.mark.parametrize(("module_class", "changes"), [(ObsHash, True), (_Constant, False)])
 def test_only_a_policy_that_reads_its_observation_acts_differently(
         module_class: type, changes: bool) -> None:
     catalogue = make_catalogue("ladder")

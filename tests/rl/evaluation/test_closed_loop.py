@@ -7,8 +7,6 @@ from typing import Any
 
 import numpy as np
 import pytest
-import torch
-from ray.rllib.core.columns import Columns
 
 from envs.backends import make_backend
 from envs.backends.base import Backend
@@ -24,22 +22,9 @@ from rl.controllers import (
 )
 from rl.evaluation.actors import module_actor
 from rl.evaluation.closed_loop import UNHEALTHY_SCORE, config_change, run_scenario
+from tests.rl.evaluation._policies import ObsHash
 
 EPISODE_LEN = 8
-
-
-class _ObsHash(torch.nn.Module):
-    """A policy whose greedy action depends on the whole observation (a hash of it)."""
-
-    def __init__(self, n_act: int) -> None:
-        super().__init__()
-        self.n_act = n_act
-
-    def forward_inference(self, batch: dict) -> dict:
-        obs = batch[Columns.OBS]
-        index = (obs.double().sum(-1) * 1e4).long() % self.n_act
-        return {Columns.ACTION_DIST_INPUTS: torch.nn.functional.one_hot(index, self.n_act)
-                .float()}
 
 
 @pytest.fixture(scope="module")
@@ -60,7 +45,7 @@ def test_a_policy_sees_what_mesh_env_gives_it(backend: Backend, index: int) -> N
     scenario = _cases()[index]
     env = MeshEnv({"episode_len": EPISODE_LEN})
     try:
-        module = _ObsHash(int(env.action_space.n))
+        module = ObsHash(int(env.action_space.n))
         obs, info = env.reset(seed=17, options={"scenario": scenario})
         actor = module_actor(module)
         observations, scores, actions = [obs], [info["eval_score"]], []
