@@ -62,6 +62,7 @@ from ray.rllib.utils.metrics import (
 )
 from ray.rllib.utils.spaces.space_utils import unbatch
 
+from rl.batching import episodes_per_runner, groups_align
 from rl.module import SoftmaxPolicyModule
 
 #: Metric: env runners whose episodes were missing from an iteration (died or timed out).
@@ -241,14 +242,6 @@ class ReinforceEnvRunner(SingleAgentEnvRunner):
         return returned
 
 
-def episodes_per_runner(num_episodes: int, num_runners: int) -> list[int]:
-    """Split ``num_episodes`` over ``num_runners`` as evenly as possible (first ones get more)."""
-    if num_runners < 1:
-        raise ValueError(f"num_runners must be >= 1, got {num_runners}")
-    base, extra = divmod(num_episodes, num_runners)
-    return [base + (1 if i < extra else 0) for i in range(num_runners)]
-
-
 class Reinforce(Algorithm):
     """REINFORCE (Williams 1992) on RLlib's new API stack."""
 
@@ -389,17 +382,16 @@ class ReinforceConfig(AlgorithmConfig):
         k = self.episodes_per_scenario
         if not isinstance(k, int) or k < 1:
             raise ValueError(f"episodes_per_scenario must be a positive int, got {k!r}")
-        if k > 1:
-            envs = int(self.num_envs_per_env_runner)
+        envs = int(self.num_envs_per_env_runner)
+        if not groups_align(k, envs, self.num_episodes_per_train_batch, self.num_env_runners):
             shares = episodes_per_runner(self.num_episodes_per_train_batch,
                                          max(1, self.num_env_runners))
-            if envs % k or any(share % envs for share in shares):
-                raise ValueError(
-                    f"episodes_per_scenario ({k}) must divide num_envs_per_env_runner ({envs}), "
-                    f"and every runner's share of num_episodes_per_train_batch "
-                    f"({self.num_episodes_per_train_batch} over {max(1, self.num_env_runners)} "
-                    f"runners: {shares}) must be a multiple of its envs, so that the envs of a "
-                    "group run the same episodes")
+            raise ValueError(
+                f"episodes_per_scenario ({k}) must divide num_envs_per_env_runner ({envs}), "
+                f"and every runner's share of num_episodes_per_train_batch "
+                f"({self.num_episodes_per_train_batch} over {max(1, self.num_env_runners)} "
+                f"runners: {shares}) must be a multiple of its envs, so that the envs of a "
+                "group run the same episodes")
         if self.entropy_coeff < 0:
             raise ValueError(f"entropy_coeff must be >= 0, got {self.entropy_coeff}")
         if not isinstance(self.learned_baseline, bool):

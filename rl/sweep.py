@@ -43,6 +43,7 @@ from envs.backends.base import BackendError
 from envs.backends.registry import TYPICAL_STEP_S, backend_factory
 from envs.scenarios import MIN_EPISODE_LEN
 from envs.settings import DEFAULT_ENV_CONFIG
+from rl.batching import groups_align
 
 DEFAULT_OUTPUT = Path("results/pg_sweep")
 EXPERIMENT_NAME = "pg_sweep"
@@ -194,10 +195,8 @@ def sweep_settings(*, smoke: bool = False, backend: str = "sim",
     if settings.episodes_per_batch < settings.num_env_runners:
         raise SweepError(f"--episodes-per-batch ({settings.episodes_per_batch}) must be at least "
                          f"--num-env-runners ({settings.num_env_runners})")
-    shares = {math.ceil(settings.episodes_per_batch / settings.num_env_runners),
-              settings.episodes_per_batch // settings.num_env_runners}
     k, envs = settings.episodes_per_scenario, settings.envs_per_runner
-    if k > 1 and (envs % k or any(share % envs for share in shares)):
+    if not groups_align(k, envs, settings.episodes_per_batch, settings.num_env_runners):
         raise SweepError(
             f"--episodes-per-scenario ({k}) must divide --envs-per-runner ({envs}), and each "
             f"runner's share of --episodes-per-batch ({settings.episodes_per_batch} over "
