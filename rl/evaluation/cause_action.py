@@ -6,9 +6,11 @@ policy acted on (``envs.observation``): the largest, over the catalogue's servic
 fractions ``uo_frac`` (pool overflow, ``UO``), ``uf_frac`` (connect failure), ``ut_frac``
 (timeout), ``reset_frac`` (refused / reset: a service down), ``urx_frac`` (retries exhausted)
 and ``retry_overflow_frac`` (retries skipped), if at least :data:`CAUSE_THRESHOLD`; failing
-that, ``overload`` when the offered load is above :data:`OVERLOAD_LEVEL` × nominal; else
-``none``. The *action* is the knob the catalogue action sets (or the no-op), split by whether
-it acts on the gateway (front-end) or on a callee.
+that, ``unmeasured`` when a service that received requests has no cause counts from its
+backend (``causes_seen`` 0: an absent cause is then unknown, not zero), ``overload`` when the
+offered load is above :data:`OVERLOAD_LEVEL` × nominal, else ``none``. The *action* is the
+knob the catalogue action sets (or the no-op), split by whether it acts on the gateway
+(front-end) or on a callee.
 """
 
 from __future__ import annotations
@@ -33,7 +35,7 @@ CAUSE_THRESHOLD = 0.01
 #: shop serves about 1.8 × nominal with Istio's defaults).
 OVERLOAD_LEVEL = 1.8
 #: The row labels, in table order.
-ROWS: tuple[str, ...] = (*(label for _, label in CAUSES), "overload", "none")
+ROWS: tuple[str, ...] = (*(label for _, label in CAUSES), "unmeasured", "overload", "none")
 
 
 def observed_cause(obs: np.ndarray, encoder: ObservationEncoder) -> str:
@@ -47,6 +49,9 @@ def observed_cause(obs: np.ndarray, encoder: ObservationEncoder) -> str:
                 best, best_label = value, label
     if best_label is not None and best >= CAUSE_THRESHOLD:
         return best_label
+    if any(obs[index[f"service/{s}/seen"]] > 0 and obs[index[f"service/{s}/causes_seen"]] == 0
+           for s in encoder.catalogue.services):
+        return "unmeasured"
     if float(obs[index["load/level"]]) > ratio_scale(OVERLOAD_LEVEL):
         return "overload"
     return "none"

@@ -35,6 +35,11 @@ def test_the_largest_cause_over_services_wins_then_load_then_none() -> None:
     tiny = _obs(**{"service__carts__ut_frac": 0.005, "load__level": ratio_scale(3.0)})
     assert observed_cause(tiny, ENCODER) == "overload"  # 0.5 % is below the threshold
     assert observed_cause(_obs(**{"load__level": ratio_scale(1.0)}), ENCODER) == "none"
+    # a service whose backend did not count causes: no cause is unknown, not "none"
+    blind = _obs(**{"service__carts__seen": 1.0, "load__level": ratio_scale(3.0)})
+    assert observed_cause(blind, ENCODER) == "unmeasured"
+    seen = _obs(**{"service__carts__seen": 1.0, "service__carts__causes_seen": 1.0})
+    assert observed_cause(seen, ENCODER) == "none"
 
 
 def test_actions_are_labelled_by_knob_and_target() -> None:
