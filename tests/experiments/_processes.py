@@ -5,21 +5,44 @@ run started (a Ray head's session, an env runner to kill) and prove that nothing
 from __future__ import annotations
 
 import os
+import signal
 import subprocess
 import sys
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[2]
 
 
+def _script_env() -> dict[str, str]:
+    """This checkout's code first on the path, no Ray usage stats."""
+    return {**os.environ, "RAY_USAGE_STATS_ENABLED": "0", "PYTHONPATH": str(REPO)}
+
+
 def run_script(name: str, *args: str, timeout_s: float = 300) -> subprocess.CompletedProcess[str]:
-    """Run ``python experiments/<name>.py <args>`` from the repository root (this checkout's code
-    first on the path, no Ray usage stats) and return it with its output captured."""
-    env = {**os.environ, "RAY_USAGE_STATS_ENABLED": "0", "PYTHONPATH": str(REPO)}
+    """Run ``python experiments/<name>.py <args>`` from the repository root (:func:`_script_env`)
+    and return it with its output captured."""
     return subprocess.run([sys.executable, str(REPO / "experiments" / f"{name}.py"), *args],
-                          cwd=REPO, env=env, capture_output=True, text=True, timeout=timeout_s,
-                          check=False)
+                          cwd=REPO, env=_script_env(), capture_output=True, text=True,
+                          timeout=timeout_s, check=False)
+
+
+@contextmanager
+def started_script(name: str, *args: str, log: Path) -> Iterator[subprocess.Popen[bytes]]:
+    """Start ``python experiments/<name>.py <args>`` in its own session (a fault can be sent to
+    its process group, as a terminal's Ctrl-C is), its output into ``log``; on leaving, its
+    process group is SIGKILLed if it still runs and the log is closed."""
+    with log.open("w") as out:
+        proc = subprocess.Popen([sys.executable, str(REPO / "experiments" / f"{name}.py"),
+                                 *args], cwd=REPO, env=_script_env(), stdout=out,
+                                stderr=subprocess.STDOUT, start_new_session=True)
+        try:
+            yield proc
+        finally:
+            if proc.poll() is None:
+                os.killpg(proc.pid, signal.SIGKILL)
+                proc.wait()
 
 
 def live_processes() -> Iterator[tuple[int, int, str]]:

@@ -10,8 +10,6 @@ import functools
 import json
 import os
 import signal
-import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -22,9 +20,7 @@ from envs.backends.local.supervisor import busy_ports, read_state
 from envs.cli import main as cli_main
 from envs.istio import read_rules, write_rules
 from tests.envs.backends.local.test_faults import ORIGINAL, ORIGINAL_CARTS, live_carts_limit
-from tests.experiments._processes import REPO, live_processes, run_script
-
-SCRIPT = REPO / "experiments" / "pg_sweep.py"
+from tests.experiments._processes import live_processes, run_script, started_script
 
 
 def _session_pids(session_id: int, name: str = "") -> list[int]:
@@ -39,13 +35,9 @@ _run = functools.partial(run_script, "pg_sweep", timeout_s=120)
 @pytest.mark.slow
 def test_sweep_survives_a_killed_env_runner(tmp_path: Path) -> None:
     out = tmp_path / "sweep"
-    log = (tmp_path / "log").open("w")
-    proc = subprocess.Popen(
-        [sys.executable, str(SCRIPT), "--smoke", "--iterations", "30", "--num-env-runners", "2",
-         "--episodes-per-batch", "4", "--output", str(out)],
-        cwd=REPO, env={**os.environ, "RAY_USAGE_STATS_ENABLED": "0"}, stdout=log,
-        stderr=subprocess.STDOUT, start_new_session=True)
-    try:
+    with started_script("pg_sweep", "--smoke", "--iterations", "30", "--num-env-runners", "2",
+                        "--episodes-per-batch", "4", "--output", str(out),
+                        log=tmp_path / "log") as proc:
         deadline, runners = time.monotonic() + 180, []
         while not runners and time.monotonic() < deadline and proc.poll() is None:
             runners = _session_pids(proc.pid, "ReinforceEnvRunner")
@@ -54,11 +46,6 @@ def test_sweep_survives_a_killed_env_runner(tmp_path: Path) -> None:
         time.sleep(3.0)  # mid-sampling
         os.kill(runners[0], signal.SIGKILL)
         assert proc.wait(timeout=600) == 0, (tmp_path / "log").read_text()[-4000:]
-    finally:
-        if proc.poll() is None:
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait()
-        log.close()
     text = (tmp_path / "log").read_text()
     results = json.loads((out / "results.json").read_text())
     # The kill hit a Ray worker of the sweep, and yet every trial ran all its iterations and was
@@ -98,12 +85,8 @@ def test_an_unreachable_address_is_one_line(tmp_path: Path) -> None:
 @pytest.mark.slow
 def test_a_driver_killed_mid_sweep_is_resumed(tmp_path: Path) -> None:
     out = tmp_path / "sweep"
-    log = (tmp_path / "log").open("w")
     args = ["--smoke", "--iterations", "80", "--output", str(out)]
-    proc = subprocess.Popen([sys.executable, str(SCRIPT), *args], cwd=REPO,
-                            env={**os.environ, "RAY_USAGE_STATS_ENABLED": "0"}, stdout=log,
-                            stderr=subprocess.STDOUT, start_new_session=True)
-    try:
+    with started_script("pg_sweep", *args, log=tmp_path / "log") as proc:
         deadline = time.monotonic() + 240
         while (not list(out.glob("tune/pg_sweep/*/checkpoint_*"))
                and time.monotonic() < deadline and proc.poll() is None):
@@ -111,11 +94,6 @@ def test_a_driver_killed_mid_sweep_is_resumed(tmp_path: Path) -> None:
         assert proc.poll() is None, "the sweep ended before it could be killed"
         os.kill(proc.pid, signal.SIGKILL)  # the driver only, as the OOM killer would
         proc.wait()
-    finally:
-        if proc.poll() is None:
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait()
-        log.close()
     deadline = time.monotonic() + 180  # the local Ray notices its driver is gone and stops
     while _session_pids(proc.pid) and time.monotonic() < deadline:
         time.sleep(0.5)
@@ -156,16 +134,12 @@ def test_ctrl_c_mid_step_on_local_restores_the_replicas_and_resume_finishes(tmp_
     rules_file = tmp_path / "original.yaml"
     write_rules(rules_file, ORIGINAL)
     out = tmp_path / "sweep"
-    env = {**os.environ, "RAY_USAGE_STATS_ENABLED": "0", "PYTHONPATH": str(REPO)}
     try:
         for k in replicas:
             assert cli_main(["mesh", "up", "--replica", str(k), "--rules", str(rules_file)]) == 0
         states = {k: read_state(k) for k in replicas}
-        log = (tmp_path / "log").open("w")
-        proc = subprocess.Popen([sys.executable, str(SCRIPT), *LOCAL_SWEEP, "--output", str(out)],
-                                cwd=REPO, env=env, stdout=log, stderr=subprocess.STDOUT,
-                                start_new_session=True)
-        try:
+        with started_script("pg_sweep", *LOCAL_SWEEP, "--output", str(out),
+                            log=tmp_path / "log") as proc:
             # mid-step: replica 0 runs its second load of the episode (the reset's was first)
             seen: set[int] = set()
             deadline = time.monotonic() + 300
@@ -176,11 +150,6 @@ def test_ctrl_c_mid_step_on_local_restores_the_replicas_and_resume_finishes(tmp_
             time.sleep(2.0)
             os.killpg(proc.pid, signal.SIGINT)
             assert proc.wait(timeout=180) == 130, (tmp_path / "log").read_text()[-3000:]
-        finally:
-            if proc.poll() is None:
-                os.killpg(proc.pid, signal.SIGKILL)
-                proc.wait()
-            log.close()
         text = (tmp_path / "log").read_text()
         assert text.rstrip().endswith(
             "pg_sweep: interrupted with 2 of 2 trials unfinished; continue with --resume "
