@@ -290,7 +290,8 @@ def local_search(evaluate: Objective, space: SearchSpace, n_evals: int, seed: in
 
 
 #: The rule-based controller's parameter grid: each candidate draws every parameter uniformly
-#: from its list (``slow_p99_ms`` 1e9 switches the slow-callee rule off).
+#: from its list (``slow_p99_ms`` 1e9 switches the slow-callee rule off, ``admit_p99_ms`` 1e9
+#: the gateway's admission rule).
 RULE_PARAM_GRID: dict[str, tuple[float, ...]] = {
     "uo_threshold": (0.0, 0.005, 0.01, 0.03, 0.1),
     "increase": (5, 10, 20, 50, 100),
@@ -302,7 +303,13 @@ RULE_PARAM_GRID: dict[str, tuple[float, ...]] = {
     "decrease": (0.25, 0.5, 0.75),
     "min_connections": (1, 2, 4, 8),
     "retry_threshold": (0.01, 0.05, 0.2),
+    "admit_p99_ms": (300.0, 500.0, 1000.0, 2000.0, 1e9),
+    "admit_limit": (8, 12, 16, 24, 32),
+    "admit_increase": (1, 2, 4, 8),
+    "admit_release": (0.25, 0.5, 0.75),
 }
+#: The grid's parameters that are counts (drawn as ints).
+_INT_RULE_PARAMS = ("increase", "min_connections", "admit_limit", "admit_increase")
 
 
 @dataclass
@@ -328,13 +335,17 @@ class RuleTuning:
 
 def tune_rule_params(backend: Backend, n_candidates: int, n_scenarios: int, seed: int,
                      top_k: int = 4, n_selection: int = 32, episode_len: int = 20,
-                     step_s: float = 10.0) -> RuleTuning:
+                     step_s: float = 10.0, catalogue: Any = None) -> RuleTuning:
     """A seeded random search over :data:`RULE_PARAM_GRID` for the rule-based controller on
     TRAINING scenarios: ``n_candidates`` parameter sets (the defaults first), each played
     through the same ``n_scenarios`` scenarios and case seeds (common random numbers); the
     ``top_k`` best by mean summed episode score are re-played on ``n_selection`` other TRAINING
-    scenarios and the best mean there wins (one noisy ranking is partly luck)."""
+    scenarios and the best mean there wins (one noisy ranking is partly luck). ``catalogue``
+    (an :class:`envs.actions.ActionCatalogue`; default ``MeshEnv``'s) lays out the observation
+    the controller reads and names the services it tunes — the held-out evaluation's."""
+    from envs.actions import make_catalogue
     from envs.scenarios import TRAINING, draw
+    from envs.settings import DEFAULT_ENV_CONFIG
     from rl.controllers import RuleBasedController, RuleParams
     from rl.evaluation.closed_loop import run_scenario
 
@@ -347,14 +358,16 @@ def tune_rule_params(backend: Backend, n_candidates: int, n_scenarios: int, seed
     candidates = [RuleParams()]
     while len(candidates) < n_candidates:
         point = {k: v[int(rng.integers(len(v)))] for k, v in RULE_PARAM_GRID.items()}
-        point["increase"] = int(point["increase"])
-        point["min_connections"] = int(point["min_connections"])
+        for name in _INT_RULE_PARAMS:
+            point[name] = int(point[name])
         candidates.append(RuleParams(**point))
     episodes = 0
+    catalogue = catalogue or make_catalogue(DEFAULT_ENV_CONFIG["catalogue"])
 
     def score(params: Any, cases: list[tuple[Any, int]]) -> float:
         nonlocal episodes
-        runs = [run_scenario(backend, sc, RuleBasedController(params), s, step_s)
+        runs = [run_scenario(backend, sc, RuleBasedController(params, catalogue), s, step_s,
+                             catalogue=catalogue)
                 for sc, s in cases]
         episodes += len(runs)
         return float(np.mean([r.summed_score for r in runs]))

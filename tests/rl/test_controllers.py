@@ -4,6 +4,7 @@ throttle control of issue 12 item 0 on the simulator."""
 from __future__ import annotations
 
 import math
+from dataclasses import replace
 
 import numpy as np
 import pytest
@@ -136,11 +137,106 @@ def test_lost_retries_raise_max_retries() -> None:
     assert effective_value(new, Knob.MAX_RETRIES) == 12
 
 
+GATEWAY = make_catalogue("ladder")  # tunes the entry service (front-end) too
+GATEWAY_NAMES = ObservationEncoder(GATEWAY, 1).names
+ADMIT = RuleParams(admit_p99_ms=500.0, admit_limit=16, admit_increase=4, admit_release=0.5,
+                   decrease=0.5, min_connections=2)
+UNLIMITED = 2**32 - 1  # what Envoy holds for an unset limit: the demand channels divide by it
+
+
+def front_end_obs(**channels: float) -> np.ndarray:
+    """An observation of zeros but the front-end's block (seen, causes measured)."""
+    obs = np.zeros(len(GATEWAY_NAMES), np.float32)
+    for c, v in {"seen": 1.0, "causes_seen": 1.0, **channels}.items():
+        obs[GATEWAY_NAMES.index(f"service/front-end/{c}")] = v
+    return obs
+
+
+def h2_of(config: dict) -> int:
+    return effective_value(config.get("front-end"), Knob.HTTP2_MAX_REQUESTS)
+
+
+def test_overload_at_the_gateway_caps_then_halves_the_entrys_requests() -> None:
+    c = RuleBasedController(ADMIT, GATEWAY)
+    slow = front_end_obs(p99=latency_scale(800), demand_requests=ratio_scale(60 / UNLIMITED))
+    assert h2_of(c.act(slow, {}, {})) == 16  # no cap yet: the first cut is admit_limit
+    capped = {"front-end": pool(HTTP2_MAX_REQUESTS=16)}
+    assert h2_of(c.act(front_end_obs(p99=latency_scale(800), uo_frac=0.2), capped, {})) == 8
+    tiny = {"front-end": pool(HTTP2_MAX_REQUESTS=3)}
+    assert h2_of(c.act(front_end_obs(p99=latency_scale(800)), tiny, {})) == 2  # the floor
+
+
+def test_the_gateways_cap_grows_only_with_room_and_is_lifted_when_calm() -> None:
+    c = RuleBasedController(ADMIT, GATEWAY)
+    capped = {"front-end": pool(HTTP2_MAX_REQUESTS=16)}
+    # rejecting, p99 well under the threshold (< 0.5 × 500 ms): admit 4 more
+    room = front_end_obs(p99=latency_scale(200), uo_frac=0.05, demand_requests=ratio_scale(0.9))
+    assert h2_of(c.act(room, capped, {})) == 20
+    # rejecting, p99 under the threshold but not by half: the cap holds
+    busy = front_end_obs(p99=latency_scale(400), uo_frac=0.05, demand_requests=ratio_scale(0.9))
+    assert c.act(busy, capped, {}) == capped
+    # nothing rejected, 4 in flight of 16 (< 0.5 × 16): the cap is lifted
+    calm = front_end_obs(p99=latency_scale(200), demand_requests=ratio_scale(4 / 16))
+    assert h2_of(c.act(calm, capped, {})) == 2**31 - 1
+    # nothing rejected but 12 in flight: kept
+    full = front_end_obs(p99=latency_scale(200), demand_requests=ratio_scale(12 / 16))
+    assert c.act(full, capped, {}) == capped
+
+
+def test_the_overflow_rule_does_not_undo_the_gateways_cap() -> None:
+    c = RuleBasedController(replace(ADMIT, uo_threshold=0.0), GATEWAY)
+    capped = {"front-end": pool(HTTP2_MAX_REQUESTS=16)}
+    obs = front_end_obs(p99=latency_scale(400), uo_frac=0.3, demand_requests=ratio_scale(0.95))
+    assert c.act(obs, capped, {}) == capped
+    # elsewhere the same block raises http2MaxRequests (rule 2)
+    carts = np.zeros(len(GATEWAY_NAMES), np.float32)
+    for ch, v in {"seen": 1.0, "causes_seen": 1.0, "p99": latency_scale(400), "uo_frac": 0.3,
+                  "demand_requests": ratio_scale(0.95)}.items():
+        carts[GATEWAY_NAMES.index(f"service/carts/{ch}")] = v
+    raised = c.act(carts, {"carts": pool(HTTP2_MAX_REQUESTS=16)}, {})["carts"]
+    assert effective_value(raised, Knob.HTTP2_MAX_REQUESTS) > 16
+
+
+def test_an_observation_of_another_layout_is_refused() -> None:
+    """The rules read channels by position: an observation built with another catalogue (the
+    ``classic`` one has no front-end block) would be misread, so it is an error."""
+    with pytest.raises(ValueError, match="same catalogue"):
+        RuleBasedController(ADMIT, GATEWAY).act(np.zeros(len(NAMES), np.float32), {}, {})
+
+
+def test_the_admission_rule_sheds_an_overload_and_leaves_a_calm_shop_alone() -> None:
+    """On the simulator: a ×3 step from 45 req/s (over the shop's ~108 req/s) — the rule caps
+    the gateway after the step and scores better than Istio's defaults with higher goodput;
+    at the nominal steady load it never changes anything."""
+    from envs.scenarios import Scenario, step_rates
+    from rl.evaluation.closed_loop import run_scenario
+
+    backend = make_backend("sim")
+    try:
+        up = Scenario("up3", "step_up", step_rates(45.0, 3.0, 5, 12), (), "istio_default")
+        rule = run_scenario(backend, up, RuleBasedController(ADMIT), 11)
+        base = run_scenario(backend, up, istio_defaults(), 11)
+        calm = run_scenario(backend, steady(NOMINAL_RATE_RPS, 12),
+                            RuleBasedController(ADMIT), 11)
+    finally:
+        backend.close()
+    assert rule.summed_score > base.summed_score + 100
+    after = slice(6, None)
+    assert (np.mean([s.goodput_rps for s in rule.steps[after]])
+            > np.mean([s.goodput_rps for s in base.steps[after]]))
+    assert h2_of(rule.final_config) < 2**31 - 1
+    assert all(s.change == "" for s in calm.steps) and calm.final_config == {}
+
+
 def test_rule_params_are_checked() -> None:
     with pytest.raises(ValueError):
         RuleParams(decrease=1.5)
     with pytest.raises(ValueError):
         RuleParams(timeout_factor=1.0)
+    with pytest.raises(ValueError):
+        RuleParams(admit_release=1.0)
+    with pytest.raises(ValueError):
+        RuleParams(admit_limit=0)
 
 
 class _Linear(torch.nn.Module):
