@@ -28,8 +28,10 @@ from rl.shared_module import DEFAULT_HIDDEN, SharedServiceModule
 POLICIES: tuple[str, ...] = ("shared", "mlp")
 
 
-def mesh_layout(env_config: Mapping[str, Any] | None) -> dict[str, Any]:
-    """The shared module's layout keys for the MeshEnv built from ``env_config``.
+def mesh_layout(env_config: Mapping[str, Any] | None, act_groups: bool = False
+                ) -> dict[str, Any]:
+    """The shared module's layout keys for the MeshEnv built from ``env_config``; with
+    ``act_groups``, each act's group is the knob it moves (the module's group head).
 
     Raises:
         ValueError: a bad ``env_config`` (as ``MeshEnv`` would say it).
@@ -37,7 +39,9 @@ def mesh_layout(env_config: Mapping[str, Any] | None) -> dict[str, Any]:
     settings = EnvSettings.from_config(env_config)
     catalogue = make_catalogue(settings.catalogue, settings.services)  # type: ignore[arg-type]
     encoder = ObservationEncoder(catalogue, settings.episode_len)
-    return {
+    groups = {"act_groups": [catalogue.knobs.index(catalogue.actions[a].knob)
+                             for a in range(catalogue.actions_per_service)]} if act_groups else {}
+    return {**groups,
         "service_features": [list(s) for s in encoder.service_slices],
         "global_features": list(encoder.global_indices),
         "acts_per_service": catalogue.actions_per_service,
@@ -47,17 +51,21 @@ def mesh_layout(env_config: Mapping[str, Any] | None) -> dict[str, Any]:
 
 
 def policy_spec(policy: str, env_config: Mapping[str, Any] | None,
-                hidden: tuple[int, ...] = DEFAULT_HIDDEN) -> tuple[RLModuleSpec, dict[str, Any]]:
+                hidden: tuple[int, ...] = DEFAULT_HIDDEN, act_groups: bool = False
+                ) -> tuple[RLModuleSpec, dict[str, Any]]:
     """The RLModule spec and the ``model_config`` of ``policy`` for MeshEnv(``env_config``):
-    pass them as ``config.rl_module(rl_module_spec=spec, model_config=model_config)``.
+    pass them as ``config.rl_module(rl_module_spec=spec, model_config=model_config)``;
+    ``act_groups`` (shared policy only): the knob-group head (:mod:`rl.shared_module`).
 
     Raises:
         ValueError: an unknown ``policy`` or a bad ``env_config``.
     """
     if policy == "shared":
         return (RLModuleSpec(module_class=SharedServiceModule),
-                {**mesh_layout(env_config), "hidden": list(hidden)})
+                {**mesh_layout(env_config, act_groups), "hidden": list(hidden)})
     if policy == "mlp":
+        if act_groups:
+            raise ValueError("act_groups needs the 'shared' policy (the MLP has no act blocks)")
         return RLModuleSpec(module_class=SoftmaxPolicyModule), {}
     raise ValueError(f"unknown policy {policy!r}; choose one of {POLICIES}")
 

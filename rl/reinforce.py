@@ -30,6 +30,12 @@ Settings beyond RLlib's own (``lr``, ``gamma``, ``train_batch_size``...), all se
   returns-to-go and train it by MSE (:mod:`rl.learner`); off by default;
 * ``vf_loss_coeff`` — weight of that MSE in the loss.
 
+RLlib's ``num_epochs`` and ``minibatch_size`` (``training(num_epochs=..., minibatch_size=...)``)
+are honoured: ``num_epochs`` passes over the batch instead of one gradient step. Every pass after
+the first is slightly off-policy (the returns were sampled by the weights before the first
+step; there is no importance ratio or clip, this is not PPO), so keep it small: sampling is what
+costs here, and a few steps per batch learn more from the same episodes.
+
 The policy network defaults to the original notebook's (see :mod:`rl.module`).
 """
 
@@ -251,7 +257,9 @@ class Reinforce(Algorithm):
         return ReinforceConfig()
 
     def training_step(self) -> None:
-        """Sample complete episodes from every env runner, update once, sync weights."""
+        """Sample complete episodes from every env runner, update (``num_epochs`` passes over
+        the batch, in minibatches of ``minibatch_size`` if set: once by default), sync
+        weights."""
         with self.metrics.log_time((TIMERS, ENV_RUNNER_SAMPLING_TIMER)):
             episodes, runner_metrics = self._sample_complete_episodes()
         self.metrics.aggregate(runner_metrics, key=ENV_RUNNER_RESULTS)
@@ -259,6 +267,9 @@ class Reinforce(Algorithm):
         with self.metrics.log_time((TIMERS, LEARNER_UPDATE_TIMER)):
             learner_results = self.learner_group.update(
                 episodes=episodes,
+                # RLlib's own settings: 1 epoch, no minibatches by default (one step per batch)
+                num_epochs=self.config.num_epochs,
+                minibatch_size=self.config.minibatch_size,
                 timesteps={NUM_ENV_STEPS_SAMPLED_LIFETIME: self.metrics.peek(
                     (ENV_RUNNER_RESULTS, NUM_ENV_STEPS_SAMPLED_LIFETIME), default=0)},
             )

@@ -24,7 +24,13 @@ head. Permutation-invariant, and dropped from the env runners' inference-only co
 * ``acts_per_service`` — ``A``, the acts of one service;
 * ``noop_action`` — whether the action space ends with one global no-op;
 * ``hidden`` — widths of ``phi``'s hidden layers (default ``[64, 64]``);
-* optional: ``activation`` (``relu`` | ``tanh`` | ``elu``, default ``relu``), ``value_head``.
+* optional: ``activation`` (``relu`` | ``tanh`` | ``elu``, default ``relu``), ``value_head``,
+  ``act_groups`` — A ints, the group of each act (e.g. the knob it sets): then a second linear
+  head scores each service's groups and every act's logit adds its group's score. The function
+  class is the same (a sum of two linear maps is one), but what is learnt about one act moves
+  the others of its group: a rewarded ``http2MaxRequests set 16`` also raises ``set 4`` and the
+  other rungs of that knob on a service in that state, so credit spreads over related acts
+  instead of waiting for each of 547 to be drawn (structured exploration).
 
 The action space must be ``Discrete(S * A + noop_action)``; a bad key raises ``ValueError``
 naming it.
@@ -69,6 +75,7 @@ class SharedModuleSettings:
         hidden: widths of ``phi``'s hidden layers (the last is the embedding size).
         activation: name of the hidden layers' activation.
         value_head: build ``V(s)`` for the learned baseline.
+        act_groups: the group of each of the ``A`` acts, or None (no group head).
     """
 
     service_features: tuple[tuple[int, ...], ...]
@@ -78,6 +85,7 @@ class SharedModuleSettings:
     hidden: tuple[int, ...]
     activation: str
     value_head: bool
+    act_groups: tuple[int, ...] | None = None
 
     @property
     def num_services(self) -> int:
@@ -144,10 +152,17 @@ def shared_module_settings(model_config: Mapping[str, Any] | None, obs_dim: int,
             or not all(_is_int(h) and h > 0 for h in hidden)):
         raise ValueError(f"model_config['hidden'] must be a non-empty list of positive ints, "
                          f"got {hidden!r}")
+    groups = config.get("act_groups")
+    if groups is not None:
+        if (not isinstance(groups, Sequence) or isinstance(groups, str) or len(groups) != acts
+                or not all(_is_int(g) and g >= 0 for g in groups)):
+            raise ValueError(f"model_config['act_groups'] must be a list of {acts} "
+                             f"(acts_per_service) non-negative ints, got {groups!r}")
+        groups = tuple(groups)
     settings = SharedModuleSettings(
         service_features=services, global_features=global_features, acts_per_service=acts,
         noop_action=noop, hidden=tuple(hidden), activation=activation_name(config),
-        value_head=value_head_flag(config.get("value_head", False)))
+        value_head=value_head_flag(config.get("value_head", False)), act_groups=groups)
     if settings.num_actions != num_actions:
         raise ValueError(
             f"the action space has {num_actions} actions but model_config describes "
@@ -192,6 +207,12 @@ class SharedServiceModule(TorchRLModule, ValueFunctionAPI, InferenceOnlyAPI):
         width = s.hidden[-1]
         self.encoder = _trunk(in_dim, s.hidden, s.activation)
         self.act_head = torch.nn.Linear(width, s.acts_per_service)
+        self.group_head: torch.nn.Linear | None = None
+        if s.act_groups is not None:
+            self.group_head = torch.nn.Linear(width, max(s.act_groups) + 1)
+            self.register_buffer("act_group_index", torch.tensor(s.act_groups,
+                                                                 dtype=torch.long),
+                                 persistent=False)
         self.noop_head = _head(width + len(s.global_features), width, s.activation) \
             if s.noop_action else None
         self.value_encoder: torch.nn.Sequential | None = None
@@ -218,7 +239,10 @@ class SharedServiceModule(TorchRLModule, ValueFunctionAPI, InferenceOnlyAPI):
         """Action logits ``[..., S * A (+1)]`` for ``batch[Columns.OBS]`` (``[..., obs_dim]``)."""
         inputs, shared = self._inputs(batch[Columns.OBS])
         embeddings = self.encoder(inputs)
-        logits = self.act_head(embeddings).flatten(-2)
+        acts = self.act_head(embeddings)
+        if self.group_head is not None:
+            acts = acts + self.group_head(embeddings)[..., self.act_group_index]
+        logits = acts.flatten(-2)
         if self.noop_head is not None:
             pooled = torch.cat([embeddings.mean(dim=-2), shared], dim=-1)
             logits = torch.cat([logits, self.noop_head(pooled)], dim=-1)

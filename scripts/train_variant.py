@@ -40,6 +40,8 @@ class Args:
     late_weight: float = 1.0
     gamma: float = 0.8
     entropy: float = 0.01
+    num_epochs: int = 1
+    act_groups: bool = False
     step_s: float = 10.0
     seed: int = 7
     cases: int = 18
@@ -49,7 +51,11 @@ def parse_args(argv: list[str] | None = None) -> Args:
     """The command line: one flag per :class:`Args` field."""
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     for name, default in Args().__dict__.items():
-        p.add_argument(f"--{name.replace('_', '-')}", type=type(default), default=default)
+        flag = f"--{name.replace('_', '-')}"
+        if isinstance(default, bool):
+            p.add_argument(flag, action="store_true")
+        else:
+            p.add_argument(flag, type=type(default), default=default)
     return Args(**vars(p.parse_args(argv)))
 
 
@@ -65,7 +71,7 @@ def train(args: Args) -> tuple[Any, dict[str, Any]]:
     env_config = {"backend": "sim", "seed": args.seed, "catalogue": args.catalogue,
                   "reward_mode": "absolute", "load_seed": "per_episode",
                   "late_weight": args.late_weight, "step_s": args.step_s}
-    spec, model_config = policy_spec(POLICY, env_config)
+    spec, model_config = policy_spec(POLICY, env_config, act_groups=args.act_groups)
     config = (ReinforceConfig().environment(MeshEnv, env_config=env_config)
               .rl_module(rl_module_spec=spec, model_config=model_config)
               .env_runners(num_env_runners=2, num_envs_per_env_runner=8,
@@ -74,7 +80,7 @@ def train(args: Args) -> tuple[Any, dict[str, Any]]:
               .training(lr=args.lr, gamma=args.gamma, num_episodes_per_train_batch=16,
                         normalize_returns=True, rank_returns=args.episodes_per_scenario == 1,
                         episodes_per_scenario=args.episodes_per_scenario,
-                        entropy_coeff=args.entropy)
+                        entropy_coeff=args.entropy, num_epochs=args.num_epochs)
               .callbacks(MeshMetricsCallback)
               .debugging(seed=args.seed)
               .reporting(metrics_num_episodes_for_smoothing=16))

@@ -178,6 +178,9 @@ def _config(**changes: Any) -> dict[str, Any]:
     ({"acts_per_service": 2}, "acts_per_service"),                   # 2*2+1 != 7
     ({"noop_action": False}, "noop_action"),                         # 2*3 != 7
     ({"acts_per_service": None}, "acts_per_service"),                # missing
+    ({"act_groups": [0, 1]}, "act_groups"),                          # 2 groups for 3 acts
+    ({"act_groups": [0, -1, 1]}, "act_groups"),
+    ({"act_groups": "012"}, "act_groups"),
 ])
 def test_bad_model_config_raises_naming_the_key(changes: dict[str, Any], key: str) -> None:
     with pytest.raises(ValueError, match=key):
@@ -187,6 +190,33 @@ def test_bad_model_config_raises_naming_the_key(changes: dict[str, Any], key: st
 def test_good_model_config_is_accepted() -> None:
     settings = shared_module_settings(_config(), obs_dim=5, num_actions=7)
     assert (settings.num_services, settings.num_actions) == (2, 7)
+
+
+def test_act_groups_keep_equivariance_and_share_what_one_act_learns() -> None:
+    """With ``act_groups`` the logits stay equivariant in the services, and a gradient step
+    that rewards one act raises the other acts of its group (same service, same state) more
+    than the acts of other groups: credit spreads within a group."""
+    obs_dim, services, globals_ = _layout(3, seed=5)
+    groups = [0, 0, 1, 1]  # A = 4 acts: two groups of two
+    torch.manual_seed(0)
+    module = _module(services, globals_, obs_dim, act_groups=groups)
+    perm = [2, 0, 1]
+    permuted = _module([services[p] for p in perm], globals_, obs_dim, act_groups=groups)
+    permuted.load_state_dict(module.state_dict())
+    obs = torch.rand(4, obs_dim)
+    base, moved = _logits(module, obs), _logits(permuted, obs)
+    for new, old in enumerate(perm):
+        torch.testing.assert_close(moved[:, new * A:(new + 1) * A], base[:, old * A:(old + 1) * A])
+
+    one = obs[:1]
+    before = _logits(module, one)[0]
+    optimiser = torch.optim.SGD(module.parameters(), lr=0.05)
+    logits = module.forward_train({Columns.OBS: one})[Columns.ACTION_DIST_INPUTS]
+    (-torch.log_softmax(logits, -1)[0, 0]).backward()  # reward act 0 of service 0
+    optimiser.step()
+    delta = _logits(module, one)[0] - before
+    same_group, other_group = delta[1], delta[2:4].max()
+    assert same_group > other_group
 
 
 def test_rejects_non_discrete_actions() -> None:

@@ -81,6 +81,29 @@ def test_model_config_reaches_the_policy_network(local_ray: None) -> None:
     assert "out_features=250" in default[0] and "Dropout(p=0.2" in default[2]
 
 
+@pytest.mark.parametrize("num_epochs", [1, 3])
+def test_num_epochs_is_the_number_of_gradient_steps_per_batch(local_ray: None,
+                                                              num_epochs: int) -> None:
+    """``training(num_epochs=k)``: k optimiser steps per iteration (RLlib's setting, passed
+    to the learner group); the default is one step per batch."""
+    config = (ReinforceConfig().environment(ContextBandit).env_runners(num_env_runners=0)
+              .training(num_episodes_per_train_batch=8)
+              .rl_module(model_config={"hidden_sizes": [8], "dropout": 0.0})
+              .debugging(seed=0))
+    if num_epochs > 1:
+        config = config.training(num_epochs=num_epochs)
+    algo = config.build_algo()
+    try:
+        for _ in range(2):
+            algo.train()
+        learner = algo.learner_group._learner
+        steps = {int(state["step"]) for opt in learner._named_optimizers.values()
+                 for state in opt.state.values()}
+    finally:
+        algo.stop()
+    assert steps == {2 * num_epochs}
+
+
 @pytest.mark.slow
 def test_reinforce_learns_a_contextual_bandit(local_ray: None) -> None:
     config = (ReinforceConfig().environment(ContextBandit)
