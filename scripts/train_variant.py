@@ -60,30 +60,24 @@ def parse_args(argv: list[str] | None = None) -> Args:
 
 
 def train(args: Args) -> tuple[Any, dict[str, Any]]:
-    """Train one trial (2 env runners × 8 envs, 16 episodes per iteration, the main job's
-    other settings); returns the trained module and its env config."""
-    from envs.mesh_env import MeshEnv
-    from rl.callbacks import MeshMetricsCallback
+    """Train one trial of the main job (:func:`rl.sweep.build_param_space`: 2 env runners × 8
+    envs, 16 episodes per iteration, its fault tolerance and timeouts) with this script's
+    settings in place of the sweep's grid; returns the trained module and its env config."""
     from rl.policies import policy_spec
-    from rl.reinforce import ReinforceConfig
-    from rl.sweep import POLICY
+    from rl.sweep import POLICY, base_env_config, build_param_space, sweep_settings
 
-    env_config = {"backend": "sim", "seed": args.seed, "catalogue": args.catalogue,
-                  "reward_mode": "absolute", "load_seed": "per_episode",
+    settings = sweep_settings(iterations=args.iterations,
+                              episodes_per_scenario=args.episodes_per_scenario, seed=args.seed)
+    env_config = {**base_env_config(settings), "catalogue": args.catalogue,
                   "late_weight": args.late_weight, "step_s": args.step_s}
     spec, model_config = policy_spec(POLICY, env_config, act_groups=args.act_groups)
-    config = (ReinforceConfig().environment(MeshEnv, env_config=env_config)
+    config = (build_param_space(settings).copy(copy_frozen=False)
+              .environment(env_config=env_config)
               .rl_module(rl_module_spec=spec, model_config=model_config)
-              .env_runners(num_env_runners=2, num_envs_per_env_runner=8,
-                           num_cpus_per_env_runner=0.5)
-              .learners(num_learners=0)
-              .training(lr=args.lr, gamma=args.gamma, num_episodes_per_train_batch=16,
-                        normalize_returns=True, rank_returns=args.episodes_per_scenario == 1,
-                        episodes_per_scenario=args.episodes_per_scenario,
+              .training(lr=args.lr, gamma=args.gamma,
+                        rank_returns=args.episodes_per_scenario == 1,
                         entropy_coeff=args.entropy, num_epochs=args.num_epochs)
-              .callbacks(MeshMetricsCallback)
-              .debugging(seed=args.seed)
-              .reporting(metrics_num_episodes_for_smoothing=16))
+              .debugging(seed=args.seed))
     algo = config.build_algo()
     t0 = time.monotonic()
     try:
