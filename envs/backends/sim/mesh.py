@@ -9,6 +9,7 @@ check, ``close`` restores the configuration found at construction.
 
 from __future__ import annotations
 
+import functools
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -70,7 +71,20 @@ class _PlatformTables:
                                                     platform.sidecar_pass_sigma)
         return cls(platform, platform.sidecar_pass_median_ms,
                    _lognormal_table(platform.sidecar_pass_sigma), two_median,
-                   _lognormal_table(two_sigma), _lognormal_table(platform.connect_sigma))
+                   _lognormal_table(two_sigma), _connect_table(platform))
+
+
+@functools.lru_cache(maxsize=8)
+def _connect_table(platform: profile.Platform) -> np.ndarray:
+    """The connect time's quantile table, in units of the body's median (the core draws
+    ``connect_median_ms * table[k]``, k uniform): the body lognormal's ``exp(sigma * Z)``, or,
+    for a platform with connect stalls, the body + stall mixture's quantiles at the same
+    probabilities ``(k + 0.5) / TABLE_SIZE`` (inverse-CDF sampling: one draw per connect, as
+    without stalls)."""
+    if not platform.has_connect_stalls:
+        return _lognormal_table(platform.connect_sigma)
+    probs = (np.arange(kernel_layout.TABLE_SIZE) + 0.5) / kernel_layout.TABLE_SIZE
+    return platform.connect_quantiles_ms(probs) / platform.connect_median_ms
 
 
 _NO_FAULTS = (np.zeros(0, np.int64), np.zeros(0, np.int64), np.zeros(0, np.float64),
