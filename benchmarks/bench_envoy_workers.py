@@ -17,6 +17,12 @@ with the date and the command, to the ``## Envoy worker threads`` section of BEN
 
 Usage: ``python benchmarks/bench_envoy_workers.py [--replica 13] [--users 16]
 [--requests 1200] [--no-write]`` (~1.5 min on 2 cores).
+
+``--backend sim [--seeds 20] [--platform loopback]`` runs the same configuration and load on
+the simulator (``SimMesh(envoy_workers=1 | 2)``, issue 13) over ``--seeds`` load seeds instead:
+the most connections one calling pool and carts' inbound pool held (the simulator's
+``extra["peak_connections"]`` / ``["peak_inbound_connections"]``; it has no time-sampled
+gauge) and the mean carts p99, good % and throughput, appended to the same section (a few s).
 """
 
 from __future__ import annotations
@@ -143,6 +149,53 @@ def table(results: list[tuple[list[Row], dict[str, float | int | None]]]) -> str
     return "\n".join(lines)
 
 
+@dataclass(frozen=True)
+class SimRow:
+    """One worker count on the simulator, over seeds: connections held and the load's figures
+    (means over the seeds; the peaks are the largest over them)."""
+
+    workers: int
+    peak_pool: int
+    peak_inbound: int
+    uo: float
+    carts_p99_ms: float
+    carts_p99_lo: float
+    carts_p99_hi: float
+    good_pct: float
+    rps: float
+    seeds: int
+
+
+def measure_sim(workers: int, load: LoadSpec, seeds: int, platform: str) -> SimRow:
+    """The bench's configuration (carts at ``maxConnections: 1``) and ``load`` on the
+    simulator with ``workers`` Envoy workers per sidecar, seeds 0..``seeds``-1."""
+    from envs.backends.sim import SimMesh
+
+    rule = DestinationRule(name="carts", host="carts",
+                           connection_pool=ConnectionPool(tcp=TcpSettings(max_connections=1)))
+    mesh = SimMesh([rule], envoy_workers=workers, platform=platform)
+    reports = [mesh.run_load(load, seed) for seed in range(seeds)]
+    p99 = [r.services["carts"].p99_ms for r in reports]
+    return SimRow(workers, max(r.extra["peak_connections"]["carts"] for r in reports),
+                  max(r.extra["peak_inbound_connections"]["carts"] for r in reports),
+                  statistics.fmean(r.services["carts"].uo_count for r in reports),
+                  statistics.fmean(p99), min(p99), max(p99),
+                  statistics.fmean(r.good_pct for r in reports),
+                  statistics.fmean(r.num_requests / r.duration_s for r in reports), seeds)
+
+
+def sim_table(rows: list[SimRow]) -> str:
+    """The markdown table of the simulator's rows."""
+    lines = ["| Envoy workers | peak connections, one calling pool → carts | peak connections, "
+             "carts inbound | carts UO | carts p99 ms, mean [min, max] | good % | req/s | "
+             "seeds |", "|---:|---:|---:|---:|---:|---:|---:|---:|"]
+    for r in rows:
+        lines.append(f"| {r.workers} | {r.peak_pool} | {r.peak_inbound} | {r.uo:.1f} | "
+                     f"{r.carts_p99_ms:.0f} [{r.carts_p99_lo:.0f}, {r.carts_p99_hi:.0f}] | "
+                     f"{r.good_pct:.1f} | {r.rps:.1f} | {r.seeds} |")
+    return "\n".join(lines)
+
+
 def main(argv: list[str] | None = None) -> int:
     """Measure 1 and 2 workers, print the table, append it to BENCHMARKS.md."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -152,10 +205,29 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--sample-ms", type=float, default=50.0)
     parser.add_argument("--no-write", action="store_true")
+    parser.add_argument("--backend", choices=("local", "sim"), default="local")
+    parser.add_argument("--seeds", type=int, default=20, help="load seeds (sim only)")
+    parser.add_argument("--platform", default="loopback",
+                        help="the simulator's platform (sim only; default: the local mesh's)")
     args = parser.parse_args(argv)
     load = LoadSpec(users=args.users, requests=args.requests, hatch_rate_per_s=20.0)
     results = []
     t0 = time.monotonic()
+    if args.backend == "sim":
+        if args.seeds < 1:
+            parser.error("--seeds must be at least 1")
+        text = sim_table([measure_sim(w, load, args.seeds, args.platform) for w in (1, 2)])
+        print(text)
+        if not args.no_write:
+            command = "python benchmarks/bench_envoy_workers.py " + " ".join(sys.argv[1:])
+            entry = (f"### {dt.date.today().isoformat()} — the simulator\n\n"
+                     f"`{command.strip()}` — the same configuration (carts `maxConnections: "
+                     f"1`) and closed load ({args.users} users, {args.requests} requests) on "
+                     f"the simulator, `{args.platform}` platform, `SimMesh(envoy_workers=1 | "
+                     f"2)`, load seeds 0–{args.seeds - 1}; peaks are the largest over the "
+                     f"seeds, the rest means; {time.monotonic() - t0:.0f} s.\n\n{text}\n")
+            append_to_section(BENCHMARKS_MD, SECTION, INTRO, entry)
+        return 0
     for workers in (1, 2):
         results.append(measure(workers, args.replica, load, args.seed, args.sample_ms / 1000))
     text = table(results)

@@ -43,6 +43,12 @@ Usage: ``python -m envs.backends.local.platform_probe --replica 5 [--rounds 600]
 [--out results/platform/loopback_probe.json]`` (attaches to the replica if it is up, else starts
 it; puts its rules back afterwards); ``--refit FILE`` fits saved samples again without a
 replica. Prints the quantiles and the fitted ``Platform`` figures; saves the raw samples.
+
+Connect stalls (issue 13): ``--stalls [--short]`` probes only the connect timeouts
+(:data:`STALL_TIMEOUTS_MS`, :func:`measure_stalls`) on a replica it starts, saves the counts to
+``--out`` and fits the body + stall mixture (:func:`fit_stall_mixture`); ``--fit-stalls FILE
+...`` fits saved runs, pooled, and prints the measured shares beside the mixture's and the
+``LOOPBACK`` body lognormal's (the numbers in ``profile.LOOPBACK``).
 """
 
 from __future__ import annotations
@@ -85,6 +91,11 @@ TIMEOUT_PAIRS: tuple[tuple[str, str], ...] = (
     ("orders", "shipping"), ("orders", "carts"))
 #: The ``connectTimeout``s (ms) whose failure rates are measured.
 CONNECT_TIMEOUTS_MS = (1, 2, 3)
+#: The ``connectTimeout``s of the stall probe (``--stalls``; None: Istio's 10 s default, whose
+#: set-up times place the mixture's body): far enough out to see where the stalls end.
+STALL_TIMEOUTS_MS: tuple[int | None, ...] = (1, 2, 3, 5, 10, 30, None)
+#: The shorter set for repeat runs (``--stalls --short``).
+STALL_TIMEOUTS_SHORT_MS: tuple[int | None, ...] = (1, 2, 3, 5, 10)
 #: The load Locust drives through the replica while probing (the fidelity runs' lighter load).
 BACKGROUND_LOAD = LoadSpec(users=5, requests=3000)
 #: Seconds from starting the background load until probing starts (hatch + Locust's pause).
@@ -255,16 +266,26 @@ def sidecar_stats(ports: ReplicaPorts, query: str) -> list[dict[str, Any]]:
     return docs
 
 
-def envoy_connect_counts(ports: ReplicaPorts) -> dict[int, int]:
-    """Connections set up so far by every sidecar's outbound clusters, by whole ms: Envoy
-    records ``upstream_cx_connect_ms`` as an integer count of milliseconds (truncated), so
-    ``k`` means a set-up time in ``[k, k + 1)`` ms. Read from each admin's detailed histogram
-    (cumulative since the Envoy started)."""
+def _outbound_destination(stat_name: str) -> str:
+    """The destination service of an outbound cluster's statistic
+    (``cluster.outbound|8080||carts.sock-shop.svc.cluster.local.upstream_cx_total`` → carts)."""
+    return stat_name.split("||", 1)[1].split(".", 1)[0]
+
+
+def envoy_connect_counts(ports: ReplicaPorts,
+                         destinations: Sequence[str] | None = None) -> dict[int, int]:
+    """Connections set up so far by every sidecar's outbound clusters (to ``destinations``
+    only, if given), by whole ms: Envoy records ``upstream_cx_connect_ms`` as an integer count
+    of milliseconds (truncated), so ``k`` means a set-up time in ``[k, k + 1)`` ms. Read from
+    each admin's detailed histogram (cumulative since the Envoy started)."""
     counts: dict[int, int] = {}
     for doc in sidecar_stats(ports, "histogram_buckets=detailed&filter=upstream_cx_connect_ms$"):
         for entry in doc.get("stats", []):
             for hist in entry.get("histograms", {}).get("details", []):
                 if not hist.get("name", "").startswith("cluster.outbound|"):
+                    continue
+                if destinations is not None and \
+                        _outbound_destination(hist["name"]) not in destinations:
                     continue
                 for bucket in hist.get("totals", []):
                     k = math.floor(float(bucket["lower_bound"]) + 1e-9)
@@ -311,7 +332,7 @@ def connect_timeout_counters(ports: ReplicaPorts,
             name = stat.get("name", "")
             if not name.startswith("cluster.outbound|"):
                 continue
-            dest = name.split("||", 1)[1].split(".", 1)[0]
+            dest = _outbound_destination(name)
             if dest not in destinations:
                 continue
             if name.endswith(".upstream_cx_total"):
@@ -321,9 +342,9 @@ def connect_timeout_counters(ports: ReplicaPorts,
     return total, timeouts
 
 
-def timeout_rules(connect_timeout_ms: int) -> list[DestinationRule]:
-    """``connectTimeout`` and ``maxRequestsPerConnection: 1`` on :data:`TIMEOUT_DESTINATIONS`
-    (Istio's defaults elsewhere)."""
+def timeout_rules(connect_timeout_ms: int | None) -> list[DestinationRule]:
+    """``connectTimeout`` (None: Istio's default, 10 s) and ``maxRequestsPerConnection: 1`` on
+    :data:`TIMEOUT_DESTINATIONS` (Istio's defaults elsewhere)."""
     return [DestinationRule(name=f"{d}-probe", host=d, connection_pool=ConnectionPool(
                 tcp=TcpSettings(connect_timeout_ms=connect_timeout_ms),
                 http=HttpSettings(max_requests_per_connection=1)))
@@ -389,6 +410,117 @@ def measure_raw(mesh, rounds: int, seed: int = 0) -> dict[str, Any]:  # type: ig
             "refused": refused_connect_ms(rounds)}
 
 
+def measure_stalls(mesh, rounds: int, seed: int = 0,  # type: ignore[no-untyped-def]
+                   timeouts_ms: Sequence[int | None] = STALL_TIMEOUTS_MS
+                   ) -> dict[str, dict[str, Any]]:
+    """Per ``connectTimeout`` (ms; None: Istio's 10 s default) applied with
+    ``maxRequestsPerConnection: 1`` to :data:`TIMEOUT_DESTINATIONS`, while probing through
+    them under the background load: the connections the callers' sidecars started to those
+    destinations (``upstream_cx_total``), how many Envoy timed out
+    (``upstream_cx_connect_timeout``) and the set-up times of the others by whole ms
+    (``upstream_cx_connect_ms``). Keys: the timeout as a string (``"default"`` for None).
+    Leaves Istio's defaults applied."""
+    ports = mesh.ports
+    out: dict[str, dict[str, Any]] = {}
+    try:
+        for k, t in enumerate(timeouts_ms):
+            mesh.apply(timeout_rules(t))
+            total0, fails0 = connect_timeout_counters(ports, TIMEOUT_DESTINATIONS)
+            hist0 = envoy_connect_counts(ports, TIMEOUT_DESTINATIONS)
+            _under_load(mesh, seed + 2 + k, lambda: round_trips(
+                ports, rounds, TIMEOUT_PAIRS, allowed=(404, 503)))
+            total1, fails1 = connect_timeout_counters(ports, TIMEOUT_DESTINATIONS)
+            out["default" if t is None else str(t)] = {
+                "connects": total1 - total0, "timeouts": fails1 - fails0,
+                "connect_counts": count_growth(
+                    hist0, envoy_connect_counts(ports, TIMEOUT_DESTINATIONS))}
+    finally:
+        mesh.apply([])
+    return out
+
+
+@dataclass(frozen=True)
+class StallMixture:
+    """A connect time as a body + stall mixture, ms: with probability ``1 - stall_p`` a draw
+    of the lognormal body (``body_median_ms``, ``body_sigma``), else of the stall lognormal
+    (``stall_median_ms``, ``stall_sigma``), far out."""
+
+    body_median_ms: float
+    body_sigma: float
+    stall_p: float
+    stall_median_ms: float
+    stall_sigma: float
+
+    def sf(self, t_ms: float) -> float:
+        """P(connect time > ``t_ms``)."""
+        from scipy.stats import norm
+
+        body = float(norm.sf(math.log(t_ms / self.body_median_ms) / self.body_sigma))
+        stall = float(norm.sf(math.log(t_ms / self.stall_median_ms) / self.stall_sigma))
+        return (1.0 - self.stall_p) * body + self.stall_p * stall
+
+
+def fit_stall_mixture(phases: Sequence[dict[str, dict[str, Any]]], body_median_ms: float,
+                      ) -> tuple[StallMixture, dict[str, tuple[int, int]]]:
+    """The :class:`StallMixture` most likely to give the timed-out shares of ``phases``
+    (runs of :func:`measure_stalls`, pooled), under the simulator's rule: a connect times out
+    at ``connectTimeout`` T iff its time exceeds T. Maximum likelihood over the binomial counts
+    (timeouts of connects started) at each finite T; the body's median is ``body_median_ms``
+    (the median of Envoy's ``upstream_cx_connect_ms``, :func:`fit_censored_lognormal`: a late
+    timer moves the tail, not the median), its sigma and the stall's probability, median and
+    sigma are fitted.
+
+    Why only the timeouts: Envoy's connect timer runs late on a busy dispatcher, so connects
+    whose recorded set-up time exceeds a 1 ms timeout still succeed (measured: ~40 % of the
+    successes under a 1 ms timeout record >= 1 ms); the set-up times and the timed-out shares
+    cannot come from one "fails iff longer than T" distribution, and the simulator needs the
+    shares. Returns the mixture and the pooled (connects, timeouts) per timeout key.
+    ValueError with fewer than 4 finite timeouts measured (4 parameters)."""
+    from scipy.optimize import minimize
+    from scipy.stats import norm
+
+    pooled: dict[str, tuple[int, int]] = {}
+    for run in phases:
+        for key, ph in run.items():
+            n, f = pooled.get(key, (0, 0))
+            pooled[key] = (n + int(ph["connects"]), f + int(ph["timeouts"]))
+    finite = sorted((float(k), n, f) for k, (n, f) in pooled.items() if k != "default" and n)
+    if len(finite) < 4:
+        raise ValueError(f"need connects under at least 4 finite connectTimeouts to fit the "
+                         f"stall mixture, got {sorted(pooled)}")
+    log_t = np.log(np.array([t for t, _, _ in finite]))
+    ns = np.array([n for _, n, _ in finite], dtype=float)
+    fs = np.array([f for _, _, f in finite], dtype=float)
+
+    def unpack(theta: np.ndarray) -> StallMixture:
+        return StallMixture(body_median_ms, math.exp(theta[0]),
+                            1.0 / (1.0 + math.exp(-theta[1])), math.exp(theta[2]),
+                            math.exp(theta[3]))
+
+    def nll(theta: np.ndarray) -> float:
+        m = unpack(theta)
+        if (m.stall_median_ms <= m.body_median_ms or not 0.05 <= m.stall_sigma <= 3.0
+                or not 0.05 <= m.body_sigma <= 3.0):
+            return 1e18
+        sf = ((1.0 - m.stall_p) * norm.sf((log_t - math.log(body_median_ms)) / m.body_sigma)
+              + m.stall_p * norm.sf((log_t - math.log(m.stall_median_ms)) / m.stall_sigma))
+        sf = np.clip(sf, 1e-12, 1 - 1e-12)
+        return float(-(fs * np.log(sf) + (ns - fs) * np.log(1.0 - sf)).sum())
+
+    best = None
+    for body_sigma in (0.3, 0.8):
+        for stall_median in (3.0, 5.0, 10.0):
+            x0 = np.array([math.log(body_sigma), math.log(0.1 / 0.9), math.log(stall_median),
+                           math.log(0.5)])
+            res = minimize(nll, x0=x0, method="Nelder-Mead",
+                           options={"xatol": 1e-8, "fatol": 1e-10, "maxiter": 20_000,
+                                    "maxfev": 20_000})
+            if best is None or res.fun < best.fun:
+                best = res
+    assert best is not None
+    return unpack(best.x), pooled
+
+
 def fit_raw(raw: dict[str, Any], rounds: int) -> LoopbackMeasurement:
     """:func:`fit` over the samples :func:`measure_raw` returned (or a saved copy)."""
     counts = {int(k): int(v) for k, v in raw["envoy_connect_counts"].items()}
@@ -410,8 +542,20 @@ def main(argv: list[str] | None = None) -> int:
                         help="where the raw samples are written (default %(default)s)")
     parser.add_argument("--refit", default=None,
                         help="fit the samples saved in this file instead of probing")
+    parser.add_argument("--stalls", action="store_true",
+                        help="probe only the connect timeouts (STALL_TIMEOUTS_MS) and fit the "
+                             "body + stall mixture")
+    parser.add_argument("--short", action="store_true",
+                        help="with --stalls: only STALL_TIMEOUTS_SHORT_MS")
+    parser.add_argument("--envoy-workers", type=int, default=None,
+                        help="worker threads per Envoy of a replica this starts (default: the "
+                             "local mesh's)")
+    parser.add_argument("--fit-stalls", nargs="+", default=None, metavar="FILE",
+                        help="fit the body + stall mixture to these --stalls files, pooled")
     args = parser.parse_args(argv)
     t0 = time.time()
+    if args.fit_stalls or args.stalls:
+        return _stalls_main(args, t0)
     if args.refit:
         saved = json.loads(Path(args.refit).read_text())
         raw, rounds = saved["samples_ms"], int(saved["rounds"])
@@ -442,6 +586,58 @@ def main(argv: list[str] | None = None) -> int:
           f"{m.timeout_pct_of_fit}); refused "
           f"{m.refused_median_ms:.3f} ms; sidecar → app connect "
           f"{m.app_connect_median_ms:.3f} ms")
+    return 0
+
+
+def stall_table(mixture: StallMixture, pooled: dict[str, tuple[int, int]]) -> str:
+    """Markdown: per ``connectTimeout``, the measured share of connects timed out against the
+    mixture's and the ``LOOPBACK`` lognormal's (percent)."""
+    from envs.backends.sim import profile
+
+    lines = ["| connectTimeout ms | connects | timed out | measured % | mixture % | "
+             "lognormal % |", "|---:|---:|---:|---:|---:|---:|"]
+    for key in sorted((k for k in pooled if k != "default"), key=float):
+        n, f = pooled[key]
+        t = float(key)
+        lognormal = 1.0 - profile.LOOPBACK.connect_body_cdf(t)
+        lines.append(f"| {key} | {n} | {f} | {100.0 * f / n if n else float('nan'):.2f} | "
+                     f"{100.0 * mixture.sf(t):.2f} | {100.0 * lognormal:.2f} |")
+    return "\n".join(lines)
+
+
+def _stalls_main(args: argparse.Namespace, t0: float) -> int:
+    """``--stalls`` (probe, save, fit) or ``--fit-stalls FILE...`` (fit saved runs)."""
+    if args.fit_stalls:
+        runs = [json.loads(Path(f).read_text())["stalls"] for f in args.fit_stalls]
+    else:
+        from envs.backends.local import LocalMesh
+
+        kwargs = {} if args.envoy_workers is None else {"envoy_workers": args.envoy_workers}
+        mesh = LocalMesh(replica=args.replica, seed=args.seed, **kwargs)
+        try:
+            stalls = measure_stalls(mesh, args.rounds, args.seed,
+                                    STALL_TIMEOUTS_SHORT_MS if args.short else STALL_TIMEOUTS_MS)
+            workers = mesh.envoy_workers
+        finally:
+            mesh.close()
+        out = Path(args.out)
+        out.parent.mkdir(parents=True, exist_ok=True)
+        out.write_text(json.dumps({
+            "rounds": args.rounds, "replica": args.replica, "seed": args.seed,
+            "envoy_workers": workers,
+            "measured_at": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
+            "stalls": stalls}))
+        runs = [stalls]
+    from envs.backends.sim import profile
+
+    try:
+        mixture, pooled = fit_stall_mixture(runs, profile.LOOPBACK.connect_median_ms)
+    except ValueError as e:
+        print(f"platform_probe: {e}", file=sys.stderr)
+        return 2
+    print(json.dumps({"mixture": asdict(mixture), "pooled": pooled}, indent=1))
+    print(stall_table(mixture, pooled))
+    print(f"# {time.time() - t0:.0f} s")
     return 0
 
 

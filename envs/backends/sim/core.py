@@ -175,7 +175,9 @@ from envs.backends.sim.kernel_layout import (
     ST_CRASH_RESET,
     ST_FAIL,
     ST_OPS,
+    ST_PEAK_CONN,
     ST_PEAK_INBOUND,
+    ST_PEAK_INCONN,
     ST_REFUSED,
     ST_REQ,
     ST_RESET,
@@ -445,6 +447,8 @@ def simulate(
                         ci[c, C_NCONNECTING] += 1
                         if recording:
                             stats[d, ST_CONN_OPEN] += 1
+                            stats[d, ST_PEAK_CONN] = max(stats[d, ST_PEAK_CONN],
+                                                         ci[c, C_NCONN])
                         if _fault_down(f_svc, f_kind, f_start, f_end, d, now):
                             ob_t[ob_n] = now + refused_ms
                             ob_c[ob_n] = _code(EV_CONNECT, k2, CONNECT_REFUSED)
@@ -991,6 +995,8 @@ def simulate(
                         si[d, S_INCONN] += 1
                         si[d, S_INACTIVE] += 1
                         ji[j, J_INB] = 1
+                        if recording and si[d, S_INCONN] > stats[d, ST_PEAK_INCONN]:
+                            stats[d, ST_PEAK_INCONN] = si[d, S_INCONN]
                         if si[d, S_INACTIVE] + si[d, S_INPEND] > stats[d, ST_PEAK_INBOUND]:
                             stats[d, ST_PEAK_INBOUND] = si[d, S_INACTIVE] + si[d, S_INPEND]
                         if si[d, S_BUSY] < svc_workers[d]:
@@ -1160,9 +1166,14 @@ def simulate(
             xc[:X_EVENTS] = 0
             xc[X_ABANDONED] = 0
             sdur[:] = 0.0
-            # the in-flight areas start now (the attempts in flight stay in flight)
+            # the in-flight areas start now (the attempts in flight stay in flight); so do the
+            # peaks of connections held (those held now count)
             for c in range(n_cl):
                 cl_area[c] = -cl_inf[c] * now
+                d = cl_dest[c]
+                stats[d, ST_PEAK_CONN] = max(stats[d, ST_PEAK_CONN], ci[c, C_NCONN])
+            for s in range(n_svc):
+                stats[s, ST_PEAK_INCONN] = si[s, S_INCONN]
 
         if kind == EV_OPEN_ARRIVAL:
             if n_ufree == 0:

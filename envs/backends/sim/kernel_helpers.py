@@ -48,6 +48,7 @@ from envs.backends.sim.kernel_layout import (
     SF_TLAST,
     SF_V,
     ST_CONN_OPEN,
+    ST_PEAK_CONN,
     TABLE_SIZE,
 )
 
@@ -340,6 +341,7 @@ def _open_connection(rs, c, d, now, ci, ki, kf, kfree, n_kfree, stats, recording
     ci[c, C_NCONNECTING] += 1
     if recording:
         stats[d, ST_CONN_OPEN] += 1
+        stats[d, ST_PEAK_CONN] = max(stats[d, ST_PEAK_CONN], ci[c, C_NCONN])
     if _fault_down(f_svc, f_kind, f_start, f_end, d, now):
         ob_n = _push_event(ob_t, ob_c, ob_n, now + refused_ms,
                            _code(EV_CONNECT, k, CONNECT_REFUSED))

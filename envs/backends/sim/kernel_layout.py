@@ -115,7 +115,12 @@ ST_RESET = 12         # attempts refused (connection refused) or reset in flight
 ST_REFUSED = 13       # of ST_RESET: failed because the down callee refused their connection
 ST_CRASH_RESET = 14   # of ST_RESET: front-end requests lost when its process crashed
 ST_URX = 15           # requests failed (UF / reset) with every retry attempt used
-NST = 16
+# connections held (issue 13: Envoy's per-worker slack): the most connections one calling
+# sidecar's outbound pool to this destination held at once (open, idle or still connecting), and
+# the most inbound connections this callee's sidecar held to its application at once
+ST_PEAK_CONN = 16
+ST_PEAK_INCONN = 17
+NST = 18
 
 # ----- extra counters ----------------------------------------------------------------------------
 X_TASK_ERRORS = 0

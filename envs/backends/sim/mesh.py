@@ -9,6 +9,7 @@ check, ``close`` restores the configuration found at construction.
 
 from __future__ import annotations
 
+import functools
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -70,7 +71,20 @@ class _PlatformTables:
                                                     platform.sidecar_pass_sigma)
         return cls(platform, platform.sidecar_pass_median_ms,
                    _lognormal_table(platform.sidecar_pass_sigma), two_median,
-                   _lognormal_table(two_sigma), _lognormal_table(platform.connect_sigma))
+                   _lognormal_table(two_sigma), _connect_table(platform))
+
+
+@functools.lru_cache(maxsize=8)
+def _connect_table(platform: profile.Platform) -> np.ndarray:
+    """The connect time's quantile table, in units of the body's median (the core draws
+    ``connect_median_ms * table[k]``, k uniform): the body lognormal's ``exp(sigma * Z)``, or,
+    for a platform with connect stalls, the body + stall mixture's quantiles at the same
+    probabilities ``(k + 0.5) / TABLE_SIZE`` (inverse-CDF sampling: one draw per connect, as
+    without stalls)."""
+    if not platform.has_connect_stalls:
+        return _lognormal_table(platform.connect_sigma)
+    probs = (np.arange(kernel_layout.TABLE_SIZE) + 0.5) / kernel_layout.TABLE_SIZE
+    return platform.connect_quantiles_ms(probs) / platform.connect_median_ms
 
 
 _NO_FAULTS = (np.zeros(0, np.int64), np.zeros(0, np.int64), np.zeros(0, np.float64),
@@ -90,6 +104,44 @@ class _Config:
 def _limit(value: int) -> int:
     """An Envoy limit as the core's integer: Istio's "unlimited" (2^32-1) is simply large."""
     return int(value)
+
+
+#: Envoy worker threads per simulated sidecar by default: Istio's sidecars run 2
+#: (``proxy.istio.io/config`` ``concurrency``, default 2), as does the ``local`` mesh
+#: (``envs.backends.local.envoy_config.DEFAULT_ENVOY_WORKERS``).
+DEFAULT_ENVOY_WORKERS = 2
+#: Most worker threads a simulated sidecar may be given (a sanity bound, not a machine's).
+MAX_ENVOY_WORKERS = 64
+
+
+def check_envoy_workers(value: object) -> int:
+    """``value`` as a number of Envoy worker threads per simulated sidecar
+    (1..:data:`MAX_ENVOY_WORKERS`); ValueError in one line otherwise."""
+    if isinstance(value, bool) or not isinstance(value, int | np.integer) \
+            or not 1 <= value <= MAX_ENVOY_WORKERS:
+        raise ValueError(f"envoy_workers must be an int in 1..{MAX_ENVOY_WORKERS} (Envoy worker "
+                         f"threads per sidecar; Istio runs 2), got {value!r}")
+    return int(value)
+
+
+def http_connection_cap(max_connections: int, envoy_workers: int) -> int:
+    """The connections one HTTP pool (a calling sidecar's outbound cluster, or a callee's
+    inbound cluster) may hold under ``maxConnections`` when its sidecar runs ``envoy_workers``
+    worker threads: ``max(maxConnections, envoy_workers)``.
+
+    Envoy keeps one connection pool per worker; the circuit breaker's count is shared, but a
+    worker whose pool holds no connection to the host opens one even at the limit
+    (``ConnPoolImplBase::tryCreateNewConnection``,
+    https://github.com/envoyproxy/envoy/blob/main/source/common/conn_pool/conn_pool_base.cc:
+    "always create one, to prevent pending streams being queued to this upstream with no way
+    to be processed"). The simulator has one pool per calling sidecar, not one per worker, so it
+    models the slack as this cap: exact where it matters most (``maxConnections`` 1 with 2
+    workers holds 2, measured on real Envoy: BENCHMARKS.md, "Envoy worker threads"), a lower
+    bound of Envoy's worst case ``maxConnections + workers - 1`` above that. TCP pools keep
+    ``maxConnections`` exactly: Envoy's TCP proxy checks the shared circuit breaker before it
+    asks its pool (``Filter::initializeUpstreamConnection``,
+    https://github.com/envoyproxy/envoy/blob/main/source/common/tcp_proxy/tcp_proxy.cc)."""
+    return max(int(max_connections), int(envoy_workers))
 
 
 class SimMesh:
@@ -112,6 +164,11 @@ class SimMesh:
             (``profile.Platform`` or its name): ``"cluster"`` (default, the calibrated
             Kubernetes + Istio figures) or ``"loopback"`` (the ``local`` backend's Envoys on
             one machine, measured).
+        envoy_workers: Envoy worker threads per sidecar (default 2, Istio's and the ``local``
+            mesh's): an HTTP pool may hold ``max(maxConnections, envoy_workers)`` connections
+            (:func:`http_connection_cap`); 1 applies ``maxConnections`` exactly (Envoy's
+            ``--concurrency 1``, the simulator before issue 13). ValueError outside
+            1..:data:`MAX_ENVOY_WORKERS`.
     """
 
     name = "sim"
@@ -119,8 +176,11 @@ class SimMesh:
     def __init__(self, rules: Sequence[DestinationRule] = (), *,
                  reset_stats_after_hatch: bool = True, warm: bool = True,
                  frontend_crashes: bool = True, replica: int = 0,
-                 platform: profile.Platform | str = profile.CLUSTER) -> None:
+                 platform: profile.Platform | str = profile.CLUSTER,
+                 envoy_workers: int = DEFAULT_ENVOY_WORKERS) -> None:
         self.replica = replica
+        #: Envoy worker threads per sidecar (see ``http_connection_cap``).
+        self.envoy_workers = check_envoy_workers(envoy_workers)
         #: The platform's per-hop costs (see ``profile.Platform``).
         self.platform = profile.platform_named(platform)
         self._platform_tables = _PlatformTables.of(self.platform)
@@ -206,7 +266,7 @@ class SimMesh:
             dest = int(g.cluster_dest[c])
             pool = pools[dest]
             name = SERVICE_NAMES[dest]
-            cl["max_conn"][c] = _limit(pool.max_connections)
+            cl["max_conn"][c] = _limit(pool.max_connections)   # HTTP: capped below
             cl["connect_timeout"][c] = float(pool.connect_timeout_ms)
             if SERVICE_BY_NAME[name].protocol == Protocol.TCP:
                 # only tcp.* acts on a TCP destination
@@ -220,6 +280,8 @@ class SimMesh:
                 cl["driver_max"][c] = drv.max_connections
                 cl["mux"][c] = int(drv.multiplexed)
             else:
+                cl["max_conn"][c] = http_connection_cap(pool.max_connections,
+                                                        self.envoy_workers)
                 cl["max_pending"][c] = _limit(pool.http1_max_pending_requests)
                 cl["max_req"][c] = _limit(pool.http2_max_requests)
                 cl["max_retries"][c] = _limit(pool.max_retries)
@@ -227,7 +289,11 @@ class SimMesh:
                 cl["idle_timeout"][c] = float(pool.http_idle_timeout_ms)
                 cl["driver_max"][c] = _NO_LIMIT
         inbound = {
-            "in_max_conn": np.array([_limit(p.max_connections) for p in pools], np.int64),
+            # a TCP destination's inbound cap is not applied (README, "Not modelled")
+            "in_max_conn": np.array([
+                _limit(p.max_connections) if SERVICE_BY_NAME[n].protocol == Protocol.TCP
+                else http_connection_cap(p.max_connections, self.envoy_workers)
+                for n, p in zip(SERVICE_NAMES, pools, strict=True)], np.int64),
             "in_max_pending": np.array([_limit(p.http1_max_pending_requests) for p in pools],
                                        np.int64),
             "in_max_req": np.array([_limit(p.http2_max_requests) for p in pools], np.int64),
@@ -393,6 +459,12 @@ class SimMesh:
             "connections_opened": per_service(lay.ST_CONN_OPEN),
             "db_operations": per_service(lay.ST_OPS, is_tcp),
             "peak_inbound_requests": per_service(lay.ST_PEAK_INBOUND, [not t for t in is_tcp]),
+            # per destination, the most connections one calling sidecar's pool held at once
+            # (open, idle or connecting; an idle one past idleTimeout counts until the pool
+            # next looks at it), and (HTTP) the most the callee's inbound cluster held
+            "peak_connections": per_service(lay.ST_PEAK_CONN),
+            "peak_inbound_connections": per_service(lay.ST_PEAK_INCONN,
+                                                    [not t for t in is_tcp]),
             "events": int(x[lay.X_EVENTS]),
             "simulated_ms": x[lay.X_SIM_END_MS],
             # of reset_count: attempts whose connection the down destination refused
@@ -408,4 +480,5 @@ class SimMesh:
                           latency_mean_ms=lat_mean, latency_p99_ms=lat_p99)
 
 
-__all__ = ["GATEWAY", "HEALTH_CHECK_SEED", "SimMesh"]
+__all__ = ["DEFAULT_ENVOY_WORKERS", "GATEWAY", "HEALTH_CHECK_SEED", "MAX_ENVOY_WORKERS", "SimMesh",
+           "check_envoy_workers", "http_connection_cap"]

@@ -46,14 +46,25 @@ def test_pending_overflow_is_503_uo_and_never_retried(mesh: SimMesh) -> None:
     assert r.endpoints["DELETE /cart"].num_failures > 0
 
 
-def test_over_max_connections_waits_as_pending(mesh: SimMesh, default_report) -> None:
-    # catalogue has one caller (the front-end), so its one connection carries every request
-    r = run(mesh, [rule("catalogue", tcp_max_connections=1)])
+@pytest.fixture(scope="module")
+def meshes(mesh: SimMesh) -> dict[int, SimMesh]:
+    """The simulator by Envoy worker threads per sidecar (2 is the default)."""
+    return {1: SimMesh(envoy_workers=1), 2: mesh}
+
+
+@pytest.mark.parametrize("workers", [1, 2])
+def test_over_max_connections_waits_as_pending(meshes: dict[int, SimMesh], workers: int,
+                                               default_report) -> None:
+    # catalogue has one caller (the front-end), so its one pool carries every request: one
+    # connection per Envoy worker (a worker with no connection opens one even at the limit)
+    r = run(meshes[workers], [rule("catalogue", tcp_max_connections=1)])
     assert r.services["catalogue"].uo_count == 0
     assert r.services["catalogue"].error_ratio == 0.0
     assert r.extra["task_errors"] == 0
     # HTTP/1.1: one request per connection at a time, the others wait as pending
-    assert r.extra["peak_inbound_requests"]["catalogue"] == 1
+    assert r.extra["peak_connections"]["catalogue"] == workers
+    assert r.extra["peak_inbound_connections"]["catalogue"] == workers
+    assert r.extra["peak_inbound_requests"]["catalogue"] == workers
     assert default_report.extra["peak_inbound_requests"]["catalogue"] > 1
     assert r.services["catalogue"].p99_ms > default_report.services["catalogue"].p99_ms
 
@@ -167,15 +178,21 @@ def test_redis_single_connection_is_not_limited_by_max_connections(mesh: SimMesh
     assert r.to_dict() == default_report.to_dict()
 
 
-def test_limits_hold_per_calling_sidecar(mesh: SimMesh) -> None:
-    # user is called by the front-end and by orders; each sidecar may have one connection
-    r = run(mesh, [rule("user", tcp_max_connections=1)], LoadSpec(users=30, requests=1500))
+@pytest.mark.parametrize("workers", [1, 2])
+def test_limits_hold_per_calling_sidecar(meshes: dict[int, SimMesh], workers: int) -> None:
+    # user is called by the front-end and by orders; each sidecar's pool may hold one
+    # connection per Envoy worker
+    r = run(meshes[workers], [rule("user", tcp_max_connections=1)],
+            LoadSpec(users=30, requests=1500))
     assert r.services["user"].uo_count == 0
-    # two callers, one connection each: at most two requests reach user's sidecar at once
-    assert r.extra["peak_inbound_requests"]["user"] == 2
-    # catalogue has a single caller (the front-end): never more than one
-    r = run(mesh, [rule("catalogue", tcp_max_connections=1)])
-    assert r.extra["peak_inbound_requests"]["catalogue"] == 1
+    assert r.extra["peak_connections"]["user"] == workers
+    # two callers: at most 2 × workers requests reach user's sidecar at once, of which its
+    # inbound pool (maxConnections 1 too) serves `workers`
+    assert r.extra["peak_inbound_requests"]["user"] == 2 * workers
+    assert r.extra["peak_inbound_connections"]["user"] == workers
+    # catalogue has a single caller (the front-end): never more than one per worker
+    r = run(meshes[workers], [rule("catalogue", tcp_max_connections=1)])
+    assert r.extra["peak_inbound_requests"]["catalogue"] == workers
 
 
 def test_unset_fields_are_istio_defaults(mesh: SimMesh, default_report) -> None:

@@ -137,7 +137,8 @@ def test_loopback_figures_refit_from_the_recorded_samples() -> None:
     assert m.sidecar_pass_median_ms == pytest.approx(lo.sidecar_pass_median_ms, abs=5e-4)
     assert m.sidecar_pass_sigma == pytest.approx(lo.sidecar_pass_sigma, abs=5e-3)
     assert m.connect_median_ms == pytest.approx(lo.connect_median_ms, abs=5e-3)
-    assert m.connect_sigma == pytest.approx(lo.connect_sigma, abs=5e-3)
+    # the set-up times' sigma; LOOPBACK's connect body is the stall mixture's (issue 13)
+    assert m.connect_sigma == pytest.approx(profile._LOOPBACK_CONNECT_SIGMA, abs=5e-3)
     assert m.refused_median_ms == pytest.approx(lo.connect_refused_ms, abs=5e-4)
     assert m.app_connect_median_ms == pytest.approx(lo.inbound_connect_ms, abs=5e-4)
 
@@ -150,3 +151,44 @@ def test_recorded_timeouts_are_flat_where_the_lognormal_falls() -> None:
     assert set(measured) == {1, 2, 3}
     assert all(4.0 < pct < 8.0 for pct in measured.values())
     assert m.timeout_pct_of_fit[1] > measured[1] and m.timeout_pct_of_fit[3] < measured[3]
+
+
+def test_fit_stall_mixture_recovers_a_known_mixture() -> None:
+    from envs.backends.local.platform_probe import StallMixture, fit_stall_mixture
+
+    truth = StallMixture(0.5, 0.1, 0.12, 4.0, 0.5)
+    rng = np.random.default_rng(3)
+    run = {}
+    for t in (1, 2, 3, 5, 10):
+        n = 200_000
+        run[str(t)] = {"connects": n, "timeouts": int(rng.binomial(n, truth.sf(float(t)))),
+                       "connect_counts": {}}
+    fitted, pooled = fit_stall_mixture([run], 0.5)
+    assert pooled["3"][0] == 200_000
+    assert fitted.stall_p == pytest.approx(0.12, abs=0.01)
+    assert fitted.stall_median_ms == pytest.approx(4.0, rel=0.05)
+    for t in (1.0, 2.0, 3.0, 5.0, 10.0):
+        assert fitted.sf(t) == pytest.approx(truth.sf(t), abs=0.003)
+
+
+def test_fit_stall_mixture_needs_four_timeouts() -> None:
+    from envs.backends.local.platform_probe import fit_stall_mixture
+
+    run = {str(t): {"connects": 100, "timeouts": 6, "connect_counts": {}} for t in (1, 2, 3)}
+    with pytest.raises(ValueError, match="at least 4 finite"):
+        fit_stall_mixture([run], 0.5)
+
+
+def test_loopback_stall_mixture_refits_from_the_recorded_runs() -> None:
+    """profile.LOOPBACK's stall component is what --fit-stalls gives on the files it cites."""
+    from envs.backends.local.platform_probe import fit_stall_mixture
+
+    files = ("loopback_stalls_2026-12-03_run0.json", "loopback_stalls_2026-12-03_run1.json",
+             "loopback_stalls_2026-11-27_converted.json")
+    runs = [json.loads((MEASUREMENTS / f).read_text())["stalls"] for f in files]
+    m, _ = fit_stall_mixture(runs, profile.LOOPBACK.connect_median_ms)
+    lo = profile.LOOPBACK
+    assert m.body_sigma == pytest.approx(lo.connect_sigma, abs=5e-3)
+    assert m.stall_p == pytest.approx(lo.connect_stall_p, abs=5e-3)
+    assert m.stall_median_ms == pytest.approx(lo.connect_stall_median_ms, abs=0.05)
+    assert m.stall_sigma == pytest.approx(lo.connect_stall_sigma, abs=5e-3)
