@@ -136,15 +136,8 @@ def start_replica(replica: int, rules_file: str | None = None, namespace: str = 
                            f"{replica})")
     replica_dir(replica).mkdir(parents=True, exist_ok=True)
     log_path = replica_dir(replica) / "supervisor.log"
-    argv = [sys.executable, "-m", "envs.backends.local.supervisor", "--replica", str(replica),
-            "--namespace", namespace, "--seed", str(seed),
-            "--envoy-workers", str(envoy_workers)]
-    if adaptive_concurrency is not None:
-        argv += ["--adaptive-concurrency", json.dumps(adaptive_concurrency.to_dict())]
-    if rules_file:
-        argv += ["--rules", str(rules_file)]
-    if owned:
-        argv.append("--owned")
+    argv = _supervisor_argv(replica, rules_file, namespace, seed, owned, envoy_workers,
+                            adaptive_concurrency)
     with open(log_path, "ab") as log:
         proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=log,
                                 stderr=subprocess.STDOUT, start_new_session=True,
@@ -165,27 +158,79 @@ def start_replica(replica: int, rules_file: str | None = None, namespace: str = 
         time.sleep(0.2)
 
 
-def relaunch_replica(crash: CrashedReplica, timeout_s: float = START_TIMEOUT_S,
-                     ) -> tuple[subprocess.Popen[bytes], ReplicaState]:
+def _supervisor_argv(replica: int, rules_file: str | None, namespace: str, seed: int,
+                     owned: bool, envoy_workers: int,
+                     adaptive_concurrency: ec.AdaptiveConcurrency | None) -> list[str]:
+    """The command line of replica ``replica``'s supervisor (:func:`start_replica`'s args)."""
+    argv = [sys.executable, "-m", "envs.backends.local.supervisor", "--replica", str(replica),
+            "--namespace", namespace, "--seed", str(seed),
+            "--envoy-workers", str(envoy_workers)]
+    if adaptive_concurrency is not None:
+        argv += ["--adaptive-concurrency", json.dumps(adaptive_concurrency.to_dict())]
+    if rules_file:
+        argv += ["--rules", str(rules_file)]
+    if owned:
+        argv.append("--owned")
+    return argv
+
+
+#: Starts a command in its own session and exits at once, printing its pid: the command is then
+#: no child of the caller (Ray kills the children of a worker that exits).
+_LAUNCHER = ("import subprocess, sys\n"
+             "log = open(sys.argv[1], 'ab')\n"
+             "p = subprocess.Popen(sys.argv[2:], stdin=subprocess.DEVNULL, stdout=log, "
+             "stderr=subprocess.STDOUT, start_new_session=True)\n"
+             "print(p.pid)\n")
+
+
+def relaunch_replica(crash: CrashedReplica, timeout_s: float = START_TIMEOUT_S) -> ReplicaState:
     """Bring the crashed replica ``crash`` back up as it was brought up (its options, the
-    configuration it had before any holder changed it), not owned: it keeps running after this
-    process, as ``meshtune mesh up`` leaves it. Waits for the crashed supervisor to end first.
-    BackendError as :func:`start_replica`, or if the old supervisor does not end."""
+    configuration it had before any holder changed it), not owned and not a child of this
+    process: it keeps running after this process (a Ray worker's children are killed with it),
+    as ``meshtune mesh up`` leaves it. Waits for the crashed supervisor to end first.
+    BackendError if the old supervisor does not end or the new one does not come up."""
     deadline = time.monotonic() + RELAUNCH_WAIT_S
     while pid_alive(crash.pid):
         if time.monotonic() > deadline:
             raise BackendError(f"supervisor {crash.pid} of crashed local replica {crash.replica} "
                                f"did not end within {RELAUNCH_WAIT_S:.0f} s")
         time.sleep(0.1)
+    if read_state(crash.replica) is not None:
+        raise BackendError(f"replica {crash.replica} is already up (meshtune mesh down "
+                           f"--replica {crash.replica})")
     rules = parse_rules(crash.rules, source=f"exit record of replica {crash.replica}")
-    with tempfile.TemporaryDirectory() as tmp:
-        rules_file = Path(tmp) / "rules.yaml"
-        write_rules(rules_file, rules)
-        return start_replica(crash.replica, str(rules_file), crash.namespace, crash.seed,
-                             owned=False, timeout_s=timeout_s,
-                             envoy_workers=crash.envoy_workers,
-                             adaptive_concurrency=ec.AdaptiveConcurrency.from_value(
-                                 crash.adaptive_concurrency))
+    # the rules file stays until the supervisor has read it (it reads it first thing)
+    rules_file = replica_dir(crash.replica) / f"relaunch-rules.{os.getpid()}.yaml"
+    write_rules(rules_file, rules)
+    log_path = replica_dir(crash.replica) / "supervisor.log"
+    argv = _supervisor_argv(crash.replica, str(rules_file), crash.namespace, crash.seed, False,
+                            crash.envoy_workers,
+                            ec.AdaptiveConcurrency.from_value(crash.adaptive_concurrency))
+    try:
+        launched = subprocess.run([sys.executable, "-c", _LAUNCHER, str(log_path), *argv],
+                                  stdin=subprocess.DEVNULL, capture_output=True, text=True,
+                                  timeout=30, check=False)
+        if launched.returncode != 0 or not launched.stdout.strip().isdigit():
+            raise BackendError(f"replica {crash.replica}: could not launch its supervisor: "
+                               f"{launched.stderr.strip()[-300:]}")
+        pid = int(launched.stdout)
+        deadline = time.monotonic() + timeout_s
+        while True:
+            state = read_state(crash.replica)
+            if state is not None and state.pid == pid:
+                return state
+            if not pid_alive(pid):
+                tail = log_path.read_text(errors="replace").strip().splitlines()[-3:]
+                raise BackendError(f"replica {crash.replica} failed to start: "
+                                   + " | ".join(tail))
+            if time.monotonic() > deadline:
+                os.kill(pid, signal.SIGTERM)
+                raise BackendError(f"replica {crash.replica} not ready after {timeout_s:.0f} s; "
+                                   f"see {log_path}")
+            time.sleep(0.2)
+    finally:
+        with contextlib.suppress(FileNotFoundError):
+            rules_file.unlink()
 
 
 def stop_replica(replica: int, timeout_s: float = 30.0) -> bool:
@@ -471,7 +516,7 @@ class LocalMesh:
                                    f"`meshtune mesh up --replica {replica}`")
             crash = recent_crash(replica) if start is None else None
             if crash is not None:  # a `mesh up` replica that just crashed: back as it was
-                _, state = relaunch_replica(crash)
+                state = relaunch_replica(crash)
                 print(f"[meshtune] local replica {replica} brought back up as it was after it "
                       f"crashed ({crash.reason}); run dir {state.run_dir}", file=sys.stderr,
                       flush=True)
