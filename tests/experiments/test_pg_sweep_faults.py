@@ -19,7 +19,12 @@ from envs.backends.local.ports import ReplicaPorts
 from envs.backends.local.supervisor import busy_ports, read_state
 from envs.cli import main as cli_main
 from envs.istio import read_rules, write_rules
-from tests.envs.backends.local.test_faults import ORIGINAL, ORIGINAL_CARTS, live_carts_limit
+from tests.envs.backends.local.test_faults import (
+    ORIGINAL,
+    ORIGINAL_CARTS,
+    _children,
+    live_carts_limit,
+)
 from tests.experiments._processes import live_processes, run_script, started_script
 
 
@@ -190,3 +195,69 @@ def _wait_until(predicate, timeout_s: float) -> bool:  # type: ignore[no-untyped
     while not predicate() and time.monotonic() < deadline:
         time.sleep(0.3)
     return bool(predicate())
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("victim", ["envoy-carts", "prometheus"])
+def test_a_process_of_a_replica_killed_mid_sweep_is_survived(tmp_path: Path, victim: str) -> None:
+    """A sidecar Envoy (or Prometheus) of replica 0 SIGKILLed in the middle of a step of a local
+    sweep on replicas brought up with ``meshtune mesh up``: the step fails with one line naming
+    the dead process (its supervisor ends the replica), RLlib brings the env runner back into
+    service, and its env brings the replica back up in the configuration it was brought up with;
+    the trial finishes, the results are written, no replica is leased twice, both replicas run
+    their original rules on their live Envoys, and no process of the run is left."""
+    replicas = (0, 1)
+    for k in replicas:
+        assert busy_ports(list(ReplicaPorts(k).all_ports())) == [], \
+            f"replica {k}'s port block is taken: another run uses it"
+    rules_file = tmp_path / "original.yaml"
+    write_rules(rules_file, ORIGINAL)
+    out = tmp_path / "sweep"
+    try:
+        for k in replicas:
+            assert cli_main(["mesh", "up", "--replica", str(k), "--rules", str(rules_file)]) == 0
+        states = {k: read_state(k) for k in replicas}
+        hit = states[0]
+        assert hit is not None
+        t0 = time.monotonic()
+        with started_script("pg_sweep", *LOCAL_SWEEP, "--output", str(out),
+                            log=tmp_path / "log") as proc:
+            # mid-step: replica 0 runs its second load of the episode (the reset's was first)
+            seen: set[int] = set()
+            deadline = time.monotonic() + 300
+            while len(seen) < 2 and time.monotonic() < deadline and proc.poll() is None:
+                seen |= _loadgens_of(hit.run_dir)
+                time.sleep(0.3)
+            assert len(seen) >= 2, (tmp_path / "log").read_text()[-3000:]
+            time.sleep(2.0)
+            os.kill(_children(hit.pid)[victim], signal.SIGKILL)
+            assert proc.wait(timeout=600) == 0, (tmp_path / "log").read_text()[-4000:]
+        wall_s = time.monotonic() - t0
+        text = (tmp_path / "log").read_text()
+        # the step's error named the dead process, in one line; the replica was brought back
+        assert f"local replica 0 went down: {victim} was killed by SIGKILL" in text, text[-4000:]
+        assert "local replica 0 brought back up" in text, text[-4000:]
+        assert "ReplicaTakenError" not in text
+        results = json.loads((out / "results.json").read_text())
+        assert [t["iterations"] for t in results["trials"]] == [1, 1]
+        assert results["held_out"]["cases"]
+        # replica 0: a new supervisor, in the configuration it was brought up with; replica 1
+        # untouched; no holder left on either
+        revived = read_state(0)
+        assert revived is not None and revived.pid != hit.pid
+        assert read_state(1) == states[1]
+        for k in replicas:
+            state = read_state(k)
+            assert state is not None
+            assert _wait_until(lambda k=k: live_carts_limit(k) == ORIGINAL_CARTS, 30), k
+            assert read_rules(state.rules_path) == ORIGINAL
+            assert list((Path(state.run_dir) / "holders").glob("*.json")) == []
+            assert _loadgens_of(state.run_dir) == set()
+        assert _wait_until(lambda: _session_pids(proc.pid) == [], 60), [
+            Path(f"/proc/{pid}/cmdline").read_bytes()[:120] for pid in _session_pids(proc.pid)]
+        print(f"sweep with {victim} killed: {wall_s:.0f} s")
+    finally:
+        for k in replicas:
+            cli_main(["mesh", "down", "--replica", str(k)])
+    for k in replicas:
+        assert _wait_until(lambda k=k: busy_ports(list(ReplicaPorts(k).all_ports())) == [], 15)

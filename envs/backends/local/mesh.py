@@ -15,6 +15,13 @@ stops it again on :meth:`LocalMesh.close`.
   a service slowed) switched on and off through the services host — and builds the
   :class:`~envs.backends.report.LoadReport`: endpoints from Locust's statistics and per-request
   SLO counts, services from PromQL over Envoy's own statistics (:mod:`envs.backends.local.prom`).
+* a replica brought up by ``meshtune mesh up`` that crashed a moment ago (a sidecar,
+  Prometheus or the services host died, and its supervisor ended it: the step running then
+  raised a BackendError naming the process) is brought back up as it was by the next
+  ``LocalMesh`` of it (:func:`relaunch_replica`: the same options, the configuration it had
+  before any holder changed it), and left running, as ``mesh up`` leaves it; this is how a
+  restarted env runner of a sweep carries on on its replica. A replica a ``LocalMesh`` started
+  itself is started afresh, as before.
 * :meth:`close` re-applies the rules found at construction (and stops the replica if it
   started it); it also runs at interpreter exit, after SIGINT, and after SIGTERM (turned into
   ``SystemExit`` when the process had no SIGTERM handler of its own).
@@ -46,10 +53,13 @@ from envs.backends.local import envoy_config as ec
 from envs.backends.local.ports import HOST, ReplicaPorts
 from envs.backends.local.prom import MeshMetrics
 from envs.backends.local.supervisor import (
+    STOP_GRACE_S,
+    CrashedReplica,
     ReplicaState,
     die_with_parent,
     read_exit,
     read_state,
+    recent_crash,
     replica_dir,
     state_path,
 )
@@ -70,6 +80,9 @@ PAUSE_S = 2.5
 #: Seconds a client gives the supervisor to notice that one of its processes died (it looks
 #: every 0.2 s) before it trusts that the replica is up.
 DOWN_GRACE_S = 1.0
+#: Seconds a crashed replica's supervisor gets to end its children and free its ports before
+#: the replica is started again (its own grace period, and then some).
+RELAUNCH_WAIT_S = STOP_GRACE_S + 10.0
 #: Seconds between an apply and the next load, so Prometheus has scraped the replaced
 #: clusters' fresh counters before the window opens.
 APPLY_SETTLE_S = 1.5
@@ -123,13 +136,8 @@ def start_replica(replica: int, rules_file: str | None = None, namespace: str = 
                            f"{replica})")
     replica_dir(replica).mkdir(parents=True, exist_ok=True)
     log_path = replica_dir(replica) / "supervisor.log"
-    argv = [sys.executable, "-m", "envs.backends.local.supervisor", "--replica", str(replica),
-            "--namespace", namespace, "--seed", str(seed),
-            "--envoy-workers", str(envoy_workers)]
-    if adaptive_concurrency is not None:
-        argv += ["--adaptive-concurrency", json.dumps(adaptive_concurrency.to_dict())]
-    if rules_file:
-        argv += ["--rules", str(rules_file)]
+    argv = _supervisor_argv(replica, rules_file, namespace, seed, owned, envoy_workers,
+                            adaptive_concurrency)
     with open(log_path, "ab") as log:
         proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=log,
                                 stderr=subprocess.STDOUT, start_new_session=True,
@@ -148,6 +156,81 @@ def start_replica(replica: int, rules_file: str | None = None, namespace: str = 
             raise BackendError(f"replica {replica} not ready after {timeout_s:.0f} s; see "
                                f"{log_path}")
         time.sleep(0.2)
+
+
+def _supervisor_argv(replica: int, rules_file: str | None, namespace: str, seed: int,
+                     owned: bool, envoy_workers: int,
+                     adaptive_concurrency: ec.AdaptiveConcurrency | None) -> list[str]:
+    """The command line of replica ``replica``'s supervisor (:func:`start_replica`'s args)."""
+    argv = [sys.executable, "-m", "envs.backends.local.supervisor", "--replica", str(replica),
+            "--namespace", namespace, "--seed", str(seed),
+            "--envoy-workers", str(envoy_workers)]
+    if adaptive_concurrency is not None:
+        argv += ["--adaptive-concurrency", json.dumps(adaptive_concurrency.to_dict())]
+    if rules_file:
+        argv += ["--rules", str(rules_file)]
+    if owned:
+        argv.append("--owned")
+    return argv
+
+
+#: Starts a command in its own session and exits at once, printing its pid: the command is then
+#: no child of the caller (Ray kills the children of a worker that exits).
+_LAUNCHER = ("import subprocess, sys\n"
+             "log = open(sys.argv[1], 'ab')\n"
+             "p = subprocess.Popen(sys.argv[2:], stdin=subprocess.DEVNULL, stdout=log, "
+             "stderr=subprocess.STDOUT, start_new_session=True)\n"
+             "print(p.pid)\n")
+
+
+def relaunch_replica(crash: CrashedReplica, timeout_s: float = START_TIMEOUT_S) -> ReplicaState:
+    """Bring the crashed replica ``crash`` back up as it was brought up (its options, the
+    configuration it had before any holder changed it), not owned and not a child of this
+    process: it keeps running after this process (a Ray worker's children are killed with it),
+    as ``meshtune mesh up`` leaves it. Waits for the crashed supervisor to end first.
+    BackendError if the old supervisor does not end or the new one does not come up."""
+    deadline = time.monotonic() + RELAUNCH_WAIT_S
+    while pid_alive(crash.pid):
+        if time.monotonic() > deadline:
+            raise BackendError(f"supervisor {crash.pid} of crashed local replica {crash.replica} "
+                               f"did not end within {RELAUNCH_WAIT_S:.0f} s")
+        time.sleep(0.1)
+    if read_state(crash.replica) is not None:
+        raise BackendError(f"replica {crash.replica} is already up (meshtune mesh down "
+                           f"--replica {crash.replica})")
+    rules = parse_rules(crash.rules, source=f"exit record of replica {crash.replica}")
+    # the rules file stays until the supervisor has read it (it reads it first thing)
+    rules_file = replica_dir(crash.replica) / f"relaunch-rules.{os.getpid()}.yaml"
+    write_rules(rules_file, rules)
+    log_path = replica_dir(crash.replica) / "supervisor.log"
+    argv = _supervisor_argv(crash.replica, str(rules_file), crash.namespace, crash.seed, False,
+                            crash.envoy_workers,
+                            ec.AdaptiveConcurrency.from_value(crash.adaptive_concurrency))
+    try:
+        launched = subprocess.run([sys.executable, "-c", _LAUNCHER, str(log_path), *argv],
+                                  stdin=subprocess.DEVNULL, capture_output=True, text=True,
+                                  timeout=30, check=False)
+        if launched.returncode != 0 or not launched.stdout.strip().isdigit():
+            raise BackendError(f"replica {crash.replica}: could not launch its supervisor: "
+                               f"{launched.stderr.strip()[-300:]}")
+        pid = int(launched.stdout)
+        deadline = time.monotonic() + timeout_s
+        while True:
+            state = read_state(crash.replica)
+            if state is not None and state.pid == pid:
+                return state
+            if not pid_alive(pid):
+                tail = log_path.read_text(errors="replace").strip().splitlines()[-3:]
+                raise BackendError(f"replica {crash.replica} failed to start: "
+                                   + " | ".join(tail))
+            if time.monotonic() > deadline:
+                os.kill(pid, signal.SIGTERM)
+                raise BackendError(f"replica {crash.replica} not ready after {timeout_s:.0f} s; "
+                                   f"see {log_path}")
+            time.sleep(0.2)
+    finally:
+        with contextlib.suppress(FileNotFoundError):
+            rules_file.unlink()
 
 
 def stop_replica(replica: int, timeout_s: float = 30.0) -> bool:
@@ -313,6 +396,16 @@ def _read_holders(directory: Path) -> list[tuple[Path, dict[str, Any]]]:
     return sorted(records, key=lambda pr: (pr[1]["attached_at"], pr[0].name))
 
 
+def oldest_holders_rules(run_dir: str | Path) -> list[DestinationRule] | None:
+    """The rules the oldest holder record of the replica run in ``run_dir`` found when it
+    attached — the configuration before any holder changed it; None when no holder is
+    recorded."""
+    records = _read_holders(Path(run_dir) / "holders")
+    if not records:
+        return None
+    return parse_rules(records[0][1]["found_rules"], source="holder record")
+
+
 def _restore_dead_locked(state: ReplicaState, directory: Path) -> list[str]:
     """With the holders' lock held: pop the dead holders from the top of the stack of holders
     (the most recently attached first) and put back the rules the oldest of them found; the
@@ -421,9 +514,18 @@ class LocalMesh:
             if start is False:
                 raise BackendError(f"local replica {replica} is not up; start it with "
                                    f"`meshtune mesh up --replica {replica}`")
-            self._proc, state = start_replica(replica, None, namespace, seed, owned=True,
-                                              envoy_workers=self.envoy_workers,
-                                              adaptive_concurrency=self.adaptive_concurrency)
+            crash = recent_crash(replica) if start is None else None
+            if crash is not None:  # a `mesh up` replica that just crashed: back as it was
+                state = relaunch_replica(crash)
+                print(f"[meshtune] local replica {replica} brought back up as it was after it "
+                      f"crashed ({crash.reason}); run dir {state.run_dir}", file=sys.stderr,
+                      flush=True)
+                self._check_mesh_options(state)
+            else:
+                self._proc, state = start_replica(
+                    replica, None, namespace, seed, owned=True,
+                    envoy_workers=self.envoy_workers,
+                    adaptive_concurrency=self.adaptive_concurrency)
         elif start is True:
             raise BackendError(f"local replica {replica} is already up")
         else:

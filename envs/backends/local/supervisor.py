@@ -13,7 +13,11 @@ Istio's sidecars) and Prometheus. It
 * ends every child — SIGTERM, then SIGKILL after a grace period — when it gets SIGTERM or
   SIGINT, when any child dies, or on an error; children also get SIGTERM from the kernel if the
   supervisor itself is killed (``PR_SET_PDEATHSIG``), so a killed run leaves no process and no
-  bound port.
+  bound port;
+* records why it stopped in ``<state root>/replica-K/exit.json`` (:func:`read_exit`); when a
+  replica that was up crashed (a child died, not a stop asked for), also how to bring it back as
+  it was (:func:`recent_crash`): its options and the configuration it had before any holder
+  changed it.
 
 Everything listens on 127.0.0.1 only. Run as
 ``python -m envs.backends.local.supervisor --replica K [--rules FILE] [--seed S]
@@ -45,7 +49,7 @@ from typing import Any
 from envs.backends.lease import pid_alive
 from envs.backends.local import envoy_config as ec
 from envs.backends.local.ports import HOST, ReplicaPorts
-from envs.istio import DestinationRule, read_rules, write_rules
+from envs.istio import DestinationRule, dump_rules, read_rules, write_rules
 from envs.sockshop import SERVICE_NAMES
 
 #: Root of every replica's state and run directories (override with MESHTUNE_LOCAL_DIR).
@@ -60,6 +64,9 @@ SCRAPE_INTERVAL_S = 1.0
 HOLDER_CHECK_S = 0.5
 #: Run directories kept per replica (older ones are deleted at start).
 KEEP_RUNS = 3
+#: Seconds after a crash during which the next holder brings a replica that was brought up by
+#: ``meshtune mesh up`` back up as it was (:func:`recent_crash`); an older crash is history.
+RELAUNCH_WINDOW_S = 300.0
 _PR_SET_PDEATHSIG = 1
 
 
@@ -130,6 +137,43 @@ def read_exit(state: ReplicaState) -> str | None:
     except (FileNotFoundError, ValueError):
         return None
     return str(data["reason"]) if data.get("pid") == state.pid else None
+
+
+@dataclass(frozen=True)
+class CrashedReplica:
+    """A replica that crashed recently and how to bring it back as it was (``exit.json``).
+
+    Attributes:
+        replica: replica index.
+        pid: the supervisor that ended (wait until it is gone before starting again).
+        reason: why it ended, e.g. ``envoy-carts was killed by SIGKILL; see …``.
+        namespace, seed, envoy_workers, adaptive_concurrency: its supervisor's options.
+        rules: the configuration it had before any holder changed it (DestinationRule YAML).
+    """
+
+    replica: int
+    pid: int
+    reason: str
+    namespace: str
+    seed: int
+    envoy_workers: int
+    adaptive_concurrency: dict[str, Any] | None
+    rules: str
+
+
+def recent_crash(replica: int, window_s: float = RELAUNCH_WINDOW_S) -> CrashedReplica | None:
+    """Replica ``replica``'s last supervisor, if it was brought up by ``meshtune mesh up`` (not
+    by a ``LocalMesh`` that stops it again), was up, and ended less than ``window_s`` seconds
+    ago because a child died; None otherwise (a stop asked for, a failed start, an old crash)."""
+    try:
+        data = json.loads(exit_path(replica).read_text())
+    except (FileNotFoundError, ValueError):
+        return None
+    relaunch = data.get("relaunch")
+    if not relaunch or time.time() - float(data.get("at", 0.0)) > window_s:
+        return None
+    return CrashedReplica(replica=replica, pid=int(data["pid"]), reason=str(data["reason"]),
+                          **relaunch)
 
 
 def exit_status_text(code: int) -> str:
@@ -236,7 +280,7 @@ class Supervisor:
 
     def __init__(self, replica: int, rules: Sequence[DestinationRule], namespace: str,
                  seed: int, envoy_workers: int = ec.DEFAULT_ENVOY_WORKERS,
-                 adaptive: ec.AdaptiveConcurrency | None = None) -> None:
+                 adaptive: ec.AdaptiveConcurrency | None = None, owned: bool = False) -> None:
         self.ports = ReplicaPorts(replica)
         self.envoy_workers = ec.check_envoy_workers(envoy_workers)
         self.adaptive = adaptive
@@ -248,6 +292,10 @@ class Supervisor:
         self.children: dict[str, subprocess.Popen[bytes]] = {}
         self._logs: list[Any] = []
         self._stopping = False
+        #: Started by a LocalMesh that stops it again (not by ``meshtune mesh up``).
+        self.owned = owned
+        #: The replica became ready and its state was published.
+        self.published = False
         #: Why the supervisor stops (a signal; an error replaces it), for :meth:`record_exit`.
         self.stop_reason = "stopped"
 
@@ -352,6 +400,7 @@ class Supervisor:
         tmp = path.with_suffix(f".{os.getpid()}.tmp")
         tmp.write_text(json.dumps(asdict(state), indent=1))
         os.replace(tmp, path)
+        self.published = True
         return state
 
     def watch(self, state: ReplicaState) -> None:
@@ -381,11 +430,36 @@ class Supervisor:
         self._stopping = True
         self.stop_reason = f"stopped by {signal.Signals(signum).name}"
 
-    def record_exit(self, reason: str) -> None:
-        """Write why this supervisor stops (:func:`read_exit`), for its clients' errors."""
+    def original_rules(self) -> list[DestinationRule]:
+        """The configuration the replica had before any holder changed it: what its oldest
+        holder record found, else the rules applied now."""
+        # imported here: mesh imports this module
+        from envs.backends.local.mesh import oldest_holders_rules
+
+        found = oldest_holders_rules(self.run_dir)
+        return found if found is not None else read_rules(self.run_dir / "rules.yaml")
+
+    def record_exit(self, reason: str, crashed: bool = False) -> None:
+        """Write why this supervisor stops (:func:`read_exit`), for its clients' errors; for a
+        ``crashed`` replica not :attr:`owned`, also how to bring it back (:func:`recent_crash`)."""
+        record: dict[str, Any] = {"pid": os.getpid(), "reason": reason, "at": time.time()}
+        if crashed and not self.owned:
+            try:
+                rules: str | None = dump_rules(self.original_rules())
+            except Exception as exc:  # then the next holder starts a fresh replica instead
+                print(f"supervisor of replica {self.ports.replica}: cannot record how to bring "
+                      f"it back: {exc}", file=sys.stderr, flush=True)
+                rules = None
+            if rules is not None:
+                record["relaunch"] = {
+                    "namespace": self.namespace, "seed": self.seed,
+                    "envoy_workers": self.envoy_workers,
+                    "adaptive_concurrency": (None if self.adaptive is None
+                                             else self.adaptive.to_dict()),
+                    "rules": rules}
         path = exit_path(self.ports.replica)
         tmp = path.with_suffix(f".{os.getpid()}.tmp")
-        tmp.write_text(json.dumps({"pid": os.getpid(), "reason": reason, "at": time.time()}))
+        tmp.write_text(json.dumps(record))
         os.replace(tmp, path)
 
     def stop(self) -> None:
@@ -431,6 +505,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--adaptive-concurrency", metavar="JSON",
                         help="Envoy's adaptive concurrency filter on the inbound listeners: "
                              "AdaptiveConcurrency's fields as a JSON object (default: off)")
+    parser.add_argument("--owned", action="store_true",
+                        help="started by a LocalMesh that stops it again (a crash is not "
+                             "recorded for bringing it back)")
     args = parser.parse_args(argv)
     try:
         ec.check_envoy_workers(args.envoy_workers)
@@ -441,10 +518,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     rules = read_rules(args.rules) if args.rules else []
     replica_dir(args.replica).mkdir(parents=True, exist_ok=True)
     sup = Supervisor(args.replica, rules, args.namespace, args.seed, args.envoy_workers,
-                     adaptive)
+                     adaptive, owned=args.owned)
     signal.signal(signal.SIGTERM, sup.request_stop)
     signal.signal(signal.SIGINT, sup.request_stop)
     status = 0
+    crashed = False
     try:
         sup.start()
         state = sup.publish()
@@ -456,9 +534,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"supervisor of replica {args.replica}: {exc}", file=sys.stderr, flush=True)
         sup.stop_reason = str(exc)
         status = 1
+        crashed = sup.published and not sup._stopping
     finally:
         with contextlib.suppress(OSError):
-            sup.record_exit(sup.stop_reason)
+            sup.record_exit(sup.stop_reason, crashed)
         sup.stop()
     return status
 
