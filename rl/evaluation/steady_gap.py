@@ -329,8 +329,11 @@ class GapSummary:
 
 
 def pct(share: float, sign: bool = False) -> str:
-    """A share as whole percent, ``73 %`` (``+12 %`` with ``sign``)."""
-    return f"{100 * share:{'+' if sign else ''}.0f} %"
+    """A share as whole percent, ``73 %`` (``+12 %`` with ``sign``; a share that rounds to
+    zero is ``0 %``, never ``-0 %``; NaN is ``—``)."""
+    if math.isnan(share):
+        return "—"
+    return f"{round(100 * share):{'+' if sign else ''}d} %"
 
 
 def gap_summary(gaps: Sequence[float | None], seed: int = 0) -> GapSummary:

@@ -69,6 +69,11 @@ def test_gap_summary_leaves_out_and_counts_cases_without_a_gap() -> None:
     assert one.cell() == "25 %" and math.isnan(one.ci95[0])
 
 
+def test_percent_cells() -> None:
+    assert pct(0.734) == "73 %" and pct(-0.004) == "0 %" and pct(-0.25) == "-25 %"
+    assert pct(0.12, sign=True) == "+12 %" and pct(math.nan) == "—"
+
+
 def test_median_interval() -> None:
     assert median_ci95([3.0, 3.0, 3.0]) == (3.0, 3.0)
     assert all(math.isnan(v) for v in median_ci95([1.0]))
