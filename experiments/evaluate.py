@@ -5,6 +5,7 @@ scenarios of changing load and faults.
     python experiments/evaluate.py --quick               # 2 scenarios (a step, a fault)
     python experiments/evaluate.py --checkpoint PATH     # another checkpoint
     python experiments/evaluate.py --classic [...]       # the earlier classic-case evaluation
+    python experiments/evaluate.py --steady [--quick]    # gap closed on steady loads
 
 **Default: held-out scenarios.** ``--cases`` scenarios (default 18, ``--quick`` 2) of
 :func:`envs.scenarios.held_out_cases` (families kept out of training: load steps ×3.5–×4.5, a
@@ -29,6 +30,19 @@ win rate against each method; the steady-state check (the policy against the bes
 method on the fault-free constant-rate steps). Writes into ``--output`` (default
 ``results/evaluate``) ``results.json`` (every step of every run), ``results.md`` and
 ``fault_case.png`` (the per-step score of every method through the first fault scenario).
+
+**``--steady``**: issue 12's "steady load, random start" and "outside training" targets under
+the v1 objective (:mod:`rl.evaluation.steady_gap`): ``--cases`` (default 16, quick 2) steady
+open loads at a rate of training's steady family (0.5–1.75 × nominal) and ``--out-cases``
+(default 8, quick 1) at 4 × nominal (above training's highest rate, 3 ×), each from the
+notebook's random start (case seeds 5 000 000+ / 5 100 000+). Per case: the start, what the
+greedy policy leaves after one episode, Optuna TPE with as many load runs (1 + episode_len),
+Istio's defaults, the gateway throttle and an oracle (TPE with ``--oracle-evals`` runs, default
+201, quick 30, and the best on the fresh seeds of its top runs and every method's
+configuration), all scored on the same ``--fresh-seeds`` fresh load seeds (default 10, quick 3);
+the share of the start → oracle gap each closed (median over cases, bootstrap 95 % CI) beside
+score, good %, goodput, failure %, mean latency and p99. Writes ``results.md`` and
+``results.json`` into ``--output``.
 
 **``--classic``**: the earlier evaluation on the notebook's cases (random start, closed-loop
 users, PPO, searches, oracle), kept for reproducing it; its options are ``--fresh-seeds``,
@@ -141,18 +155,24 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     p.add_argument("--quick", action="store_true", help="tiny sizes, a smoke test")
     p.add_argument("--classic", action="store_true",
                    help="the earlier evaluation on the notebook's classic cases")
+    p.add_argument("--steady", action="store_true",
+                   help="gap closed on steady loads from the notebook's random start")
     p.add_argument("--cases", type=int, default=None,
                    help="held-out scenarios (default 18; quick 2); --classic: cases per "
-                        "scenario (default: in_range 16, others 6; quick 1)")
+                        "scenario (default: in_range 16, others 6; quick 1); --steady: "
+                        "in-range cases (default 16; quick 2)")
+    p.add_argument("--out-cases", type=int, default=None,
+                   help="--steady: cases at 4x the nominal rate (default 8; quick 1)")
     p.add_argument("--scenario-seed", type=int, default=SCENARIO_SEED,
                    help=f"seed of the held-out scenarios (default {SCENARIO_SEED})")
     p.add_argument("--fresh-seeds", type=int, default=None,
-                   help="--classic: fresh load seeds per final configuration (default 8; quick 3)")
+                   help="--classic: fresh load seeds per final configuration (default 8; quick 3)"
+                        "; --steady: default 10, quick 3")
     p.add_argument("--selection-seeds", type=int, default=None,
                    help="--classic: load seeds of the oracle's selection (default 8; quick 2)")
     p.add_argument("--oracle-evals", type=int, default=None,
                    help="--classic: load runs of the oracle's local search (default 600; "
-                        "quick 40)")
+                        "quick 40); --steady: the oracle's TPE runs (default 201; quick 30)")
     p.add_argument("--ppo-env-steps", type=int, default=None,
                    help="--classic: PPO training env steps (default: as many as the checkpoint "
                         "saw; quick 200)")
@@ -225,6 +245,73 @@ def run_held_out(args: argparse.Namespace, argv: Sequence[str]) -> dict[str, Any
                "step_s": step_s, "scenario_seed": args.scenario_seed,
                "rule_params": asdict(TUNED_RULE_PARAMS),
                "wall_s": time.monotonic() - t_start, **numbers}
+    (output / "results.json").write_text(json.dumps(summary, indent=1, default=str))
+    print("\n" + text, flush=True)
+    return summary
+
+
+def run_steady(args: argparse.Namespace, argv: Sequence[str]) -> dict[str, Any]:
+    """The ``--steady`` evaluation (module docstring); writes results.md and results.json,
+    returns the summary."""
+    import torch
+
+    from rl.evaluation import steady_gap
+
+    torch.set_num_threads(1)
+    not_here = [f"--{n.replace('_', '-')}" for n in ("selection_seeds", "ppo_env_steps",
+                                                     "ppo_checkpoint")
+                if getattr(args, n) is not None]
+    if not_here:
+        raise EvaluationError(f"{', '.join(not_here)} only apply with --classic")
+    quick = args.quick
+    n_in = args.cases if args.cases is not None else (
+        2 if quick else steady_gap.DEFAULT_CASES[steady_gap.IN_RANGE])
+    n_out = args.out_cases if args.out_cases is not None else (
+        1 if quick else steady_gap.DEFAULT_CASES[steady_gap.OUT_OF_RANGE])
+    fresh = args.fresh_seeds if args.fresh_seeds is not None else (
+        3 if quick else steady_gap.DEFAULT_FRESH_SEEDS)
+    oracle = args.oracle_evals if args.oracle_evals is not None else (
+        30 if quick else steady_gap.DEFAULT_ORACLE_RUNS)
+    if n_in < 0 or n_out < 0 or n_in + n_out < 1:
+        raise EvaluationError("--cases and --out-cases must be >= 0, and not both 0")
+    if fresh < 1 or oracle < 1:
+        raise EvaluationError("--fresh-seeds and --oracle-evals must be >= 1")
+    t_start = time.monotonic()
+    checkpoint = (args.checkpoint or best_checkpoint()).resolve()
+    output = args.output.resolve()
+    output.mkdir(parents=True, exist_ok=True)
+    policy = load_policy(checkpoint)
+    trained = {**DEFAULT_ENV_CONFIG, **policy.env_config}
+    if trained.get("backend", "sim") != "sim":
+        print(f"[evaluate] the checkpoint was trained on backend {trained['backend']!r}; "
+              "evaluating on the simulator", flush=True)
+    episode_len = max(int(trained["episode_len"]), MIN_EPISODE_LEN)
+    step_s = float(trained["step_s"])
+    try:
+        catalogue = make_catalogue(trained["catalogue"], trained["services"])
+        sizes = {steady_gap.IN_RANGE: n_in, steady_gap.OUT_OF_RANGE: n_out}
+        print(f"[evaluate] checkpoint {policy.path} ({policy.env_steps_trained} env steps); "
+              f"steady cases: {n_in} in range, {n_out} at {steady_gap.OUT_OF_RANGE_FACTOR:g} x "
+              f"nominal; {episode_len} steps x {step_s:g} s; {fresh} fresh seeds; oracle TPE "
+              f"{oracle} runs", flush=True)
+        result = steady_gap.evaluate_steady(
+            policy.module, catalogue, {f: n for f, n in sizes.items() if n > 0}, episode_len,
+            step_s, fresh, oracle, int(trained["init_upper"]),
+            log=lambda line: print(line, flush=True))
+    except ValueError as exc:
+        raise EvaluationError(str(exc)) from None
+    stamp = datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC")
+    command = "python experiments/evaluate.py " + " ".join(shlex.quote(a) for a in argv)
+    md = [f"### {stamp} — `{command.strip()}`", "",
+          f"Steady load, random start: the gap to the best static configuration closed "
+          f"(`rl.evaluation.steady_gap`). Policy checkpoint `{policy.path}` "
+          f"({policy.env_steps_trained} env steps), on the simulator. Wall time "
+          f"{time.monotonic() - t_start:.0f} s.", "", *steady_gap.report_markdown(result)]
+    text = "\n".join(md)
+    (output / "results.md").write_text(text)
+    summary = {"command": command.strip(), "date": stamp, "checkpoint": str(policy.path),
+               "env_steps_trained": policy.env_steps_trained,
+               **steady_gap.results_json(result), "wall_s": time.monotonic() - t_start}
     (output / "results.json").write_text(json.dumps(summary, indent=1, default=str))
     print("\n" + text, flush=True)
     return summary
@@ -320,9 +407,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     try:
         args = parse_args(argv)
-        if args.classic:
+        if args.classic and args.steady:
+            raise EvaluationError("--classic and --steady are different evaluations: pick one")
+        if args.out_cases is not None and not args.steady:
+            raise EvaluationError("--out-cases only applies with --steady")
+        if args.steady:
+            run_steady(args, argv)
+        elif args.classic:
             classic = {k: v for k, v in vars(args).items()
-                       if k not in ("classic", "scenario_seed")}
+                       if k not in ("classic", "scenario_seed", "steady", "out_cases")}
             run_classic(resolve_settings(**classic), argv)
         else:
             run_held_out(args, argv)

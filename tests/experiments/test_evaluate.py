@@ -1,5 +1,6 @@
-"""experiments/evaluate.py end to end: real --quick runs (held-out scenarios, and --classic) on a
-freshly trained checkpoint, and its one-line errors (the library's parts: tests/rl/evaluation/)."""
+"""experiments/evaluate.py end to end: real --quick runs (held-out scenarios, --steady and
+--classic) on a freshly trained checkpoint, and its one-line errors (the library's parts:
+tests/rl/evaluation/)."""
 
 from __future__ import annotations
 
@@ -88,10 +89,44 @@ def test_quick_held_out_run_end_to_end(checkpoint: Path, tmp_path: Path) -> None
     assert (out / "fault_case.png").stat().st_size > 10_000
 
 
+@pytest.mark.slow
+def test_quick_steady_run_end_to_end(checkpoint: Path, tmp_path: Path) -> None:
+    out = tmp_path / "out"
+    proc = subprocess.run(
+        [sys.executable, str(SCRIPT), "--steady", "--quick", "--cases", "1",
+         "--checkpoint", str(checkpoint), "--output", str(out)],
+        cwd=REPO, env=ENV, timeout=600, capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    table = (out / "results.md").read_text()
+    methods = ("start", "policy", "tpe_9", "istio_default", "gateway_throttle", "oracle")
+    for method in methods:  # the checkpoint's episodes are 8 steps: TPE with 9 runs
+        rows = [line for line in table.splitlines() if line.startswith(f"| {method} |")]
+        assert len(rows) == 2, method  # a row in range and one at 4x nominal
+    for header in ("gap closed, median [95 % CI]", "score", "good %", "goodput req/s",
+                   "failure %", "mean ms", "p99 ms", "**in_range**", "**out_of_range**",
+                   "--steady --quick"):
+        assert header in table, header
+    results = json.loads((out / "results.json").read_text())
+    assert results["episode_len"] == 8 and results["fresh_seeds"] == 3
+    assert results["oracle_runs"] == 30
+    for family in ("in_range", "out_of_range"):
+        (case,) = results["families"][family]["cases"]
+        scores = {m: v["score"] for m, v in case["methods"].items()}
+        assert set(scores) == set(methods)
+        assert all(scores["oracle"] >= s for s in scores.values())  # on the same fresh seeds
+        assert all(len(v["scores"]) == 3 for v in case["methods"].values())
+    assert results["families"]["out_of_range"]["cases"][0]["rate_rps"] == 240.0
+
+
 @pytest.mark.parametrize("args, message", [
     (["--cases", "0"], "--cases must be >= 1"),
     (["--fresh-seeds", "3"], "only apply with --classic"),
     (["--checkpoint", "/nonexistent/ckpt"], "not an RLlib Algorithm checkpoint"),
+    (["--steady", "--classic"], "pick one"),
+    (["--out-cases", "2"], "--out-cases only applies with --steady"),
+    (["--steady", "--selection-seeds", "2"], "only apply with --classic"),
+    (["--steady", "--cases", "0", "--out-cases", "0"], "not both 0"),
+    (["--steady", "--fresh-seeds", "0"], "--fresh-seeds and --oracle-evals must be >= 1"),
 ])
 def test_bad_input_is_one_line(tmp_path: Path, args: list[str], message: str) -> None:
     argv = args if "--checkpoint" in args else [*args, "--checkpoint", str(tmp_path)]
