@@ -42,6 +42,7 @@ class Args:
     entropy: float = 0.01
     num_epochs: int = 1
     act_groups: bool = False
+    scenarios: str = "training"
     step_s: float = 10.0
     seed: int = 7
     cases: int = 18
@@ -69,7 +70,8 @@ def train(args: Args) -> tuple[Any, dict[str, Any]]:
     settings = sweep_settings(iterations=args.iterations,
                               episodes_per_scenario=args.episodes_per_scenario, seed=args.seed)
     env_config = {**base_env_config(settings), "catalogue": args.catalogue,
-                  "late_weight": args.late_weight, "step_s": args.step_s}
+                  "late_weight": args.late_weight, "step_s": args.step_s,
+                  "scenarios": args.scenarios}
     spec, model_config = policy_spec(POLICY, env_config, act_groups=args.act_groups)
     config = (build_param_space(settings).copy(copy_frozen=False)
               .environment(env_config=env_config)

@@ -5,6 +5,10 @@
 * ``scenario_eval`` / ``scenario_tables`` — every method through the held-out scenarios: the
   tables (score, good %, goodput, failure %, latency side by side, win rates) and the
   fault-case plot;
+* ``ablation`` / ``cause_action`` — does the policy use what it sees: the same policy shown
+  other cases' observations; which action it takes under which observed cause;
+* ``steady_gap`` — the share of the gap to an oracle a method closes from the notebook's random
+  start under a steady load, in training's range and above it (``evaluate.py --steady``);
 * ``episode`` — the classic setup's episode runner: run one episode with an actor, re-measure
   its start and end; ``EpisodeOutcome``, ``EpisodeTrace``;
 * ``actors`` — policies as evaluation sees them: an RLModule (greedy or sampled), uniform random;
