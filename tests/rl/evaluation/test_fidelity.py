@@ -328,3 +328,22 @@ def test_a_bad_flag_is_one_line_from_the_command_line() -> None:
     proc = run_script("fidelity", "--repeats", "3", timeout_s=120)
     assert proc.returncode == 2 and "must be even" in proc.stderr
     assert "Traceback" not in proc.stderr and proc.stdout == ""
+
+
+@pytest.mark.parametrize(("target", "value", "ci", "undecided"), [
+    ("≥ 0.95", 0.5, (0.1, 0.97), True),
+    ("≥ 0.95", 0.5, (0.1, 0.9), False),
+    ("≤ 0.1", 0.2, (0.05, 0.3), True),
+    ("≤ 0.1", 0.2, (0.15, 0.3), False),
+    ("≤ 10% of the local range", 0.3, (0.08, 0.5), True),
+    ("≤ 10% of the local range", 0.3, (0.2, 0.5), False),
+    ("0.7–1.3", 0.5, (0.4, 0.75), True),
+    ("0.7–1.3", 0.5, (0.4, 0.6), False),
+])
+def test_a_miss_whose_ci_reaches_the_target_is_not_decided(
+        target: str, value: float, ci: tuple[float, float], undecided: bool) -> None:
+    row = fid._undecided(fid.Row("x", target, value, ci, False, "simulator: off"))
+    assert row.note.startswith("simulator: off")
+    assert ("not decided" in row.note) is undecided
+    kept = fid.Row("x", target, value, ci, True)
+    assert fid._undecided(kept) == kept
