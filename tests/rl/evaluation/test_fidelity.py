@@ -347,3 +347,16 @@ def test_a_miss_whose_ci_reaches_the_target_is_not_decided(
     assert ("not decided" in row.note) is undecided
     kept = fid.Row("x", target, value, ci, True)
     assert fid._undecided(kept) == kept
+
+
+def test_classic_load_and_score() -> None:
+    platform = fid.profile.platform_named("loopback")
+    load = fid.closed_load(3, 120)
+    run = fid.run_comparison(SimMesh(platform=platform), fid.configurations(3, 0), [load],
+                             repeats=2, sim_seeds=2, seed=0, platform=platform,
+                             score=fid.SCORE_FNS["classic"])
+    mesh = SimMesh(platform=platform)
+    report = mesh.run_load(load.spec, fid.run_seed(0, 0, 0, 0))
+    assert run.runs[0].sim[0].score == pytest.approx(
+        fid.classic_evaluation_score(report))
+    assert run.runs[0].sim[0].score != pytest.approx(fid.evaluation_score(report))
