@@ -135,7 +135,8 @@ def main(argv: list[str] | None = None) -> int:
     run_dir, workers = local.state.run_dir, local.envoy_workers
     try:
         run = run_comparison(local, configurations(args.configs, args.seed), loads,
-                             args.repeats, args.sim_seeds, args.seed, platform, score)
+                             args.repeats, args.sim_seeds, args.seed, platform, score,
+                             envoy_workers=workers)
     finally:
         local.close()
     header = run_header(_command(args), time.time() - t0, platform, args.classic, workers,

@@ -568,15 +568,16 @@ class FidelityRun:
 
 def run_comparison(local: Backend, configs: list[tuple[int | None, list[DestinationRule]]],
                    loads: Sequence[Load], repeats: int, sim_seeds: int, seed: int,
-                   platform: profile.Platform, score: ScoreFn = evaluation_score
-                   ) -> FidelityRun:
+                   platform: profile.Platform, score: ScoreFn = evaluation_score,
+                   envoy_workers: int = 2) -> FidelityRun:
     """Run every configuration under every load ``repeats`` times on ``local`` and
-    ``sim_seeds`` times in the simulator on ``platform``; one line per local run. The repeats
-    are the outer loop (a drift of the shared machine spreads over every configuration).
-    ``local`` is left open."""
+    ``sim_seeds`` times in the simulator on ``platform`` with the local mesh's
+    ``envoy_workers`` (each calling pool may exceed ``maxConnections`` up to that many
+    connections, as on real Envoy); one line per local run. The repeats are the outer loop (a
+    drift of the shared machine spreads over every configuration). ``local`` is left open."""
     if not 1 <= repeats <= sim_seeds <= MAX_SEEDS_PER_SIDE:
         raise ValueError(f"need 1 <= repeats <= sim_seeds <= {MAX_SEEDS_PER_SIDE}")
-    sim = SimMesh(platform=platform)
+    sim = SimMesh(platform=platform, envoy_workers=envoy_workers)
     out = FidelityRun(list(loads), [], [])
     try:
         for li, load in enumerate(loads):
