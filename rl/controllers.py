@@ -219,12 +219,13 @@ class RuleParams:
 #: the same 16 TRAINING scenarios of 20 steps (common random numbers), the best 8 re-played on
 #: 32 other TRAINING scenarios; 768 episodes (16,128 load runs), 104 s on the simulator (2
 #: Envoy workers per sidecar; 2 shared cores, 2026-12-03), observed with ``MeshEnv``'s default
-#: catalogue (the front-end tuned too). Budget: as many episodes per candidate as the sweep validates a trial on (16), 8×
-#: its 4 trials; far fewer load runs than the agent trains on. Result (mean summed score over
-#: the 32 selection scenarios): this set -193.3, the defaults :class:`RuleParams` () -244.9, the
-#: other finalists -204.5 .. -249.0 (the same winner on the 1-worker simulator). The admission rule is what pays (every finalist has it on;
-#: the slow-callee rule only at 5 s). An earlier tuning (-305.1) read an observation laid out
-#: for another catalogue; the controller now refuses one.
+#: catalogue (the front-end tuned too). Budget: as many episodes per candidate as the sweep
+#: validates a trial on (16), 8× its 4 trials; far fewer load runs than the agent trains on.
+#: Result (mean summed score over the 32 selection scenarios): this set -193.3, the defaults
+#: :class:`RuleParams` () -244.9, the other finalists -204.5 .. -249.0 (the same winner on the
+#: 1-worker simulator). The admission rule is what pays (every finalist has it on; the
+#: slow-callee rule only at 5 s). An earlier tuning (-305.1) read an observation laid out for
+#: another catalogue; the controller now refuses one.
 TUNED_RULE_PARAMS = RuleParams(uo_threshold=0.0, increase=20, headroom=1.5, uf_threshold=0.05,
                                timeout_factor=10.0, slow_p99_ms=5000.0, slow_demand=16.0,
                                decrease=0.75, min_connections=1, retry_threshold=0.01,
