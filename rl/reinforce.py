@@ -33,8 +33,9 @@ Settings beyond RLlib's own (``lr``, ``gamma``, ``train_batch_size``...), all se
 RLlib's ``num_epochs`` and ``minibatch_size`` (``training(num_epochs=..., minibatch_size=...)``)
 are honoured: ``num_epochs`` passes over the batch instead of one gradient step. Every pass after
 the first is slightly off-policy (the returns were sampled by the weights before the first
-step; there is no importance ratio or clip, this is not PPO), so keep it small: sampling is what
-costs here, and a few steps per batch learn more from the same episodes.
+step; there is no importance ratio or clip, this is not PPO), so keep it small. The main job
+keeps one step per batch: 4 steps did not change what a trial learned on the one seed tried
+(BENCHMARKS.md, Closed-loop evaluation).
 
 The policy network defaults to the original notebook's (see :mod:`rl.module`).
 """

@@ -30,7 +30,9 @@ head. Permutation-invariant, and dropped from the env runners' inference-only co
   class is the same (a sum of two linear maps is one), but what is learnt about one act moves
   the others of its group: a rewarded ``http2MaxRequests set 16`` also raises ``set 4`` and the
   other rungs of that knob on a service in that state, so credit spreads over related acts
-  instead of waiting for each of 547 to be drawn (structured exploration).
+  instead of waiting for each of 547 to be drawn (structured exploration). Off by default: on
+  the one seed tried it did not change what a trial learned (BENCHMARKS.md, Closed-loop
+  evaluation).
 
 The action space must be ``Discrete(S * A + noop_action)``; a bad key raises ``ValueError``
 naming it.
