@@ -172,12 +172,13 @@ class RuleParams:
             (``URX``) above which ``maxRetries`` is raised by ``increase``.
         admit_p99_ms: the entry service's p99 (what the ingress gateway saw calling the
             front-end), ms, above which the shop counts as overloaded and the gateway admits
-            fewer requests at once (the admission rule; 1e9 switches it off).
+            fewer requests at once (the admission rule; 1e9: never caps on overload, while a cap
+            already in place is still raised and lifted as below).
         admit_limit: the first cap on the entry service's concurrent requests
             (``http2MaxRequests``) when overload is seen without one — about the shop's
             concurrency at capacity, which an operator knows from a load test.
         admit_increase: additive raise of that cap while it rejects requests (``UO``) and the
-            p99 is back under ``admit_p99_ms``.
+            p99 is under :data:`ADMIT_PROBE_SHARE` × ``admit_p99_ms``.
         admit_release: the cap is removed when the requests in flight stay under this share of
             it with nothing rejected (the load has calmed).
     """
