@@ -81,7 +81,7 @@ from envs.sockshop.slo import NOMINAL_RATE_RPS
 from rl.baselines import SearchSpace, reachable_space, tpe_search
 from rl.controllers import GatewayThrottle, PolicyController
 from rl.evaluation.closed_loop import ScenarioRun, config_change, run_scenario, scenario_start
-from rl.evaluation.scenario_tables import fmt_ci, wilson_ci95
+from rl.evaluation.scenario_tables import METRICS, fmt_ci, wilson_ci95  # keys: Measurement's
 from rl.evaluation.seeds import FRESH_SEED_BASE, SEARCH_SEED_BASE, load_seeds
 from rl.evaluation.stats import BOOTSTRAP_RESAMPLES, gap_closed
 
@@ -113,16 +113,6 @@ TARGETS: dict[str, float] = {IN_RANGE: 0.90, OUT_OF_RANGE: 0.80}
 DEFAULT_CASES: dict[str, int] = {IN_RANGE: 16, OUT_OF_RANGE: 8}
 DEFAULT_FRESH_SEEDS = 10
 DEFAULT_ORACLE_RUNS = 201
-
-#: The per-run metrics shown beside the score: (Measurement attribute, header, format).
-METRICS: tuple[tuple[str, str, str], ...] = (
-    ("good_pct", "good %", ".2f"),
-    ("goodput_rps", "goodput req/s", ".1f"),
-    ("failure_pct", "failure %", ".2f"),
-    ("latency_mean_ms", "mean ms", ".0f"),
-    ("latency_p99_ms", "p99 ms", ".0f"),
-)
-
 
 @dataclass(frozen=True)
 class SteadyCase:
