@@ -183,18 +183,25 @@ _LAUNCHER = ("import subprocess, sys\n"
              "print(p.pid)\n")
 
 
+def _ended_within(pid: int, timeout_s: float) -> bool:
+    """Whether process ``pid`` is gone within ``timeout_s`` seconds (polled every 0.1 s)."""
+    deadline = time.monotonic() + timeout_s
+    while pid_alive(pid):
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.1)
+    return True
+
+
 def relaunch_replica(crash: CrashedReplica, timeout_s: float = START_TIMEOUT_S) -> ReplicaState:
     """Bring the crashed replica ``crash`` back up as it was brought up (its options, the
     configuration it had before any holder changed it), not owned and not a child of this
     process: it keeps running after this process (a Ray worker's children are killed with it),
     as ``meshtune mesh up`` leaves it. Waits for the crashed supervisor to end first.
     BackendError if the old supervisor does not end or the new one does not come up."""
-    deadline = time.monotonic() + RELAUNCH_WAIT_S
-    while pid_alive(crash.pid):
-        if time.monotonic() > deadline:
-            raise BackendError(f"supervisor {crash.pid} of crashed local replica {crash.replica} "
-                               f"did not end within {RELAUNCH_WAIT_S:.0f} s")
-        time.sleep(0.1)
+    if not _ended_within(crash.pid, RELAUNCH_WAIT_S):
+        raise BackendError(f"supervisor {crash.pid} of crashed local replica {crash.replica} "
+                           f"did not end within {RELAUNCH_WAIT_S:.0f} s")
     if read_state(crash.replica) is not None:
         raise BackendError(f"replica {crash.replica} is already up (meshtune mesh down "
                            f"--replica {crash.replica})")
@@ -243,12 +250,9 @@ def stop_replica(replica: int, timeout_s: float = 30.0) -> bool:
         return False
     with contextlib.suppress(ProcessLookupError):
         os.kill(state.pid, signal.SIGTERM)
-    deadline = time.monotonic() + timeout_s
-    while pid_alive(state.pid):
-        if time.monotonic() > deadline:
-            raise BackendError(f"supervisor {state.pid} of replica {replica} did not stop in "
-                               f"{timeout_s:.0f} s")
-        time.sleep(0.1)
+    if not _ended_within(state.pid, timeout_s):
+        raise BackendError(f"supervisor {state.pid} of replica {replica} did not stop in "
+                           f"{timeout_s:.0f} s")
     return True
 
 
