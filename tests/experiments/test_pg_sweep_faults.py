@@ -10,13 +10,16 @@ import functools
 import json
 import os
 import signal
+import subprocess
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
 
 from envs.backends.local.ports import ReplicaPorts
-from envs.backends.local.supervisor import busy_ports, read_state
+from envs.backends.local.supervisor import ReplicaState, busy_ports, read_state
 from envs.cli import main as cli_main
 from envs.istio import read_rules, write_rules
 from tests.envs.backends.local.test_faults import (
@@ -125,6 +128,40 @@ def _loadgens_of(run_dir: str) -> set[int]:
             if "loadgen.py" in cmdline and run_dir in cmdline}
 
 
+@contextmanager
+def _replicas_up_with_original_rules(replicas: tuple[int, ...], tmp_path: Path
+                                     ) -> Iterator[dict[int, ReplicaState | None]]:
+    """Bring ``replicas`` up with ``meshtune mesh up --rules`` (:data:`ORIGINAL`: carts capped)
+    on free port blocks; yields their states; brings them down afterwards and checks that
+    every port of theirs closed."""
+    for k in replicas:
+        assert busy_ports(list(ReplicaPorts(k).all_ports())) == [], \
+            f"replica {k}'s port block is taken: another run uses it"
+    rules_file = tmp_path / "original.yaml"
+    write_rules(rules_file, ORIGINAL)
+    try:
+        for k in replicas:
+            assert cli_main(["mesh", "up", "--replica", str(k), "--rules", str(rules_file)]) == 0
+        yield {k: read_state(k) for k in replicas}
+    finally:
+        for k in replicas:
+            cli_main(["mesh", "down", "--replica", str(k)])
+    for k in replicas:
+        assert _wait_until(lambda k=k: busy_ports(list(ReplicaPorts(k).all_ports())) == [], 15)
+
+
+def _wait_for_second_load(proc: subprocess.Popen[bytes], run_dir: str, log: Path) -> None:
+    """Wait (≤ 300 s) until the replica of ``run_dir`` runs its second load of the episode (the
+    reset's was first), then 2 s more: the sweep ``proc`` is then in the middle of a step."""
+    seen: set[int] = set()
+    deadline = time.monotonic() + 300
+    while len(seen) < 2 and time.monotonic() < deadline and proc.poll() is None:
+        seen |= _loadgens_of(run_dir)
+        time.sleep(0.3)
+    assert len(seen) >= 2, log.read_text()[-3000:]
+    time.sleep(2.0)
+
+
 @pytest.mark.slow
 def test_ctrl_c_mid_step_on_local_restores_the_replicas_and_resume_finishes(tmp_path: Path) -> None:
     """Ctrl-C (SIGINT to the driver's process group, as a terminal sends it: the driver, Ray's
@@ -133,26 +170,13 @@ def test_ctrl_c_mid_step_on_local_restores_the_replicas_and_resume_finishes(tmp_
     in the configuration it came up with and no holder is left on it; no process of the run is
     left; ``--resume`` runs the sweep to its end."""
     replicas = (0, 1)
-    for k in replicas:
-        assert busy_ports(list(ReplicaPorts(k).all_ports())) == [], \
-            f"replica {k}'s port block is taken: another run uses it"
-    rules_file = tmp_path / "original.yaml"
-    write_rules(rules_file, ORIGINAL)
     out = tmp_path / "sweep"
-    try:
-        for k in replicas:
-            assert cli_main(["mesh", "up", "--replica", str(k), "--rules", str(rules_file)]) == 0
-        states = {k: read_state(k) for k in replicas}
+    with _replicas_up_with_original_rules(replicas, tmp_path) as states:
         with started_script("pg_sweep", *LOCAL_SWEEP, "--output", str(out),
                             log=tmp_path / "log") as proc:
             # mid-step: replica 0 runs its second load of the episode (the reset's was first)
-            seen: set[int] = set()
-            deadline = time.monotonic() + 300
-            while len(seen) < 2 and time.monotonic() < deadline and proc.poll() is None:
-                seen |= _loadgens_of(states[0].run_dir)  # type: ignore[union-attr]
-                time.sleep(0.3)
-            assert len(seen) >= 2, (tmp_path / "log").read_text()[-3000:]
-            time.sleep(2.0)
+            _wait_for_second_load(proc, states[0].run_dir,  # type: ignore[union-attr]
+                                  tmp_path / "log")
             os.killpg(proc.pid, signal.SIGINT)
             assert proc.wait(timeout=180) == 130, (tmp_path / "log").read_text()[-3000:]
         text = (tmp_path / "log").read_text()
@@ -183,11 +207,6 @@ def test_ctrl_c_mid_step_on_local_restores_the_replicas_and_resume_finishes(tmp_
         for k in replicas:
             assert read_state(k) == states[k]
             assert live_carts_limit(k) == ORIGINAL_CARTS
-    finally:
-        for k in replicas:
-            cli_main(["mesh", "down", "--replica", str(k)])
-    for k in replicas:
-        assert _wait_until(lambda k=k: busy_ports(list(ReplicaPorts(k).all_ports())) == [], 15)
 
 
 def _wait_until(predicate, timeout_s: float) -> bool:  # type: ignore[no-untyped-def]
@@ -207,29 +226,15 @@ def test_a_process_of_a_replica_killed_mid_sweep_is_survived(tmp_path: Path, vic
     the trial finishes, the results are written, no replica is leased twice, both replicas run
     their original rules on their live Envoys, and no process of the run is left."""
     replicas = (0, 1)
-    for k in replicas:
-        assert busy_ports(list(ReplicaPorts(k).all_ports())) == [], \
-            f"replica {k}'s port block is taken: another run uses it"
-    rules_file = tmp_path / "original.yaml"
-    write_rules(rules_file, ORIGINAL)
     out = tmp_path / "sweep"
-    try:
-        for k in replicas:
-            assert cli_main(["mesh", "up", "--replica", str(k), "--rules", str(rules_file)]) == 0
-        states = {k: read_state(k) for k in replicas}
+    with _replicas_up_with_original_rules(replicas, tmp_path) as states:
         hit = states[0]
         assert hit is not None
         t0 = time.monotonic()
         with started_script("pg_sweep", *LOCAL_SWEEP, "--output", str(out),
                             log=tmp_path / "log") as proc:
             # mid-step: replica 0 runs its second load of the episode (the reset's was first)
-            seen: set[int] = set()
-            deadline = time.monotonic() + 300
-            while len(seen) < 2 and time.monotonic() < deadline and proc.poll() is None:
-                seen |= _loadgens_of(hit.run_dir)
-                time.sleep(0.3)
-            assert len(seen) >= 2, (tmp_path / "log").read_text()[-3000:]
-            time.sleep(2.0)
+            _wait_for_second_load(proc, hit.run_dir, tmp_path / "log")
             os.kill(_children(hit.pid)[victim], signal.SIGKILL)
             assert proc.wait(timeout=600) == 0, (tmp_path / "log").read_text()[-4000:]
         wall_s = time.monotonic() - t0
@@ -256,8 +261,3 @@ def test_a_process_of_a_replica_killed_mid_sweep_is_survived(tmp_path: Path, vic
         assert _wait_until(lambda: _session_pids(proc.pid) == [], 60), [
             Path(f"/proc/{pid}/cmdline").read_bytes()[:120] for pid in _session_pids(proc.pid)]
         print(f"sweep with {victim} killed: {wall_s:.0f} s")
-    finally:
-        for k in replicas:
-            cli_main(["mesh", "down", "--replica", str(k)])
-    for k in replicas:
-        assert _wait_until(lambda k=k: busy_ports(list(ReplicaPorts(k).all_ports())) == [], 15)
