@@ -126,6 +126,7 @@ from rl.evaluation.cases import SCENARIOS
 from rl.evaluation.checkpoint import (
     DEFAULT_SWEEP_RESULTS,
     CheckpointError,
+    PolicyCheckpoint,
     best_checkpoint,
     load_policy,
 )
@@ -185,6 +186,22 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     return p.parse_args(argv)
 
 
+def _policy_and_output(args: argparse.Namespace) -> tuple[Path, PolicyCheckpoint]:
+    """``(output directory, policy)`` of the held-out and ``--steady`` modes:
+    ``--checkpoint`` or the best trial of pg_sweep's results, the output directory created, the
+    policy loaded; says so when the policy was trained on another backend than the simulator
+    these modes evaluate on."""
+    checkpoint = (args.checkpoint or best_checkpoint()).resolve()
+    output = args.output.resolve()
+    output.mkdir(parents=True, exist_ok=True)
+    policy = load_policy(checkpoint)
+    backend = policy.env_config.get("backend", "sim")
+    if backend != "sim":
+        print(f"[evaluate] the checkpoint was trained on backend {backend!r}; "
+              "evaluating on the simulator", flush=True)
+    return output, policy
+
+
 def run_held_out(args: argparse.Namespace, argv: Sequence[str]) -> dict[str, Any]:
     """The default evaluation (module docstring); writes results.json, results.md and the
     fault-case plot, returns the summary."""
@@ -201,14 +218,8 @@ def run_held_out(args: argparse.Namespace, argv: Sequence[str]) -> dict[str, Any
     if n_cases < 1:
         raise EvaluationError("--cases must be >= 1")
     t_start = time.monotonic()
-    checkpoint = (args.checkpoint or best_checkpoint()).resolve()
-    output = args.output.resolve()
-    output.mkdir(parents=True, exist_ok=True)
-    policy = load_policy(checkpoint)
+    output, policy = _policy_and_output(args)
     env_config = policy.env_config
-    if env_config.get("backend", "sim") != "sim":
-        print(f"[evaluate] the checkpoint was trained on backend {env_config['backend']!r}; "
-              "evaluating on the simulator", flush=True)
     if env_config.get("load", "open") != "open":
         print("[evaluate] the checkpoint was trained on the classic closed load; evaluating on "
               "the open-load held-out scenarios", flush=True)
@@ -277,14 +288,8 @@ def run_steady(args: argparse.Namespace, argv: Sequence[str]) -> dict[str, Any]:
     if fresh < 1 or oracle < 1:
         raise EvaluationError("--fresh-seeds and --oracle-evals must be >= 1")
     t_start = time.monotonic()
-    checkpoint = (args.checkpoint or best_checkpoint()).resolve()
-    output = args.output.resolve()
-    output.mkdir(parents=True, exist_ok=True)
-    policy = load_policy(checkpoint)
+    output, policy = _policy_and_output(args)
     trained = {**DEFAULT_ENV_CONFIG, **policy.env_config}
-    if trained.get("backend", "sim") != "sim":
-        print(f"[evaluate] the checkpoint was trained on backend {trained['backend']!r}; "
-              "evaluating on the simulator", flush=True)
     episode_len = max(int(trained["episode_len"]), MIN_EPISODE_LEN)
     step_s = float(trained["step_s"])
     try:
