@@ -58,7 +58,7 @@ LATE_WEIGHTS = (0.5, 1.0)
 ITERATIONS = 100
 #: Adam learning rates swept (``--smoke``: the first only).
 LEARNING_RATES = (1e-3, 3e-3)
-#: Entropy bonus weight of every trial (keeps the 157 actions explored while the policy sharpens).
+#: Entropy bonus weight of every trial (keeps the 547 actions explored while the policy sharpens).
 ENTROPY_COEFF = 0.01
 #: Discount of the returns-to-go: an action's effect lasts (a limit stays until changed), so
 #: a step's credit includes the next few steps' scores.

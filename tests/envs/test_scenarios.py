@@ -229,15 +229,15 @@ def check_monotone_shift(s: Scenario) -> None:
     assert direction_changes(s.rates) == 0 and s.rates[0] != s.rates[-1]
 
 
-@pytest.mark.parametrize("family", ["steady", "fault_down", "fault_slow", "fault_down_unseen",
-                                    "fault_slow_unseen"])
+@pytest.mark.parametrize("family", ["steady", "overload", "fault_down", "fault_slow",
+                                    "fault_down_unseen", "fault_slow_unseen"])
 def test_steady_families(family: str) -> None:
     dist = HELD_OUT if family.endswith("unseen") else TRAINING
-    low, high = (0.5, 1.75) if family == "steady" else (0.5, 1.25)
+    low, high = {"steady": (0.5, 1.75), "overload": (1.8, 3.0)}.get(family, (0.5, 1.25))
     for s in samples(dist, family):
         assert s.family == family and len(s.rates) == s.episode_len + 1
         assert len(set(s.rates)) == 1 and low * N - 0.05 <= s.rates[0] <= high * N + 0.05
-        if family == "steady":
+        if family in ("steady", "overload"):
             assert s.faults == ()
         else:
             kind = "down" if "down" in family else "slow"
@@ -433,3 +433,13 @@ def test_bad_yaml_raises_one_line_naming_file_and_field(tmp_path: Path, text: st
         sc.load_scenarios(path)
     message = str(err.value)
     assert message.startswith(str(path)) and "\n" not in message
+
+
+def test_the_overload_family_has_twice_the_weight_of_the_others() -> None:
+    weights = {f.name: w for f, w in TRAINING.families}
+    assert weights.pop("overload") == sc.OVERLOAD_WEIGHT == 2.0
+    assert set(weights.values()) == {1.0}
+    rng = np.random.default_rng(0)
+    drawn = [sc.draw(TRAINING, rng, 20).family for _ in range(4000)]
+    share = drawn.count("overload") / len(drawn)
+    assert share == pytest.approx(2.0 / (len(weights) + 2.0), abs=0.02)
