@@ -352,13 +352,13 @@ def run_closed_loop(settings: ClosedLoopSettings, command: str,
     if settings.cases < 1 or settings.episode_len < 1 or not settings.step_s > 0:
         raise TransferError("--cases and --episode-len must be >= 1 and --step-s > 0")
     output = _check_writable(settings)
-    busy = listening_ports(settings.replica)
-    if busy:
-        raise TransferError(f"replica {settings.replica} already listens on {busy}: pick "
-                            "another --replica or stop it (meshtune mesh down --replica "
-                            f"{settings.replica})")
     torch.set_num_threads(1)
     policy = load_policy(settings.checkpoint or best_checkpoint(settings.sweep_results))
+    busy = listening_ports(settings.replica)
+    if busy:
+        raise TransferError(f"replica {settings.replica} is up ({len(busy)} of its ports listen,"
+                            f" from {busy[0]}): pick another --replica or stop it (meshtune "
+                            f"mesh down --replica {settings.replica})")
     trained = {**DEFAULT_ENV_CONFIG, **policy.env_config}
     try:
         catalogue = make_catalogue(trained["catalogue"], trained["services"])

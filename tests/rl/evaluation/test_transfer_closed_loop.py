@@ -178,3 +178,16 @@ def test_bad_settings_are_one_line_errors(tmp_path: Path) -> None:
         tc.run_closed_loop(settings, "cmd")
     with pytest.raises(TransferError, match="--cases and --episode-len must be >= 1"):
         tc.run_closed_loop(tc.ClosedLoopSettings(benchmarks=tmp_path / "B.md", cases=0), "cmd")
+
+
+def test_a_replica_already_up_is_refused_before_anything_runs(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(tc, "load_policy", lambda path: SimpleNamespace(
+        module=ObsHash(3), env_config={}, env_steps_trained=1, path=path))
+    monkeypatch.setattr(tc, "listening_ports", lambda replica: [25400, 25401])
+    monkeypatch.setattr(tc, "evaluate_methods", lambda *a, **k: pytest.fail("ran"))
+    settings = tc.ClosedLoopSettings(benchmarks=tmp_path / "B.md", output=tmp_path / "out",
+                                     checkpoint=tmp_path / "ckpt", replica=22)
+    with pytest.raises(TransferError, match=r"replica 22 is up \(2 of its ports listen, from "
+                                            r"25400\): pick another --replica"):
+        tc.run_closed_loop(settings, "cmd")
