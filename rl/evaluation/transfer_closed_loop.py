@@ -207,6 +207,32 @@ def transfer_numbers(runs: Mapping[str, Mapping[str, Sequence[ScenarioRun]]], ep
     return {"gains": gains, "retained": retained, "vs_adaptive": vs}
 
 
+def reset_check(runs: Mapping[str, Sequence[ScenarioRun]]) -> dict[str, list[float]]:
+    """The reset runs (run 0) of the methods that play the scenario's start unchanged there
+    (no configuration change before run 0: Istio's defaults, the policy, the rule-based
+    controller, adaptive concurrency on the default cases): per method, its run-0 scores in case
+    order. Same configuration, same load seed: on the simulator they are equal; on the local
+    mesh their spread is its run-to-run noise plus any drift between the methods' time slots
+    (e.g. other jobs' CPU load), which every later step of that method shares."""
+    return {name: [r.steps[0].score for r in per_case] for name, per_case in runs.items()
+            if all(not r.steps[0].change for r in per_case)}
+
+
+def reset_check_markdown(runs: Mapping[str, Mapping[str, Sequence[ScenarioRun]]]) -> list[str]:
+    """Markdown lines: :func:`reset_check` per backend, the mean run-0 score per method."""
+    checks = {b: reset_check(runs[b]) for b in BACKENDS}
+    names = list(checks["local"])
+    lines = ["Reset-run check (`reset_check`): run 0 plays the same configuration with the same "
+             "load seed for these methods, so a difference between them is backend noise or "
+             "drift between the methods' time slots, not the method. Mean run-0 score [95 % CI "
+             "over cases]:", "", "| backend | " + " | ".join(names) + " |",
+             "|---|" + "---:|" * len(names)]
+    for backend, check in checks.items():
+        lines.append(f"| {backend} | " + " | ".join(
+            fmt_ci(check[n], ".1f") if n in check else "n/a" for n in names) + " |")
+    return lines
+
+
 def _na_row(name: str) -> str:
     return f"| {name} | " + " | ".join(["n/a (local only)"] * (2 + len(METRICS))) + " | — |"
 
@@ -396,6 +422,7 @@ def run_closed_loop(settings: ClosedLoopSettings, command: str,
     still_open = listening_ports(settings.replica)
     load_end = os.getloadavg()
     numbers = transfer_numbers(runs, settings.episode_len)
+    numbers["reset_check"] = {b: reset_check(runs[b]) for b in BACKENDS}
 
     traces = output / "traces.png"
     plot_traces(plan, runs, traces)
@@ -429,7 +456,8 @@ def run_closed_loop(settings: ClosedLoopSettings, command: str,
         md += [""]
         for name, reason in refused.get(backend, {}).items():
             md += [f"{name} on {backend}: n/a (local only) — {reason}.", ""]
-    md += ["Summed score per case, sim / local:", "", case_table(plan, runs), "",
+    md += [*reset_check_markdown(runs), "",
+           "Summed score per case, sim / local:", "", case_table(plan, runs), "",
            f"Per-step score traces of every method, every case, both backends: `{traces}`.", ""]
     text = "\n".join(md)
     summary = {"command": command, "date": stamp, "checkpoint": str(policy.path),
@@ -454,6 +482,6 @@ def run_closed_loop(settings: ClosedLoopSettings, command: str,
 __all__ = ["AC_WIN_TARGET", "ADAPTIVE", "BASELINE", "DEFAULT_CASES", "DEFAULT_EPISODE_LEN",
            "DEFAULT_OUTPUT", "DEFAULT_REPLICA", "DEFAULT_STEP_S", "NEGLIGIBLE_GAIN_PER_STEP",
            "QUICK_CASES", "QUICK_EPISODE_LEN", "QUICK_METHODS", "RETAINED_TARGET",
-           "ClosedLoopSettings", "case_table", "plot_traces", "refusals", "retained_ci",
-           "run_closed_loop", "targets_markdown", "transfer_methods", "transfer_numbers",
-           "transfer_plan"]
+           "ClosedLoopSettings", "case_table", "plot_traces", "refusals", "reset_check",
+           "reset_check_markdown", "retained_ci", "run_closed_loop", "targets_markdown",
+           "transfer_methods", "transfer_numbers", "transfer_plan"]

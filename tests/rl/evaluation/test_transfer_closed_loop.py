@@ -166,6 +166,12 @@ def test_whole_run_with_the_simulator_standing_in_for_local(
     rows = [ln for ln in section.splitlines() if ln.startswith("| adaptive_concurrency |")]
     assert len(rows) == 2  # local's row, and sim's n/a row
     assert "Summed score per case, sim / local:" in section
+    # run 0 plays Istio's defaults for these on both "backends": equal scores (same seeds)
+    check = summary["reset_check"]
+    assert set(check["local"]) == {"policy", "istio_default", "rule_based",
+                                   "adaptive_concurrency"}
+    assert check["local"]["policy"] == check["local"]["istio_default"] == check["sim"]["policy"]
+    assert "| sim | " in section and "Reset-run check" in section
     assert text.endswith("## Main job\n\nkept\n")
 
 
