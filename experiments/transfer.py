@@ -19,12 +19,13 @@ simulator and on the local mesh (replica ``--replica``, default 21: each method 
 started replica, stopped after its cases). Adaptive concurrency runs on local only: the simulator
 refuses it (its cells say "n/a (local only)" with the simulator's reason).
 
-Run length: a local run costs ~12 s at ``--step-s 4`` (the load, then the settling and
-Prometheus reads around it: 11 runs took 116-144 s on 2 cores shared with a training job), so
-the default's 6 methods × 6 cases × 7 runs take ~50 min on local (more than the 30-40 min
-aimed at: 8 steps would take ~65 min) and ~1 min on the simulator. The episodes are shorter
-than the policy's training episodes (20 steps of 10 s): the observation's progress channel runs
-over 6 steps, and the report says what the checkpoint was trained with.
+Run length: a local run costs ~12 s at ``--step-s 4`` (the load, then the settling and Prometheus
+reads around it: 11 runs took 116-144 s on 2 cores shared with a training job), so the default's 6
+methods × 6 cases × 7 runs take ~50 min on local (49 min on 2026-12-03 at load average 5-10 from
+other jobs; more than the 30-40 min aimed at: 8 steps would take ~65 min) and about a second on the
+simulator (plus its compilation on a fresh machine). The episodes are shorter than the policy's
+training episodes (20 steps of 10 s): the observation's progress channel runs over 6 steps, and the
+report says what the checkpoint was trained with.
 
 Targets (issue 13): the policy keeps >= 60 % of its simulator gain over Istio's defaults on real
 Envoy (summed over cases, and per case; undefined — and said so — when the simulator gain is
