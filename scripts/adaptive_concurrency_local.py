@@ -22,11 +22,10 @@ import sys
 import time
 from pathlib import Path
 
-from envs.backends.local import LocalMesh
 from rl.controllers import AdaptiveConcurrencyController, StaticController, istio_defaults
 from rl.evaluation.benchmarks_md import append_to_section
 from rl.evaluation.closed_loop import ScenarioRun, run_scenario
-from rl.evaluation.scenario_eval import held_out_plan
+from rl.evaluation.scenario_eval import fresh_local_replica, held_out_plan
 
 ROOT = Path(__file__).resolve().parents[1]
 BENCHMARKS_MD = ROOT / "BENCHMARKS.md"
@@ -41,9 +40,7 @@ def play(controller: StaticController, replica: int, plan_case: tuple, step_s: f
          episode_len: int) -> ScenarioRun:
     """``controller`` through the case on a fresh replica started with what it needs."""
     scenario, seed = plan_case
-    kwargs = (controller.backend_kwargs()
-              if isinstance(controller, AdaptiveConcurrencyController) else {})
-    mesh = LocalMesh(replica=replica, start=True, **kwargs)
+    mesh = fresh_local_replica(controller, replica)
     try:
         return run_scenario(mesh, scenario, controller, seed, step_s, episode_len)
     finally:

@@ -5,7 +5,8 @@ observation (``experiments/evaluate.py``'s default).
   seeds (load seeds and ``classic_random`` starts; never used in training);
 * :func:`standard_methods` — the trained policy and the baselines it must beat;
 * :func:`evaluate_methods` — every controller through every case
-  (:func:`rl.evaluation.closed_loop.run_scenario`, one simulator, common random numbers);
+  (:func:`rl.evaluation.closed_loop.run_scenario`, common random numbers) on one simulator, or
+  each method on a backend of its own (:func:`fresh_local_replica`: a fresh local replica);
 * :func:`report_markdown` / :func:`results_json` — the tables and the data;
 * :func:`compare_held_out` — all of the above for a trained policy (evaluate.py, pg_sweep);
 * :func:`plot_fault_case` — the per-step score of every method through one fault scenario.
@@ -22,6 +23,7 @@ import numpy as np
 
 from envs.actions import ActionCatalogue
 from envs.backends import make_backend
+from envs.backends.base import Backend
 from envs.scenarios import Scenario, held_out_cases
 from rl.controllers import (
     TUNED_RULE_PARAMS,
@@ -81,27 +83,55 @@ def standard_methods(module: Any, catalogue: ActionCatalogue
     }
 
 
+def fresh_local_replica(controller: Controller, replica: int) -> Backend:
+    """A local replica started for ``controller`` (``LocalMesh(replica, start=True)`` with its
+    ``backend_kwargs()``, e.g. Envoy's adaptive concurrency filter; none for the others): each
+    method on a replica of its own, from a fresh start. The caller closes it (which stops it).
+
+    Raises:
+        envs.backends.base.BackendError: the replica is already up or did not start.
+    """
+    from envs.backends.local import LocalMesh
+
+    kwargs = getattr(controller, "backend_kwargs", None)
+    return LocalMesh(replica=replica, start=True, **(kwargs() if kwargs is not None else {}))
+
+
 def evaluate_methods(plan: Sequence[tuple[Scenario, int]],
                      methods: Mapping[str, Callable[[], Controller]], step_s: float,
                      episode_len: int, catalogue: ActionCatalogue,
-                     log: Callable[[str], None] = print) -> dict[str, list[ScenarioRun]]:
-    """Every method (a factory of a fresh controller) through every case, on one simulator;
-    per method its runs in case order. Prints one line per case."""
-    backend = make_backend("sim")
+                     log: Callable[[str], None] = print, *,
+                     backend_for: Callable[[Controller], Backend] | None = None
+                     ) -> dict[str, list[ScenarioRun]]:
+    """Every method (a factory of a fresh controller, one per case) through every case; per
+    method its runs in case order. Prints one line per method and case.
+
+    ``backend_for`` None: one simulator for every method (the simulator keeps nothing from one
+    run to the next, so the order does not matter). Otherwise each method runs all its cases on
+    ``backend_for(controller)`` (given the method's first controller, e.g. a
+    :func:`fresh_local_replica`), closed after its last case, before the next method starts.
+    """
+    shared = make_backend("sim") if backend_for is None else None
     runs: dict[str, list[ScenarioRun]] = {name: [] for name in methods}
     try:
-        for scenario, seed in plan:
-            t0 = time.monotonic()
-            for name, make in methods.items():
-                run = run_scenario(backend, scenario, make(), seed, step_s, episode_len,
-                                   catalogue)
-                run.controller = name
-                runs[name].append(run)
-            scores = ", ".join(f"{n} {r[-1].summed_score:.0f}" for n, r in runs.items())
-            log(f"[evaluate] {scenario.name} (seed {seed}): {scores} "
-                f"({time.monotonic() - t0:.1f} s)")
+        for name, make in methods.items():
+            controller = make()
+            backend = shared if backend_for is None else backend_for(controller)
+            try:
+                for i, (scenario, seed) in enumerate(plan):
+                    t0 = time.monotonic()
+                    run = run_scenario(backend, scenario, controller if i == 0 else make(),
+                                       seed, step_s, episode_len, catalogue)
+                    run.controller = name
+                    runs[name].append(run)
+                    log(f"[evaluate] {name} on {scenario.name} (seed {seed}): "
+                        f"{run.summed_score:.0f} ({time.monotonic() - t0:.1f} s)")
+            finally:
+                if backend is not shared:
+                    backend.close()
     finally:
-        backend.close()
+        if shared is not None:
+            shared.close()
     return runs
 
 
@@ -233,5 +263,6 @@ def results_json(runs: Mapping[str, Sequence[ScenarioRun]],
 
 
 __all__ = ["CASE_SEED_BASE", "SCENARIO_SEED", "STATIC_METHODS", "action_summary",
-           "compare_held_out", "evaluate_methods", "fault_case", "held_out_plan", "plot_fault_case",
-           "report_markdown", "results_json", "standard_methods"]
+           "compare_held_out", "evaluate_methods", "fault_case", "fresh_local_replica",
+           "held_out_plan", "plot_fault_case", "report_markdown", "results_json",
+           "standard_methods"]

@@ -50,9 +50,11 @@ DEFAULT_CASES = 6
 CASES_FIRST_SEED = 1_000_010
 #: The BENCHMARKS.md section of the transfer runs, and the line under its heading.
 SECTION = "## Transfer"
-INTRO = ("Measured by `experiments/transfer.py`: the sim-trained policy's greedy episode on the "
-         "simulator and on the local mesh, and its start and end configurations of held-out "
-         "cases measured on both. Newest run last.")
+INTRO = ("Measured by `experiments/transfer.py`: by default the sim-trained policy and the "
+         "baselines through held-out closed-loop scenarios on the simulator and on the local "
+         "mesh (real Envoy), `rl.evaluation.transfer_closed_loop`; with `--classic` the earlier "
+         "check, its greedy episode on both backends and its start and end configurations of "
+         "held-out cases measured on both. Newest run last.")
 
 
 class TransferError(RuntimeError):

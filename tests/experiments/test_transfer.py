@@ -1,5 +1,7 @@
 """experiments/transfer.py's command line: its own checks fail before anything runs, and a
-missing sweep result is a one-line error (the transfer: tests/rl/evaluation/test_transfer.py).
+missing sweep result is a one-line error, in the default closed-loop mode and with --classic
+(the transfers: tests/rl/evaluation/test_transfer*.py; the closed loop end to end on the real
+local mesh: test_transfer_closed_loop.py).
 """
 
 from __future__ import annotations
@@ -15,17 +17,41 @@ _run = functools.partial(run_script, "transfer", timeout_s=120)
 
 def test_user_errors(tmp_path: Path) -> None:
     missing = tmp_path / "results.json"
-    proc = _run("--sweep-results", str(missing), "--no-append")
-    assert proc.returncode == 2
-    assert proc.stderr.startswith("transfer: error: ") and "does not exist" in proc.stderr
+    modes = (["--output", str(tmp_path / "out")], ["--classic"])
+    for mode in modes:
+        proc = _run(*mode, "--sweep-results", str(missing), "--no-append")
+        assert proc.returncode == 2
+        assert proc.stderr.startswith("transfer: error: ") and "does not exist" in proc.stderr
+        assert len(proc.stderr.strip().splitlines()) == 1
     missing.write_text(json.dumps({"best": {}}))
-    proc = _run("--sweep-results", str(missing), "--no-append")
-    assert proc.returncode == 2 and "no best trial checkpoint" in proc.stderr
+    for mode in modes:
+        proc = _run(*mode, "--sweep-results", str(missing), "--no-append")
+        assert proc.returncode == 2 and "no best trial checkpoint" in proc.stderr
     proc = _run("--episode-len", "0")
     assert proc.returncode == 2 and "--episode-len must be >= 1" in proc.stderr
+    proc = _run("--cases", "0")
+    assert proc.returncode == 2 and "--cases must be >= 1" in proc.stderr
 
 
-def test_cases_need_fresh_measurements() -> None:
-    proc = _run("--cases", "2", "--measure-runs", "0")
+def test_unwritable_output_is_a_one_line_error(tmp_path: Path) -> None:
+    blocker = tmp_path / "file"
+    blocker.write_text("")
+    proc = _run("--checkpoint", str(tmp_path), "--output", str(blocker / "out"), "--no-append")
+    assert proc.returncode == 2
+    assert proc.stderr.strip().splitlines() == [
+        f"transfer: error: cannot create output directory {blocker / 'out'}: Not a directory"]
+
+
+def test_flags_of_the_other_mode_are_refused() -> None:
+    proc = _run("--measure-runs", "2")
+    assert proc.returncode == 2 and "--measure-runs only applies with --classic" in proc.stderr
+    proc = _run("--classic", "--quick", "--step-s", "2")
+    assert proc.returncode == 2
+    assert "--quick, --step-s only apply without --classic" in proc.stderr
+
+
+def test_classic_cases_need_fresh_measurements() -> None:
+    # --classic's own check (before: the default mode's; the flag moved behind --classic)
+    proc = _run("--classic", "--cases", "2", "--measure-runs", "0")
     assert proc.returncode == 2
     assert "--cases needs --measure-runs" in proc.stderr
