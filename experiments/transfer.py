@@ -15,9 +15,10 @@ curve, carts down, carts slowed ×5.5, a step down with shipping slowed — so a
 one load step) for ``--episode-len`` steps (default 6: the cases are generated with the held-out
 minimum of 8 steps and their first 6 played, by which every load step and fault has started) of
 ``--step-s`` seconds of offered load (default 4), with the same case seeds (load seeds) on the
-simulator and on the local mesh (replica ``--replica``, default 21: each method on a freshly
-started replica, stopped after its cases). Adaptive concurrency runs on local only: the simulator
-refuses it (its cells say "n/a (local only)" with the simulator's reason).
+simulator and on the local mesh (replica ``--replica``, default 21: every episode on a freshly
+started replica, the methods interleaved case by case in a rotating order). Adaptive
+concurrency runs on local only: the simulator refuses it (its cells say "n/a (local only)" with
+the simulator's reason).
 
 Run length: a local run costs ~12 s at ``--step-s 4`` (the load, then the settling and Prometheus
 reads around it: 11 runs took 116-144 s on 2 cores shared with a training job), so the default's 6

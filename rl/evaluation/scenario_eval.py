@@ -106,32 +106,44 @@ def evaluate_methods(plan: Sequence[tuple[Scenario, int]],
     """Every method (a factory of a fresh controller, one per case) through every case; per
     method its runs in case order. Prints one line per method and case.
 
-    ``backend_for`` None: one simulator for every method (the simulator keeps nothing from one
-    run to the next, so the order does not matter). Otherwise each method runs all its cases on
-    ``backend_for(controller)`` (given the method's first controller, e.g. a
-    :func:`fresh_local_replica`), closed after its last case, before the next method starts.
+    ``backend_for`` None: one simulator for every method, method after method (the simulator
+    keeps nothing from one run to the next and its runs do not depend on the machine, so the
+    order does not matter). Otherwise the runs are interleaved, so that a machine whose load
+    drifts (a shared host) does not favour the methods that ran while it was quiet: case after
+    case, every method on ``backend_for(controller)`` (e.g. a :func:`fresh_local_replica`
+    started for it, closed after the case), in an order rotated by one method per case (case
+    ``i`` starts with method ``i mod M``).
     """
-    shared = make_backend("sim") if backend_for is None else None
     runs: dict[str, list[ScenarioRun]] = {name: [] for name in methods}
-    try:
-        for name, make in methods.items():
-            controller = make()
-            backend = shared if backend_for is None else backend_for(controller)
-            try:
-                for i, (scenario, seed) in enumerate(plan):
-                    t0 = time.monotonic()
-                    run = run_scenario(backend, scenario, controller if i == 0 else make(),
-                                       seed, step_s, episode_len, catalogue)
-                    run.controller = name
-                    runs[name].append(run)
-                    log(f"[evaluate] {name} on {scenario.name} (seed {seed}): "
-                        f"{run.summed_score:.0f} ({time.monotonic() - t0:.1f} s)")
-            finally:
-                if backend is not shared:
-                    backend.close()
-    finally:
-        if shared is not None:
+
+    def play(name: str, backend: Backend, controller: Controller, scenario: Scenario,
+             seed: int) -> None:
+        t0 = time.monotonic()
+        run = run_scenario(backend, scenario, controller, seed, step_s, episode_len, catalogue)
+        run.controller = name
+        runs[name].append(run)
+        log(f"[evaluate] {name} on {scenario.name} (seed {seed}): "
+            f"{run.summed_score:.0f} ({time.monotonic() - t0:.1f} s)")
+
+    if backend_for is None:
+        shared = make_backend("sim")
+        try:
+            for name, make in methods.items():
+                for scenario, seed in plan:
+                    play(name, shared, make(), scenario, seed)
+        finally:
             shared.close()
+        return runs
+    names = list(methods)
+    for i, (scenario, seed) in enumerate(plan):
+        k = i % len(names)
+        for name in names[k:] + names[:k]:
+            controller = methods[name]()
+            backend = backend_for(controller)
+            try:
+                play(name, backend, controller, scenario, seed)
+            finally:
+                backend.close()
     return runs
 
 

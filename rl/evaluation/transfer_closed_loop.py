@@ -4,8 +4,10 @@ and on real Envoy, beside the baselines (``experiments/transfer.py``'s default).
 Every method plays the same held-out cases (:func:`rl.evaluation.scenario_eval.held_out_plan`:
 load steps, a diurnal curve, faults; the same case seeds, so the same load seeds on both
 backends) through :func:`rl.evaluation.closed_loop.run_scenario`, once on the simulator and once
-on the local mesh (real Envoy, Locust and Prometheus on 127.0.0.1; each method on a fresh
-replica of its own, :func:`rl.evaluation.scenario_eval.fresh_local_replica`). Methods
+on the local mesh (real Envoy, Locust and Prometheus on 127.0.0.1; every episode on a freshly
+started replica, :func:`rl.evaluation.scenario_eval.fresh_local_replica`, the methods
+interleaved case by case in a rotating order, so that a drifting machine load does not favour
+one method: :func:`rl.evaluation.scenario_eval.evaluate_methods`). Methods
 (:func:`transfer_methods`): the policy (greedy), Istio's defaults, the TPE-201 static
 configuration, the tuned rule-based controller, the gateway throttle, and Envoy's adaptive
 concurrency filter — local only: the simulator does not model it and refuses it
@@ -98,7 +100,7 @@ class ClosedLoopSettings:
         cases: held-out cases (the first ``cases`` of :func:`held_out_plan`).
         episode_len: steps played per case (after the reset run).
         step_s: seconds of offered load per run.
-        replica: local mesh replica (each method starts and stops it afresh).
+        replica: local mesh replica (started and stopped afresh for every episode).
         quick: policy and Istio's defaults only.
         scenario_seed: seed of :func:`envs.scenarios.held_out_cases`.
         no_append: do not append to ``benchmarks``.
@@ -437,7 +439,8 @@ def run_closed_loop(settings: ClosedLoopSettings, command: str,
           f"seeds on both backends), {settings.step_s:g} s of offered load per run "
           f"(the reset run, then each step); every method through every case on the simulator "
           f"(loopback platform) and on the local mesh (replica {settings.replica}: real Envoy, "
-          f"Locust, Prometheus on 127.0.0.1; each method on a freshly started replica). "
+          f"Locust, Prometheus on 127.0.0.1; every episode on a freshly started replica, the "
+          f"methods interleaved case by case in a rotating order). "
           f"Rule-based parameters: {TUNED_RULE_PARAMS}. Wall time: simulator "
           f"{wall['sim']:.0f} s, local {wall['local']:.0f} s, total "
           f"{time.monotonic() - t0:.0f} s; machine load average (1 min) {load_start[0]:.2f} at "
