@@ -2,7 +2,7 @@
 on real Envoy (default), or the earlier classic one-episode check (``--classic``).
 
     python experiments/transfer.py                         # best trial of results/pg_sweep
-    python experiments/transfer.py --sweep-results /work/main/results/pg_sweep/results.json
+    python experiments/transfer.py --sweep-results results/pg_sweep/results.json
     python experiments/transfer.py --quick                 # 1 case, 3 steps, policy + Istio
     python experiments/transfer.py --classic [--seed S --measure-runs N --cases N]
 

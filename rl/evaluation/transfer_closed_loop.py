@@ -299,6 +299,17 @@ def targets_markdown(plan: Sequence[tuple[Scenario, int]], numbers: Mapping[str,
     return lines
 
 
+def shown_path(path: Path | str) -> str:
+    """``path`` as BENCHMARKS.md should show it: relative to the working directory (the
+    repository's root, where the README's commands run) when it lies under it, else as given,
+    so a recorded run names no machine-specific directory."""
+    p = Path(path)
+    try:
+        return str(p.resolve().relative_to(Path.cwd().resolve()))
+    except ValueError:
+        return str(p)
+
+
 def plot_traces(plan: Sequence[tuple[Scenario, int]],
                 runs: Mapping[str, Mapping[str, Sequence[ScenarioRun]]], path: Path) -> None:
     """PNG: one row per case, one column per backend; the per-step evaluation score of every
@@ -430,7 +441,8 @@ def run_closed_loop(settings: ClosedLoopSettings, command: str,
     plot_traces(plan, runs, traces)
     stamp = datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC")
     md = [f"### {stamp} — `{command}`", "",
-          f"Closed-loop transfer: checkpoint `{policy.path}` ({policy.env_steps_trained} env "
+          f"Closed-loop transfer: checkpoint `{shown_path(policy.path)}` "
+          f"({policy.env_steps_trained} env "
           f"steps on the simulator, trained with episodes of {trained['episode_len']} steps × "
           f"{trained['step_s']:g} s), greedy. {len(plan)} held-out case(s) "
           f"(`held_out_plan({len(plan)}, {max(settings.episode_len, MIN_EPISODE_LEN)}, "
@@ -461,7 +473,8 @@ def run_closed_loop(settings: ClosedLoopSettings, command: str,
             md += [f"{name} on {backend}: n/a (local only) — {reason}.", ""]
     md += [*reset_check_markdown(runs), "",
            "Summed score per case, sim / local:", "", case_table(plan, runs), "",
-           f"Per-step score traces of every method, every case, both backends: `{traces}`.", ""]
+           "Per-step score traces of every method, every case, both backends: "
+           f"`{shown_path(traces)}`.", ""]
     text = "\n".join(md)
     summary = {"command": command, "date": stamp, "checkpoint": str(policy.path),
                "env_steps_trained": policy.env_steps_trained,
@@ -486,5 +499,6 @@ __all__ = ["AC_WIN_TARGET", "ADAPTIVE", "BASELINE", "DEFAULT_CASES", "DEFAULT_EP
            "DEFAULT_OUTPUT", "DEFAULT_REPLICA", "DEFAULT_STEP_S", "NEGLIGIBLE_GAIN_PER_STEP",
            "QUICK_CASES", "QUICK_EPISODE_LEN", "QUICK_METHODS", "RETAINED_TARGET",
            "ClosedLoopSettings", "case_table", "plot_traces", "refusals", "reset_check",
-           "reset_check_markdown", "retained_ci", "run_closed_loop", "targets_markdown",
+           "reset_check_markdown", "retained_ci", "run_closed_loop", "shown_path",
+           "targets_markdown",
            "transfer_methods", "transfer_numbers", "transfer_plan"]

@@ -201,3 +201,15 @@ def test_a_replica_already_up_is_refused_before_anything_runs(
     with pytest.raises(TransferError, match=r"replica 22 is up \(2 of its ports listen, from "
                                             r"25400\): pick another --replica"):
         tc.run_closed_loop(settings, "cmd")
+
+
+def test_recorded_paths_are_relative_to_the_repository(tmp_path: Path,
+                                                       monkeypatch: pytest.MonkeyPatch) -> None:
+    """BENCHMARKS.md names files under the working directory relative to it (no machine's
+    directory in the record) and leaves paths elsewhere as given."""
+    monkeypatch.chdir(tmp_path)
+    inside = tmp_path / "results" / "transfer" / "traces.png"
+    assert tc.shown_path(inside) == "results/transfer/traces.png"
+    assert tc.shown_path("results/pg_sweep/results.json") == "results/pg_sweep/results.json"
+    outside = tmp_path.parent / "elsewhere" / "ckpt"
+    assert tc.shown_path(outside) == str(outside)
