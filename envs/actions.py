@@ -100,6 +100,13 @@ action per knob away: the gateway's ``http2MaxRequests`` from unlimited to 16, w
 once it binds, is one action here and four ``ladder`` moves (three of which change nothing a
 user feels).
 
+``setpoint_restore``: ``setpoint``'s 42 acts per service, then two global actions: **restore**
+(index ``S × 42``: every tuned service's DestinationRule removed, i.e. Istio's defaults on the
+whole mesh — an operator's rollback, ``kubectl delete destinationrule`` of each) and the no-op
+(last); 13 × 42 + 2 = 548 actions. From the notebook's random start, where every knob of every
+service is drawn in 1..100 and several bind at once, undoing the draw is one action instead of
+one per binding knob.
+
 Step sizes of the extended knobs (the notebook's are kept as they were):
 
 * keepalive probes ±1: the natural unit on a small range (Linux default 9, kernel maximum 127).
@@ -205,6 +212,7 @@ class ActionKind(StrEnum):
     NOOP = "noop"      # nothing changes (global, no service)
     RUNG = "rung"      # the next rung of the knob's LADDERS up (delta +1) or down (delta -1)
     SET = "set"        # the knob set to one of its LADDERS rungs (delta = the rung's value)
+    RESTORE = "restore"  # every tuned service's rule removed: Istio's defaults (global)
 
 
 @dataclass(frozen=True)
@@ -215,7 +223,7 @@ class Action:
         service: the destination whose DestinationRule changes; None for the no-op.
         knob: the setting; None for the no-op.
         delta: for ADD, the change in the knob's unit (count, or ms for durations); else 0.
-        kind: ADD, TOGGLE or NOOP.
+        kind: ADD, TOGGLE, RUNG, SET, or a global NOOP / RESTORE.
     """
 
     service: str | None
@@ -224,9 +232,10 @@ class Action:
     kind: ActionKind = ActionKind.ADD
 
     def __post_init__(self) -> None:
-        if self.kind is ActionKind.NOOP:
+        if self.kind in GLOBAL_KINDS:
             if self.service is not None or self.knob is not None or self.delta != 0:
-                raise ValueError(f"a no-op action has no service, knob or delta: {self}")
+                raise ValueError(f"a {self.kind.value} action is global: no service, knob or "
+                                 f"delta: {self}")
             return
         if self.service not in SERVICE_BY_NAME:
             raise ValueError(f"unknown service {self.service!r} in {self}")
@@ -261,6 +270,8 @@ class Action:
         """The pool after this action (pure). ``pool`` None means the service has no rule."""
         if self.kind is ActionKind.NOOP:
             return pool
+        if self.kind is ActionKind.RESTORE:
+            return None
         assert self.service is not None and self.knob is not None  # checked in __post_init__
         check_input_field(self.service, pool, self.knob)
         if self.kind is ActionKind.TOGGLE:
@@ -283,6 +294,8 @@ class Action:
         """The change alone, e.g. ``+20``, ``-50ms``, ``+300s``, ``toggle``, ``no-op``."""
         if self.kind is ActionKind.NOOP:
             return "no-op"
+        if self.kind is ActionKind.RESTORE:
+            return "restore Istio's defaults"
         if self.kind is ActionKind.TOGGLE:
             return "toggle"
         if self.kind is ActionKind.RUNG:
@@ -358,22 +371,29 @@ _LADDER_BLOCK: tuple[_Template, ...] = tuple(
     (knob, step, ActionKind.RUNG) for knob in CLASSIC_KNOBS for step in (+1, -1))
 _SETPOINT_BLOCK: tuple[_Template, ...] = tuple(
     (knob, rung, ActionKind.SET) for knob in CLASSIC_KNOBS for rung in LADDERS[knob])
-CatalogueName = Literal["classic", "extended", "ladder", "setpoint"]
+CatalogueName = Literal["classic", "extended", "ladder", "setpoint", "setpoint_restore"]
 _BLOCKS: dict[str, tuple[_Template, ...]] = {"classic": _CLASSIC_BLOCK, "extended": _EXTENDED_BLOCK,
-                                             "ladder": _LADDER_BLOCK, "setpoint": _SETPOINT_BLOCK}
+                                             "ladder": _LADDER_BLOCK, "setpoint": _SETPOINT_BLOCK,
+                                             "setpoint_restore": _SETPOINT_BLOCK}
 _KNOBS: dict[str, tuple[Knob, ...]] = {"classic": CLASSIC_KNOBS,
                                        "extended": CLASSIC_KNOBS + EXTENDED_KNOBS,
-                                       "ladder": CLASSIC_KNOBS, "setpoint": CLASSIC_KNOBS}
-_HAS_NOOP: dict[str, bool] = {"classic": False, "extended": True, "ladder": True,
-                              "setpoint": True}
+                                       "ladder": CLASSIC_KNOBS, "setpoint": CLASSIC_KNOBS,
+                                       "setpoint_restore": CLASSIC_KNOBS}
 #: Each catalogue's services when none are given.
 DEFAULT_SERVICES: dict[str, tuple[str, ...]] = {
     "classic": TUNABLE_SERVICES, "extended": TUNABLE_SERVICES, "ladder": CONTROL_SERVICES,
-    "setpoint": CONTROL_SERVICES}
+    "setpoint": CONTROL_SERVICES, "setpoint_restore": CONTROL_SERVICES}
 #: The catalogue names :func:`make_catalogue` accepts.
 CATALOGUE_NAMES: tuple[str, ...] = tuple(_BLOCKS)
 
+#: The kinds of action that act on no one service.
+GLOBAL_KINDS: frozenset[ActionKind] = frozenset({ActionKind.NOOP, ActionKind.RESTORE})
 _NOOP = Action(None, None, 0, ActionKind.NOOP)
+_RESTORE = Action(None, None, 0, ActionKind.RESTORE)
+#: Each catalogue's global actions, after the services' blocks (the no-op, when there, last).
+_GLOBALS: dict[str, tuple[Action, ...]] = {
+    "classic": (), "extended": (_NOOP,), "ladder": (_NOOP,), "setpoint": (_NOOP,),
+    "setpoint_restore": (_RESTORE, _NOOP)}
 
 
 def check_services(services: Sequence[str]) -> tuple[str, ...]:
@@ -402,10 +422,11 @@ class ActionCatalogue:
     """A numbered set of actions over some services.
 
     Attributes:
-        name: ``classic``, ``extended`` or ``ladder``.
+        name: one of :data:`CATALOGUE_NAMES`.
         services: the tunable services, in index order.
         actions: every action; ``index = service_index × actions_per_service + act``, then the
-            global no-op last (extended only).
+            global actions (``setpoint_restore``: restore, then the no-op; every other
+            catalogue but ``classic``: the no-op), the no-op last.
         knobs: the knobs the catalogue moves (for observations), in a fixed order.
         actions_per_service: the size of one service's block.
     """
@@ -446,7 +467,10 @@ class ActionCatalogue:
             if not isinstance(pool, ConnectionPool):
                 raise TypeError(f"config[{service!r}] must be a ConnectionPool, "
                                 f"got {type(pool).__name__}")
-        if action.service is not None:
+        if action.kind is ActionKind.RESTORE:
+            for service in self.services:
+                new_config.pop(service, None)
+        elif action.service is not None:
             pool = action.apply_to(new_config.get(action.service))
             assert pool is not None  # only the no-op returns its input, which may be None
             new_config[action.service] = pool
@@ -457,6 +481,8 @@ class ActionCatalogue:
         action = self.action(index)
         if action.kind is ActionKind.NOOP:
             return "no-op (configuration unchanged)"
+        if action.kind is ActionKind.RESTORE:
+            return "restore Istio's defaults (every tuned service's DestinationRule removed)"
         assert action.knob is not None
         return f"{action.service}: {action.knob.value} {action.change_text()}"
 
@@ -466,6 +492,11 @@ class ActionCatalogue:
             return self.actions.index(action)
         except ValueError:
             raise ValueError(f"{action} is not in the {self.name!r} catalogue") from None
+
+    @property
+    def global_actions(self) -> int:
+        """How many global actions (restore, no-op) follow the services' blocks."""
+        return len(self.actions) - len(self.services) * self.actions_per_service
 
     @property
     def noop_index(self) -> int | None:
@@ -479,9 +510,10 @@ class ActionCatalogue:
 
 def make_catalogue(name: CatalogueName = "classic",
                    services: Sequence[str] | None = None) -> ActionCatalogue:
-    """The ``classic``, ``extended`` or ``ladder`` catalogue over ``services`` (default: the
+    """The catalogue ``name`` (:data:`CATALOGUE_NAMES`) over ``services`` (default: the
     catalogue's own, :data:`DEFAULT_SERVICES`: :data:`TUNABLE_SERVICES` for the additive
-    catalogues, :data:`CONTROL_SERVICES` — the front-end's gateway pool too — for ``ladder``).
+    catalogues, :data:`CONTROL_SERVICES` — the front-end's gateway pool too — for ``ladder``,
+    ``setpoint`` and ``setpoint_restore``).
 
     Raises:
         ValueError: an unknown catalogue name, or unknown / repeated services.
@@ -492,8 +524,7 @@ def make_catalogue(name: CatalogueName = "classic",
     block = _BLOCKS[name]
     actions = [Action(service, knob, delta, kind)
                for service in names for knob, delta, kind in block]
-    if _HAS_NOOP[name]:
-        actions.append(_NOOP)
+    actions += _GLOBALS[name]
     return ActionCatalogue(name=name, services=names, actions=tuple(actions),
                            knobs=_KNOBS[name], actions_per_service=len(block))
 
@@ -505,6 +536,8 @@ def render_action_table(name: CatalogueName) -> str:
     for act, action in enumerate(catalogue.actions):
         if action.kind is ActionKind.NOOP:
             lines.append("| last | (none) | no-op |")
+        elif action.kind is ActionKind.RESTORE:
+            lines.append("| S × A | (every tuned service's rule) | restore Istio's defaults |")
         else:
             assert action.knob is not None
             lines.append(f"| {act} | {action.knob.value} | {action.change_text()} |")

@@ -45,8 +45,8 @@ def mesh_layout(env_config: Mapping[str, Any] | None, act_groups: bool = False
         "service_features": [list(s) for s in encoder.service_slices],
         "global_features": list(encoder.global_indices),
         "acts_per_service": catalogue.actions_per_service,
-        "noop_action": len(catalogue) == len(catalogue.services) * catalogue.actions_per_service
-        + 1,
+        "noop_action": catalogue.global_actions > 0,
+        "global_actions": catalogue.global_actions,
     }
 
 

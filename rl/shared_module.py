@@ -4,7 +4,8 @@ For each service ``s`` one MLP ``phi`` (the same weights for every service) read
 service's own features ``obs[service_features[s]]`` plus the context shared by all services
 ``obs[global_features]`` and scores the service's ``A`` acts. The logits are concatenated in
 service order — index ``s * A + a``, as :class:`envs.actions.ActionCatalogue` numbers its
-actions — and, with ``noop_action``, one more logit is appended last: a head over the mean of the
+actions — and, with ``noop_action``, the global actions' logits are appended last (the no-op;
+with ``global_actions`` 2, the whole-mesh restore before it): a head over the mean of the
 services' embeddings (``phi``'s last hidden layer) and the global features. No parameter depends
 on the number of services ``S``: weights trained with one set of services can be loaded into a
 module over another (e.g. trained on SockShop's services, applied to another application's).
@@ -22,7 +23,9 @@ head. Permutation-invariant, and dropped from the env runners' inference-only co
 * ``service_features`` — S lists of F observation indices (one per service, equal lengths);
 * ``global_features`` — observation indices shared by all services (may be empty);
 * ``acts_per_service`` — ``A``, the acts of one service;
-* ``noop_action`` — whether the action space ends with one global no-op;
+* ``noop_action`` — whether the action space ends with global actions (a no-op at least);
+* optional ``global_actions`` — how many global actions end it (default 1 with ``noop_action``,
+  0 without; ``setpoint_restore``'s restore and no-op: 2);
 * ``hidden`` — widths of ``phi``'s hidden layers (default ``[64, 64]``);
 * optional: ``activation`` (``relu`` | ``tanh`` | ``elu``, default ``relu``), ``value_head``,
   ``act_groups`` — A ints, the group of each act (e.g. the knob it sets): then a second linear
@@ -34,7 +37,7 @@ head. Permutation-invariant, and dropped from the env runners' inference-only co
   the one seed tried it did not change what a trial learned (BENCHMARKS.md, Closed-loop
   evaluation).
 
-The action space must be ``Discrete(S * A + noop_action)``; a bad key raises ``ValueError``
+The action space must be ``Discrete(S * A + global_actions)``; a bad key raises ``ValueError``
 naming it.
 """
 
@@ -73,7 +76,7 @@ class SharedModuleSettings:
         service_features: per service, its observation indices (S tuples of F ints).
         global_features: observation indices every service also reads (G ints).
         acts_per_service: ``A``, logits per service.
-        noop_action: one extra, global, logit at the end.
+        noop_action: global logits at the end (the no-op at least).
         hidden: widths of ``phi``'s hidden layers (the last is the embedding size).
         activation: name of the hidden layers' activation.
         value_head: build ``V(s)`` for the learned baseline.
@@ -88,6 +91,7 @@ class SharedModuleSettings:
     activation: str
     value_head: bool
     act_groups: tuple[int, ...] | None = None
+    global_actions: int = 0
 
     @property
     def num_services(self) -> int:
@@ -96,8 +100,8 @@ class SharedModuleSettings:
 
     @property
     def num_actions(self) -> int:
-        """``S * A`` (+1 with the no-op): the size of the ``Discrete`` action space."""
-        return self.num_services * self.acts_per_service + int(self.noop_action)
+        """``S * A + global_actions``: the size of the ``Discrete`` action space."""
+        return self.num_services * self.acts_per_service + self.global_actions
 
 
 def _is_int(value: Any) -> bool:
@@ -161,15 +165,20 @@ def shared_module_settings(model_config: Mapping[str, Any] | None, obs_dim: int,
             raise ValueError(f"model_config['act_groups'] must be a list of {acts} "
                              f"(acts_per_service) non-negative ints, got {groups!r}")
         groups = tuple(groups)
+    n_global = config.get("global_actions", int(noop))
+    if not _is_int(n_global) or n_global < int(noop) or (n_global > 0 and not noop):
+        raise ValueError(f"model_config['global_actions'] must be an int >= 1 with noop_action "
+                         f"(0 without), got {n_global!r} (noop_action={noop})")
     settings = SharedModuleSettings(
         service_features=services, global_features=global_features, acts_per_service=acts,
         noop_action=noop, hidden=tuple(hidden), activation=activation_name(config),
-        value_head=value_head_flag(config.get("value_head", False)), act_groups=groups)
+        value_head=value_head_flag(config.get("value_head", False)), act_groups=groups,
+        global_actions=n_global)
     if settings.num_actions != num_actions:
         raise ValueError(
             f"the action space has {num_actions} actions but model_config describes "
             f"{settings.num_services} services (service_features) x {acts} acts "
-            f"(acts_per_service) + {int(noop)} no-op (noop_action={noop}) = "
+            f"(acts_per_service) + {n_global} global_actions (noop_action={noop}) = "
             f"{settings.num_actions}")
     return settings
 
@@ -183,10 +192,10 @@ def _trunk(in_dim: int, hidden: Sequence[int], act: str) -> torch.nn.Sequential:
     return torch.nn.Sequential(*layers)
 
 
-def _head(in_dim: int, width: int, act: str) -> torch.nn.Sequential:
-    """``Linear(in_dim, width) -> activation -> Linear(width, 1)``: one scalar."""
+def _head(in_dim: int, width: int, act: str, out: int = 1) -> torch.nn.Sequential:
+    """``Linear(in_dim, width) -> activation -> Linear(width, out)``: ``out`` scalars."""
     return torch.nn.Sequential(torch.nn.Linear(in_dim, width), activation(act),
-                               torch.nn.Linear(width, 1))
+                               torch.nn.Linear(width, out))
 
 
 class SharedServiceModule(TorchRLModule, ValueFunctionAPI, InferenceOnlyAPI):
@@ -215,8 +224,9 @@ class SharedServiceModule(TorchRLModule, ValueFunctionAPI, InferenceOnlyAPI):
             self.register_buffer("act_group_index", torch.tensor(s.act_groups,
                                                                  dtype=torch.long),
                                  persistent=False)
-        self.noop_head = _head(width + len(s.global_features), width, s.activation) \
-            if s.noop_action else None
+        # the global actions' head (named for the no-op it first held; checkpoints keep it)
+        self.noop_head = _head(width + len(s.global_features), width, s.activation,
+                               s.global_actions) if s.global_actions else None
         self.value_encoder: torch.nn.Sequential | None = None
         self.value_head: torch.nn.Sequential | None = None
         if s.value_head:
@@ -238,7 +248,8 @@ class SharedServiceModule(TorchRLModule, ValueFunctionAPI, InferenceOnlyAPI):
         return torch.cat([own, tiled], dim=-1), shared
 
     def _forward(self, batch: dict[str, Any], **kwargs: Any) -> dict[str, Any]:
-        """Action logits ``[..., S * A (+1)]`` for ``batch[Columns.OBS]`` (``[..., obs_dim]``)."""
+        """Action logits ``[..., S * A + global_actions]`` for ``batch[Columns.OBS]``
+        (``[..., obs_dim]``)."""
         inputs, shared = self._inputs(batch[Columns.OBS])
         embeddings = self.encoder(inputs)
         acts = self.act_head(embeddings)

@@ -58,8 +58,10 @@ def observed_cause(obs: np.ndarray, encoder: ObservationEncoder) -> str:
 
 
 def action_label(catalogue: ActionCatalogue, index: int) -> str:
-    """``<knob> (gateway)`` / ``<knob> (callee)``, or ``no-op``."""
+    """``<knob> (gateway)`` / ``<knob> (callee)``, ``restore (mesh)`` or ``no-op``."""
     action = catalogue.action(index)
+    if action.kind is ActionKind.RESTORE:
+        return "restore (mesh)"
     if action.kind is ActionKind.NOOP or action.knob is None:
         return "no-op"
     where = "gateway" if action.service == "front-end" else "callee"

@@ -434,3 +434,29 @@ def test_a_set_action_needs_a_rung_of_a_laddered_knob():
         Action("carts", Knob.MAX_CONNECTIONS, 3, ActionKind.SET)
     with pytest.raises(ValueError, match="one of its rungs"):
         Action("carts", Knob.KEEPALIVE_PROBES, 1, ActionKind.SET)
+
+
+def test_restore_undoes_the_whole_random_start_in_one_action():
+    """``setpoint_restore``: setpoint's blocks, then restore and the no-op; restore removes the
+    rule of every service the catalogue tunes (Istio's defaults) and nothing else."""
+    from envs.actions import Action, ActionKind
+
+    c = make_catalogue("setpoint_restore")
+    setpoint = make_catalogue("setpoint")
+    assert c.actions[:-2] == setpoint.actions[:-1] and c.global_actions == 2
+    restore = len(c) - 2
+    assert c.noop_index == len(c) - 1 == 547
+    assert c.action(restore).kind is ActionKind.RESTORE
+    assert "restore Istio's defaults" in c.describe(restore)
+    start = classic_initial_config(np.random.default_rng(3), c.services)
+    untuned = make_catalogue("setpoint_restore", services=("carts", "orders"))
+    assert c.apply(restore, start) == {}
+    kept = untuned.apply(len(untuned) - 2, start)
+    assert set(kept) == set(start) - {"carts", "orders"}
+    assert all(kept[s] == start[s] for s in kept)
+    assert start == classic_initial_config(np.random.default_rng(3), c.services)  # pure
+    assert c.action(restore).inert is False
+    with pytest.raises(ValueError, match="global"):
+        Action("carts", None, 0, ActionKind.RESTORE)
+    with pytest.raises(ValueError, match="global"):
+        Action(None, Knob.MAX_CONNECTIONS, 0, ActionKind.RESTORE)

@@ -181,6 +181,10 @@ def _config(**changes: Any) -> dict[str, Any]:
     ({"act_groups": [0, 1]}, "act_groups"),                          # 2 groups for 3 acts
     ({"act_groups": [0, -1, 1]}, "act_groups"),
     ({"act_groups": "012"}, "act_groups"),
+    ({"global_actions": 0}, "global_actions"),                       # a no-op needs one
+    ({"global_actions": 1.0}, "global_actions"),
+    ({"noop_action": False, "global_actions": 1}, "global_actions"),
+    ({"global_actions": 2}, "global_actions"),                       # 2*3+2 != 7
 ])
 def test_bad_model_config_raises_naming_the_key(changes: dict[str, Any], key: str) -> None:
     with pytest.raises(ValueError, match=key):
@@ -190,6 +194,36 @@ def test_bad_model_config_raises_naming_the_key(changes: dict[str, Any], key: st
 def test_good_model_config_is_accepted() -> None:
     settings = shared_module_settings(_config(), obs_dim=5, num_actions=7)
     assert (settings.num_services, settings.num_actions) == (2, 7)
+
+
+def test_two_global_actions_are_scored_once_and_invariant_to_the_services() -> None:
+    """``global_actions`` 2 (restore, then the no-op): two logits after the service blocks,
+    unchanged when the services are permuted, and the blocks still permute."""
+    num_services = 4
+    obs_dim, services, globals_ = _layout(num_services, seed=11)
+    torch.manual_seed(2)
+    config = {"service_features": services, "global_features": globals_,
+              "acts_per_service": A, "noop_action": True, "global_actions": 2, "hidden": [16]}
+
+    def build(svcs: list[list[int]]) -> SharedServiceModule:
+        return RLModuleSpec(
+            module_class=SharedServiceModule,
+            observation_space=gym.spaces.Box(0.0, 1.0, (obs_dim,), np.float32),
+            action_space=gym.spaces.Discrete(num_services * A + 2),
+            model_config={**config, "service_features": svcs}).build()
+
+    module = build(services)
+    perm = [3, 1, 0, 2]
+    permuted = build([services[p] for p in perm])
+    permuted.load_state_dict(module.state_dict())
+    obs = torch.rand(5, obs_dim)
+    base, moved = _logits(module, obs), _logits(permuted, obs)
+    assert base.shape == (5, num_services * A + 2)
+    torch.testing.assert_close(moved[:, -2:], base[:, -2:])
+    torch.testing.assert_close(moved[:, :-2].reshape(5, num_services, A),
+                               base[:, :-2].reshape(5, num_services, A)[:, perm])
+    assert not torch.allclose(base[:, -2], base[:, -1])  # two different global logits
+    assert shared_module_settings(config, obs_dim, num_services * A + 2).global_actions == 2
 
 
 def test_act_groups_keep_equivariance_and_share_what_one_act_learns() -> None:

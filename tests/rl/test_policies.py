@@ -14,7 +14,8 @@ from rl.shared_module import SharedServiceModule
 ENV = {"step_s": 2.0, "episode_len": 8, "init": "istio_default"}
 
 
-@pytest.mark.parametrize("catalogue", ["classic", "extended", "ladder"])
+@pytest.mark.parametrize("catalogue", ["classic", "extended", "ladder", "setpoint",
+                                       "setpoint_restore"])
 def test_the_layout_is_the_envs(catalogue):
     config = {**ENV, "catalogue": catalogue}
     env = MeshEnv(config)
@@ -24,6 +25,9 @@ def test_the_layout_is_the_envs(catalogue):
         assert layout["global_features"] == list(env.global_indices)
         assert layout["acts_per_service"] == env.catalogue.actions_per_service
         assert layout["noop_action"] is (catalogue != "classic")
+        assert layout["global_actions"] == {"classic": 0, "setpoint_restore": 2}.get(catalogue, 1)
+        assert len(env.catalogue) == (len(layout["service_features"])
+                                      * layout["acts_per_service"] + layout["global_actions"])
     finally:
         env.close()
 

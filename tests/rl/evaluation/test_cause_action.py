@@ -49,6 +49,9 @@ def test_actions_are_labelled_by_knob_and_target() -> None:
     assert action_label(CATALOGUE, gateway) == "http.http2MaxRequests (gateway)"
     assert action_label(CATALOGUE, callee) == "tcp.maxConnections (callee)"
     assert action_label(CATALOGUE, CATALOGUE.noop_index) == "no-op"
+    restoring = make_catalogue("setpoint_restore")
+    assert action_label(restoring, len(restoring) - 2) == "restore (mesh)"
+    assert action_label(restoring, len(restoring) - 1) == "no-op"
 
 
 def test_each_step_is_counted_under_the_observation_it_acted_on(tmp_path: Path) -> None:
