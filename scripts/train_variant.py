@@ -122,12 +122,30 @@ def evaluate(module: Any, args: Args) -> dict[str, Any]:
     summed = {n: [r.summed_score for r in rs] for n, rs in runs.items()}
     taken = Counter(catalogue.describe(s.action) for r in runs["policy"] for s in r.steps
                     if s.action is not None)
+    per_case = [{"case": scenario.name, "start": scenario.start,
+                 **{n: round(rs[i].summed_score, 1) for n, rs in runs.items()},
+                 "actions": " ".join(_short(catalogue, s.action) for s in runs["policy"][i].steps
+                                     if s.action is not None)}
+                for i, (scenario, _) in enumerate(plan)]
     return {"summed": {n: float(np.mean(v)) for n, v in summed.items()},
             "per_step": {n: float(np.mean([r.mean_score for r in rs])) for n, rs in runs.items()},
             "wins_vs_istio": int(np.sum(np.array(summed["policy"])
                                         > np.array(summed["istio_default"]))),
             "cases": len(plan), "distinct_actions": len(taken),
-            "top_actions": taken.most_common(3)}
+            "top_actions": taken.most_common(3), "per_case": per_case}
+
+
+def _short(catalogue: Any, index: int) -> str:
+    """A compact label of action ``index`` for the per-case action strings: ``R`` restore,
+    ``.`` no-op, else ``service:knob=value`` (e.g. ``front-end:h2=16``)."""
+    action = catalogue.action(index)
+    if action.knob is None:
+        return "R" if action.kind.value == "restore" else "."
+    knob = action.knob.value.split(".")[-1]
+    short = {"http2MaxRequests": "h2", "http1MaxPendingRequests": "pend",
+             "maxConnections": "conn", "maxRequestsPerConnection": "rpc",
+             "connectTimeout": "cto", "maxRetries": "retries"}.get(knob, knob)
+    return f"{action.service}:{short}={catalogue.describe(index).rsplit(' ', 1)[-1]}"
 
 
 def main(argv: list[str] | None = None) -> int:
