@@ -23,7 +23,7 @@ calling it — the mesh's own signals, so that a policy sees *why* requests fail
 | ``p99``, ``mean`` | request duration, :func:`latency_scale` | 0..1 |
 | ``uo_frac`` | attempts rejected by a pool limit (``UO``) / attempts | 0..1 |
 | ``uf_frac`` | attempts whose connection failed (``UF``) / attempts | 0..1 |
-| ``ut_frac`` | attempts that timed out (``UT``) / attempts | 0..1 |
+| ``ut_frac`` | attempts ended by a route's timeout (``UT``, see below) / attempts | 0..1 |
 | ``reset_frac`` | attempts refused or reset by the service (``UC``/``UR``) / attempts | 0..1 |
 | ``retry_frac`` | retries / attempts | 0..1 |
 | ``urx_frac`` | requests failed with retries exhausted (``URX``) / requests | 0..1 |
@@ -32,6 +32,12 @@ calling it — the mesh's own signals, so that a policy sees *why* requests fail
 | ``demand_queue`` | in flight per pool vs ``maxConnections + http1MaxPendingRequests`` | 0..1 |
 | ``demand_requests`` | in flight per pool vs ``http2MaxRequests`` | 0..1 |
 | ``tcp`` | a TCP destination (no request durations; HTTP limits do not act) | 0/1 |
+
+``ut_frac`` is Envoy's ``UT``: a route's (or a retry's per-try) timeout. DestinationRules cannot
+set one and Istio's default routes set none, so it is 0 on every backend unless a VirtualService
+on the cluster sets a timeout. An application that stops waiting (SockShop's orders caps each of
+its calls at 5 s) is not a ``UT``: the request runs on through both sidecars, which count it when
+its answer arrives, at its real duration (the simulator and the local mesh alike).
 
 The configuration block is each catalogue knob's effective value (:func:`envs.knobs.knob_value`)
 as ``log1p(v)/log1p(ceiling)`` (ceiling: the top of :func:`envs.knobs.knob_range`, so

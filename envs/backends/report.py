@@ -71,7 +71,9 @@ class ServiceStats:
         retry_count: retries the callers' sidecars sent to it.
         num_attempts: attempts sent to it: first tries and retries (>= ``num_requests``).
         mean_ms: mean attempt duration as the callers saw it, ms (HTTP destinations).
-        ut_count: attempts that ended in a timeout (Envoy flag ``UT``, 504).
+        ut_count: attempts that ended in a route's timeout (Envoy flag ``UT``, 504): 0 unless
+            a VirtualService sets a timeout (none here; an application that stops waiting,
+            like orders after 5 s, is not a UT: its request runs on and counts when it ends).
         reset_count: attempts refused or reset by the destination itself (a service down:
             connection refused, in-flight request reset; flags ``UC``/``UR``).
         urx_count: requests that failed after exhausting their retries (flag ``URX``).

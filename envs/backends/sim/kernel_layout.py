@@ -109,8 +109,9 @@ ST_PEAK_INBOUND = 9   # most requests at once in the callee sidecar's inbound (a
 # the causes (issue 12). An attempt is one try of a call through the caller's outbound cluster
 # (EV_START to its end); every cause below is counted together with one ST_ATTEMPTS at the same
 # event, so their sum never exceeds the attempts over any window.
-ST_ATTEMPTS = 10      # attempts that ended: failed locally, answered, or timed out at the caller
-ST_UT = 11            # attempts the caller stopped waiting for (orders' 5 s cap)
+ST_ATTEMPTS = 10      # attempts that ended: failed locally or answered (late answers included)
+ST_UT = 11            # Envoy's UT (a route's timeout): 0, no route sets one (orders' 5 s wait is
+#                       the application's own, which the sidecars do not see)
 ST_RESET = 12         # attempts refused (connection refused) or reset in flight by the callee
 ST_REFUSED = 13       # of ST_RESET: failed because the down callee refused their connection
 ST_CRASH_RESET = 14   # of ST_RESET: front-end requests lost when its process crashed

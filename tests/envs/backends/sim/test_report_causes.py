@@ -140,16 +140,20 @@ def test_front_end_crash_resets_count_at_the_front_end() -> None:
     assert 0 < r.extra["frontend_crash_resets"] <= fe.reset_count
 
 
-def test_caller_timeout_counts_ut(mesh: SimMesh) -> None:
-    # the simulator's only caller timeout is orders' 5 s wait on each dependency
-    # (figures: orders' calls); payment 20 000x slower never answers within it
-    load = LoadSpec(users=10, requests=400, faults=(LatencySpike("payment", 0, 1e6, 20_000.0),))
+def test_an_application_timeout_is_not_envoys_ut(mesh: SimMesh) -> None:
+    # the simulator's only caller timeout is orders' 5 s wait on each dependency (figures:
+    # orders' calls), the application's own: the request runs on through both sidecars, which
+    # count it when its answer arrives, at its real duration, as the local mesh's Envoy does.
+    # Envoy's UT needs a route timeout, which no route here sets. Payment 300x slower answers
+    # after orders stopped waiting, some answers within the run.
+    load = LoadSpec(users=10, requests=400, faults=(LatencySpike("payment", 0, 1e6, 300.0),))
     r = run(mesh, [], load, seed=0)
     check_invariants(r)
     pay = r.services["payment"]
-    assert pay.ut_count > 0
-    assert pay.ut_count == r.extra["order_wait_timeouts"]
-    assert pay.mean_ms >= 5000 * 0.99  # every attempt counted lasted up to the timeout
+    assert r.extra["order_wait_timeouts"] > 0
+    assert pay.ut_count == 0
+    assert pay.num_attempts > 0
+    assert pay.mean_ms > 5000  # the late answers count at their real duration
 
 
 def test_tcp_error_ratio_is_a_share_of_operations(mesh: SimMesh) -> None:
