@@ -138,14 +138,16 @@ def evaluate(module: Any, args: Args) -> dict[str, Any]:
 def _short(catalogue: Any, index: int) -> str:
     """A compact label of action ``index`` for the per-case action strings: ``R`` restore,
     ``.`` no-op, else ``service:knob=value`` (e.g. ``front-end:h2=16``)."""
+    from envs.actions import ActionKind
+
     action = catalogue.action(index)
     if action.knob is None:
-        return "R" if action.kind.value == "restore" else "."
+        return "R" if action.kind is ActionKind.RESTORE else "."
     knob = action.knob.value.split(".")[-1]
     short = {"http2MaxRequests": "h2", "http1MaxPendingRequests": "pend",
              "maxConnections": "conn", "maxRequestsPerConnection": "rpc",
              "connectTimeout": "cto", "maxRetries": "retries"}.get(knob, knob)
-    return f"{action.service}:{short}={catalogue.describe(index).rsplit(' ', 1)[-1]}"
+    return f"{action.service}:{short}={action.change_text().removeprefix('set ')}"
 
 
 def main(argv: list[str] | None = None) -> int:
