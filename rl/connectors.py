@@ -3,7 +3,8 @@
 REINFORCE weights each action's log-probability by the discounted return that followed it,
 ``G_t = sum_k gamma^k r_{t+k}`` up to the end of the episode. Then, in this order and each
 optional: a baseline from the episodes that replayed the same scenario
-(:func:`subtract_group_mean`), *or* per-step centred ranks (:func:`per_step_centered_ranks`),
+(:func:`subtract_group_mean`, optionally scaled per group by :func:`scale_groups`), *or*
+per-step centred ranks (:func:`per_step_centered_ranks`),
 *or* a per-step mean baseline (:func:`subtract_per_step_mean`); standardising the batch
 (subtract the mean, divide by the standard deviation), a constant baseline that fixes the
 gradient's scale whatever the reward's units.
@@ -80,6 +81,29 @@ def subtract_group_mean(per_episode: list[np.ndarray], keys: list[Any]) -> list[
     return shaped
 
 
+def scale_groups(per_episode: list[np.ndarray], keys: list[Any],
+                 eps: float = 1e-8) -> list[np.ndarray]:
+    """Divide each group's (already centred) ``G_t`` by that group's standard deviation over
+    all its episodes and steps, as GRPO (Shao et al. 2024) scales its group advantages.
+
+    After :func:`subtract_group_mean` a scenario whose actions swing the return by 1 500 points
+    (a broken start that one action repairs) outweighs one whose actions swing it by 30 (a load
+    step a cap absorbs) fifty to one in the batch; scaled, every scenario in the batch speaks
+    with the same weight. A group whose values are all equal (the actions made no difference)
+    stays at 0.
+    """
+    groups: dict[Any, list[int]] = {}
+    for i, key in enumerate(keys):
+        groups.setdefault(key, []).append(i)
+    scaled = [np.asarray(r, dtype=np.float64).copy() for r in per_episode]
+    for members in groups.values():
+        values = np.concatenate([scaled[i] for i in members])
+        std = float(values.std()) if values.size else 0.0
+        for i in members:
+            scaled[i] = scaled[i] / std if std > eps else np.zeros_like(scaled[i])
+    return scaled
+
+
 def average_ranks(values: np.ndarray) -> np.ndarray:
     """0-based ranks of ``values``; tied values share the mean of their ranks."""
     values = np.asarray(values, dtype=np.float64)
@@ -124,7 +148,8 @@ class DiscountedReturnsToGo(ConnectorV2):
 
     def __init__(self, input_observation_space: Any = None, input_action_space: Any = None, *,
                  gamma: float, normalize: bool, per_step_baseline: bool = False,
-                 rank_returns: bool = False, group_baseline: bool = False) -> None:
+                 rank_returns: bool = False, group_baseline: bool = False,
+                 group_scale: bool = False) -> None:
         super().__init__(input_observation_space, input_action_space)
         if not 0.0 <= gamma <= 1.0:
             raise ValueError(f"gamma must be in [0, 1], got {gamma}")
@@ -133,6 +158,9 @@ class DiscountedReturnsToGo(ConnectorV2):
         self.per_step_baseline = bool(per_step_baseline)
         self.rank_returns = bool(rank_returns)
         self.group_baseline = bool(group_baseline)
+        self.group_scale = bool(group_scale)
+        if self.group_scale and not self.group_baseline:
+            raise ValueError("group_scale needs the group baseline (episodes_per_scenario > 1)")
 
     def __call__(self, *, rl_module: Any, batch: dict[str, Any], episodes: list[Any],
                  **kwargs: Any) -> dict[str, Any]:
@@ -146,8 +174,10 @@ class DiscountedReturnsToGo(ConnectorV2):
                                  f"(id {episode.id_}, {len(episode)} steps)")
             per_episode.append(discounted_returns_to_go(episode.get_rewards(), self.gamma))
         if self.group_baseline and per_episode:
-            per_episode = subtract_group_mean(per_episode, [self.episode_key(e)
-                                                            for e in sa_episodes])
+            keys = [self.episode_key(e) for e in sa_episodes]
+            per_episode = subtract_group_mean(per_episode, keys)
+            if self.group_scale:
+                per_episode = scale_groups(per_episode, keys)
         elif self.rank_returns and per_episode:
             per_episode = per_step_centered_ranks(per_episode)
         elif self.per_step_baseline and per_episode:

@@ -107,7 +107,8 @@ class ReinforceTorchLearner(TorchLearner):
                 gamma=self.config.gamma, normalize=self.config.normalize_returns,
                 per_step_baseline=self.config.per_step_baseline,
                 rank_returns=self.config.rank_returns,
-                group_baseline=self.config.episodes_per_scenario > 1))
+                group_baseline=self.config.episodes_per_scenario > 1,
+                group_scale=self.config.group_scale))
 
     def compute_loss_for_module(self, *, module_id: ModuleID, config: ReinforceConfig,
                                 batch: dict[str, Any],

@@ -25,6 +25,9 @@ Settings beyond RLlib's own (``lr``, ``gamma``, ``train_batch_size``...), all se
   (:func:`rl.connectors.subtract_group_mean`; takes the place of ``rank_returns`` and
   ``per_step_baseline``); k must divide ``num_envs_per_env_runner`` and each runner's share of
   the batch must be a multiple of its envs, so every env runs the same number of episodes;
+* ``group_scale`` — with ``episodes_per_scenario`` > 1, also divide each group's centred
+  returns by the group's standard deviation (:func:`rl.connectors.scale_groups`, as GRPO does),
+  so that every scenario of a batch weighs the same; off by default;
 * ``entropy_coeff`` — weight of the entropy bonus (0 = plain REINFORCE);
 * ``learned_baseline`` — subtract the module's value head ``V(s)`` from the (shaped)
   returns-to-go and train it by MSE (:mod:`rl.learner`); off by default;
@@ -341,6 +344,7 @@ class ReinforceConfig(AlgorithmConfig):
         self.per_step_baseline: bool = True
         self.rank_returns: bool = False
         self.episodes_per_scenario: int = 1
+        self.group_scale: bool = False
         self.entropy_coeff: float = 0.0
         self.learned_baseline: bool = False
         self.vf_loss_coeff: float = 1.0
@@ -357,6 +361,7 @@ class ReinforceConfig(AlgorithmConfig):
                  per_step_baseline: bool | Any = NotProvided,
                  rank_returns: bool | Any = NotProvided,
                  episodes_per_scenario: int | Any = NotProvided,
+                 group_scale: bool | Any = NotProvided,
                  entropy_coeff: float | Any = NotProvided,
                  learned_baseline: bool | Any = NotProvided,
                  vf_loss_coeff: float | Any = NotProvided, **kwargs: Any) -> Self:
@@ -372,6 +377,8 @@ class ReinforceConfig(AlgorithmConfig):
             self.rank_returns = rank_returns
         if episodes_per_scenario is not NotProvided:
             self.episodes_per_scenario = episodes_per_scenario
+        if group_scale is not NotProvided:
+            self.group_scale = group_scale
         if entropy_coeff is not NotProvided:
             self.entropy_coeff = entropy_coeff
         if learned_baseline is not NotProvided:
@@ -404,6 +411,11 @@ class ReinforceConfig(AlgorithmConfig):
                 f"({self.num_episodes_per_train_batch} over {max(1, self.num_env_runners)} "
                 f"runners: {shares}) must be a multiple of its envs, so that the envs of a "
                 "group run the same episodes")
+        if not isinstance(self.group_scale, bool):
+            raise ValueError(f"group_scale must be a bool, got {self.group_scale!r}")
+        if self.group_scale and k < 2:
+            raise ValueError("group_scale scales the groups of episodes_per_scenario > 1; got "
+                             f"episodes_per_scenario={k}")
         if self.entropy_coeff < 0:
             raise ValueError(f"entropy_coeff must be >= 0, got {self.entropy_coeff}")
         if not isinstance(self.learned_baseline, bool):

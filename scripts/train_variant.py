@@ -42,6 +42,8 @@ class Args:
     entropy: float = 0.01
     num_epochs: int = 1
     act_groups: bool = False
+    group_scale: bool = False
+    learned_baseline: bool = False
     scenarios: str = "training"
     step_s: float = 10.0
     seed: int = 7
@@ -78,7 +80,9 @@ def train(args: Args) -> tuple[Any, dict[str, Any]]:
               .rl_module(rl_module_spec=spec, model_config=model_config)
               .training(lr=args.lr, gamma=args.gamma,
                         rank_returns=args.episodes_per_scenario == 1,
-                        entropy_coeff=args.entropy, num_epochs=args.num_epochs)
+                        entropy_coeff=args.entropy, num_epochs=args.num_epochs,
+                        group_scale=args.group_scale,
+                        learned_baseline=args.learned_baseline)
               .debugging(seed=args.seed))
     algo = config.build_algo()
     t0 = time.monotonic()

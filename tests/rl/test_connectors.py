@@ -12,6 +12,7 @@ from rl.connectors import (
     average_ranks,
     discounted_returns_to_go,
     per_step_centered_ranks,
+    scale_groups,
     standardise,
     subtract_group_mean,
     subtract_per_step_mean,
@@ -164,3 +165,33 @@ def test_connector_group_baseline_needs_the_key() -> None:
     with pytest.raises(ValueError, match="episode_key"):
         DiscountedReturnsToGo(gamma=1.0, normalize=False, group_baseline=True)(
             rl_module=None, batch={}, episodes=[_episode([1.0]), _episode([2.0])])
+
+
+def test_scale_groups_gives_every_scenario_the_same_weight() -> None:
+    centred = [np.array([-1.0, -1.0]), np.array([1.0, 1.0]),  # a: actions swing it by 2
+               np.array([50.0, -50.0]), np.array([-50.0, 50.0]),  # b: by 100
+               np.array([0.0]), np.array([0.0])]  # c: the actions made no difference
+    out = scale_groups(centred, ["a", "a", "b", "b", "c", "c"])
+    np.testing.assert_allclose(out[0], [-1.0, -1.0])
+    np.testing.assert_allclose(out[2], [1.0, -1.0])
+    assert all(np.all(r == 0.0) for r in out[4:])
+    # each group's values now have unit standard deviation
+    for members in ((0, 1), (2, 3)):
+        assert np.concatenate([out[i] for i in members]).std() == pytest.approx(1.0)
+
+
+def test_connector_group_scale_scales_after_the_group_baseline() -> None:
+    episodes = [_episode([1.0, 1.0], key=7), _episode([3.0, 1.0], key=7),
+                _episode([-50.0, 0.0], key=8), _episode([-40.0, 0.0], key=8)]
+    batch = DiscountedReturnsToGo(gamma=1.0, normalize=False, group_baseline=True,
+                                  group_scale=True)(rl_module=None, batch={},
+                                                    episodes=episodes)
+    # centred [-1, 0], [1, 0] (std 1/sqrt 2) | [-5, 0], [5, 0] (std 5/sqrt 2): same weight
+    r2 = np.sqrt(2.0)
+    np.testing.assert_allclose(np.concatenate(_column(batch, episodes)),
+                               [-r2, 0.0, r2, 0.0, -r2, 0.0, r2, 0.0])
+
+
+def test_group_scale_needs_the_group_baseline() -> None:
+    with pytest.raises(ValueError, match="group_scale needs the group baseline"):
+        DiscountedReturnsToGo(gamma=1.0, normalize=False, group_scale=True)

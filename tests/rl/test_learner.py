@@ -52,3 +52,9 @@ def test_config_rejects_fewer_episodes_than_runners() -> None:
         .training(num_episodes_per_train_batch=2)
     with pytest.raises(ValueError, match="num_episodes_per_train_batch"):
         config.validate()
+
+
+def test_config_rejects_group_scale_without_groups() -> None:
+    config = ReinforceConfig().environment("CartPole-v1").training(group_scale=True)
+    with pytest.raises(ValueError, match="group_scale"):
+        config.validate()
