@@ -213,7 +213,10 @@ def run_held_out(args: argparse.Namespace, argv: Sequence[str]) -> dict[str, Any
                                                          "ppo_checkpoint")
                     if getattr(args, n) is not None]
     if classic_only:
-        raise EvaluationError(f"{', '.join(classic_only)} only apply with --classic")
+        raise EvaluationError(
+            f"{', '.join(classic_only)} do not apply to the held-out evaluation (each case is "
+            "one episode on its own seed): --fresh-seeds and --oracle-evals are for --steady "
+            "or --classic, the others for --classic")
     n_cases = args.cases if args.cases is not None else (2 if args.quick else DEFAULT_CASES)
     if n_cases < 1:
         raise EvaluationError("--cases must be >= 1")

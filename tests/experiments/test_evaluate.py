@@ -120,7 +120,7 @@ def test_quick_steady_run_end_to_end(checkpoint: Path, tmp_path: Path) -> None:
 
 @pytest.mark.parametrize("args, message", [
     (["--cases", "0"], "--cases must be >= 1"),
-    (["--fresh-seeds", "3"], "only apply with --classic"),
+    (["--fresh-seeds", "3"], "do not apply to the held-out evaluation"),
     (["--checkpoint", "/nonexistent/ckpt"], "not an RLlib Algorithm checkpoint"),
     (["--steady", "--classic"], "pick one"),
     (["--out-cases", "2"], "--out-cases only applies with --steady"),
