@@ -107,6 +107,13 @@ whole mesh — an operator's rollback, ``kubectl delete destinationrule`` of eac
 service is drawn in 1..100 and several bind at once, undoing the draw is one action instead of
 one per binding knob.
 
+``setpoint_reset``: ``setpoint``'s 42 acts per service plus a 43rd, **reset** (act 42: that
+service's DestinationRule removed, i.e. Istio's defaults for that service alone), then the global
+no-op; 13 × 43 + 1 = 560 actions. Unlike ``setpoint_restore``'s whole-mesh restore, a reset
+is scored per service by the shared module from that service's own features (a limit that
+binds: ``UO`` overflow, demand against its limits), so "undo the limit that binds here" is one
+rule learned once for every service, and resetting a callee leaves the gateway's cap in place.
+
 Step sizes of the extended knobs (the notebook's are kept as they were):
 
 * keepalive probes ±1: the natural unit on a small range (Linux default 9, kernel maximum 127).
@@ -213,6 +220,7 @@ class ActionKind(StrEnum):
     RUNG = "rung"      # the next rung of the knob's LADDERS up (delta +1) or down (delta -1)
     SET = "set"        # the knob set to one of its LADDERS rungs (delta = the rung's value)
     RESTORE = "restore"  # every tuned service's rule removed: Istio's defaults (global)
+    RESET = "reset"    # one service's rule removed: Istio's defaults for that service
 
 
 @dataclass(frozen=True)
@@ -223,7 +231,8 @@ class Action:
         service: the destination whose DestinationRule changes; None for the no-op.
         knob: the setting; None for the no-op.
         delta: for ADD, the change in the knob's unit (count, or ms for durations); else 0.
-        kind: ADD, TOGGLE, RUNG, SET, or a global NOOP / RESTORE.
+        kind: ADD, TOGGLE, RUNG, SET, RESET (the service's rule removed; no knob), or a
+            global NOOP / RESTORE.
     """
 
     service: str | None
@@ -239,6 +248,11 @@ class Action:
             return
         if self.service not in SERVICE_BY_NAME:
             raise ValueError(f"unknown service {self.service!r} in {self}")
+        if self.kind is ActionKind.RESET:
+            if self.knob is not None or self.delta != 0:
+                raise ValueError(f"a reset action removes its service's whole rule: no knob or "
+                                 f"delta: {self}")
+            return
         if self.knob is None:
             raise ValueError(f"a {self.kind.value} action needs a knob: {self}")
         if self.kind is ActionKind.TOGGLE:
@@ -270,7 +284,7 @@ class Action:
         """The pool after this action (pure). ``pool`` None means the service has no rule."""
         if self.kind is ActionKind.NOOP:
             return pool
-        if self.kind is ActionKind.RESTORE:
+        if self.kind in (ActionKind.RESTORE, ActionKind.RESET):
             return None
         assert self.service is not None and self.knob is not None  # checked in __post_init__
         check_input_field(self.service, pool, self.knob)
@@ -296,6 +310,8 @@ class Action:
             return "no-op"
         if self.kind is ActionKind.RESTORE:
             return "restore Istio's defaults"
+        if self.kind is ActionKind.RESET:
+            return "reset to Istio's defaults"
         if self.kind is ActionKind.TOGGLE:
             return "toggle"
         if self.kind is ActionKind.RUNG:
@@ -313,8 +329,8 @@ class Action:
         return f"{sign}{size}"
 
 
-# One service's block of actions: (knob, delta in the knob's unit, kind).
-_Template = tuple[Knob, int, ActionKind]
+# One service's block of actions: (knob, delta in the knob's unit, kind); no knob for a reset.
+_Template = tuple[Knob | None, int, ActionKind]
 _CLASSIC_BLOCK: tuple[_Template, ...] = (
     (Knob.MAX_CONNECTIONS, +20, ActionKind.ADD),
     (Knob.MAX_CONNECTIONS, -5, ActionKind.ADD),
@@ -371,18 +387,23 @@ _LADDER_BLOCK: tuple[_Template, ...] = tuple(
     (knob, step, ActionKind.RUNG) for knob in CLASSIC_KNOBS for step in (+1, -1))
 _SETPOINT_BLOCK: tuple[_Template, ...] = tuple(
     (knob, rung, ActionKind.SET) for knob in CLASSIC_KNOBS for rung in LADDERS[knob])
-CatalogueName = Literal["classic", "extended", "ladder", "setpoint", "setpoint_restore"]
+_SETPOINT_RESET_BLOCK: tuple[_Template, ...] = (*_SETPOINT_BLOCK, (None, 0, ActionKind.RESET))
+CatalogueName = Literal["classic", "extended", "ladder", "setpoint", "setpoint_restore",
+                        "setpoint_reset"]
 _BLOCKS: dict[str, tuple[_Template, ...]] = {"classic": _CLASSIC_BLOCK, "extended": _EXTENDED_BLOCK,
                                              "ladder": _LADDER_BLOCK, "setpoint": _SETPOINT_BLOCK,
-                                             "setpoint_restore": _SETPOINT_BLOCK}
+                                             "setpoint_restore": _SETPOINT_BLOCK,
+                                             "setpoint_reset": _SETPOINT_RESET_BLOCK}
 _KNOBS: dict[str, tuple[Knob, ...]] = {"classic": CLASSIC_KNOBS,
                                        "extended": CLASSIC_KNOBS + EXTENDED_KNOBS,
                                        "ladder": CLASSIC_KNOBS, "setpoint": CLASSIC_KNOBS,
-                                       "setpoint_restore": CLASSIC_KNOBS}
+                                       "setpoint_restore": CLASSIC_KNOBS,
+                                       "setpoint_reset": CLASSIC_KNOBS}
 #: Each catalogue's services when none are given.
 DEFAULT_SERVICES: dict[str, tuple[str, ...]] = {
     "classic": TUNABLE_SERVICES, "extended": TUNABLE_SERVICES, "ladder": CONTROL_SERVICES,
-    "setpoint": CONTROL_SERVICES, "setpoint_restore": CONTROL_SERVICES}
+    "setpoint": CONTROL_SERVICES, "setpoint_restore": CONTROL_SERVICES,
+    "setpoint_reset": CONTROL_SERVICES}
 #: The catalogue names :func:`make_catalogue` accepts.
 CATALOGUE_NAMES: tuple[str, ...] = tuple(_BLOCKS)
 
@@ -393,7 +414,7 @@ _RESTORE = Action(None, None, 0, ActionKind.RESTORE)
 #: Each catalogue's global actions, after the services' blocks (the no-op, when there, last).
 _GLOBALS: dict[str, tuple[Action, ...]] = {
     "classic": (), "extended": (_NOOP,), "ladder": (_NOOP,), "setpoint": (_NOOP,),
-    "setpoint_restore": (_RESTORE, _NOOP)}
+    "setpoint_restore": (_RESTORE, _NOOP), "setpoint_reset": (_NOOP,)}
 
 
 def check_services(services: Sequence[str]) -> tuple[str, ...]:
@@ -470,6 +491,9 @@ class ActionCatalogue:
         if action.kind is ActionKind.RESTORE:
             for service in self.services:
                 new_config.pop(service, None)
+        elif action.kind is ActionKind.RESET:
+            assert action.service is not None  # checked in __post_init__
+            new_config.pop(action.service, None)
         elif action.service is not None:
             pool = action.apply_to(new_config.get(action.service))
             assert pool is not None  # only the no-op returns its input, which may be None
@@ -483,6 +507,8 @@ class ActionCatalogue:
             return "no-op (configuration unchanged)"
         if action.kind is ActionKind.RESTORE:
             return "restore Istio's defaults (every tuned service's DestinationRule removed)"
+        if action.kind is ActionKind.RESET:
+            return f"{action.service}: reset to Istio's defaults (its DestinationRule removed)"
         assert action.knob is not None
         return f"{action.service}: {action.knob.value} {action.change_text()}"
 
@@ -513,7 +539,7 @@ def make_catalogue(name: CatalogueName = "classic",
     """The catalogue ``name`` (:data:`CATALOGUE_NAMES`) over ``services`` (default: the
     catalogue's own, :data:`DEFAULT_SERVICES`: :data:`TUNABLE_SERVICES` for the additive
     catalogues, :data:`CONTROL_SERVICES` — the front-end's gateway pool too — for ``ladder``,
-    ``setpoint`` and ``setpoint_restore``).
+    ``setpoint``, ``setpoint_restore`` and ``setpoint_reset``).
 
     Raises:
         ValueError: an unknown catalogue name, or unknown / repeated services.
@@ -538,6 +564,8 @@ def render_action_table(name: CatalogueName) -> str:
             lines.append("| last | (none) | no-op |")
         elif action.kind is ActionKind.RESTORE:
             lines.append("| S × A | (every tuned service's rule) | restore Istio's defaults |")
+        elif action.kind is ActionKind.RESET:
+            lines.append(f"| {act} | (the service's whole rule) | reset to Istio's defaults |")
         else:
             assert action.knob is not None
             lines.append(f"| {act} | {action.knob.value} | {action.change_text()} |")

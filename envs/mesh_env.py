@@ -63,7 +63,9 @@ class MeshEnv(gym.Env):
     ``setpoint`` (each of the six knobs set to any rung of its ladder in one action, 42 acts per
     service on the same 13 services + a global no-op: 547; what ``experiments/pg_sweep.py``
     trains with), ``setpoint_restore`` (``setpoint``'s blocks, then a global restore of Istio's
-    defaults on every tuned service and the no-op: 548), ``classic`` (the notebook's additive
+    defaults on every tuned service and the no-op: 548), ``setpoint_reset`` (``setpoint``'s
+    acts plus a 43rd per service that resets that service to Istio's defaults, + the no-op:
+    560), ``classic`` (the notebook's additive
     steps, 144 on the 12 default services) or ``extended`` (21 per service + a global no-op,
     253); the tables are in :mod:`envs.actions`.
 

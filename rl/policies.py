@@ -18,7 +18,7 @@ from typing import Any
 
 from ray.rllib.core.rl_module.rl_module import RLModuleSpec
 
-from envs.actions import make_catalogue
+from envs.actions import ActionCatalogue, make_catalogue
 from envs.observation import ObservationEncoder
 from envs.settings import EnvSettings
 from rl.module import SoftmaxPolicyModule
@@ -26,6 +26,13 @@ from rl.shared_module import DEFAULT_HIDDEN, SharedServiceModule
 
 #: The policy choices of :func:`policy_spec`.
 POLICIES: tuple[str, ...] = ("shared", "mlp")
+
+
+def act_group(catalogue: ActionCatalogue, act: int) -> int:
+    """The group of act ``act`` of a service's block: the index of the knob it moves in
+    ``catalogue.knobs``; a reset (no knob: the whole rule) is a group of its own after them."""
+    knob = catalogue.actions[act].knob
+    return len(catalogue.knobs) if knob is None else catalogue.knobs.index(knob)
 
 
 def mesh_layout(env_config: Mapping[str, Any] | None, act_groups: bool = False
@@ -39,8 +46,8 @@ def mesh_layout(env_config: Mapping[str, Any] | None, act_groups: bool = False
     settings = EnvSettings.from_config(env_config)
     catalogue = make_catalogue(settings.catalogue, settings.services)  # type: ignore[arg-type]
     encoder = ObservationEncoder(catalogue, settings.episode_len)
-    groups = {"act_groups": [catalogue.knobs.index(catalogue.actions[a].knob)
-                             for a in range(catalogue.actions_per_service)]} if act_groups else {}
+    groups = {"act_groups": [act_group(catalogue, a) for a in range(catalogue.actions_per_service)]
+              } if act_groups else {}
     return {**groups,
         "service_features": [list(s) for s in encoder.service_slices],
         "global_features": list(encoder.global_indices),

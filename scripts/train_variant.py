@@ -141,10 +141,13 @@ def evaluate(module: Any, args: Args) -> dict[str, Any]:
 
 def _short(catalogue: Any, index: int) -> str:
     """A compact label of action ``index`` for the per-case action strings: ``R`` restore,
-    ``.`` no-op, else ``service:knob=value`` (e.g. ``front-end:h2=16``)."""
+    ``.`` no-op, ``service:reset`` a service's reset, else ``service:knob=value`` (e.g.
+    ``front-end:h2=16``)."""
     from envs.actions import ActionKind
 
     action = catalogue.action(index)
+    if action.kind is ActionKind.RESET:
+        return f"{action.service}:reset"
     if action.knob is None:
         return "R" if action.kind is ActionKind.RESTORE else "."
     knob = action.knob.value.split(".")[-1]

@@ -58,13 +58,17 @@ def observed_cause(obs: np.ndarray, encoder: ObservationEncoder) -> str:
 
 
 def action_label(catalogue: ActionCatalogue, index: int) -> str:
-    """``<knob> (gateway)`` / ``<knob> (callee)``, ``restore (mesh)`` or ``no-op``."""
+    """``<knob> (gateway)`` / ``<knob> (callee)``, ``reset (gateway)`` / ``reset (callee)``,
+    ``restore (mesh)`` or ``no-op``."""
     action = catalogue.action(index)
     if action.kind is ActionKind.RESTORE:
         return "restore (mesh)"
-    if action.kind is ActionKind.NOOP or action.knob is None:
+    if action.kind is ActionKind.NOOP or action.service is None:
         return "no-op"
     where = "gateway" if action.service == "front-end" else "callee"
+    if action.kind is ActionKind.RESET:
+        return f"reset ({where})"
+    assert action.knob is not None  # every other service action moves a knob
     return f"{action.knob.value} ({where})"
 
 

@@ -460,3 +460,35 @@ def test_restore_undoes_the_whole_random_start_in_one_action():
         Action("carts", None, 0, ActionKind.RESTORE)
     with pytest.raises(ValueError, match="global"):
         Action(None, Knob.MAX_CONNECTIONS, 0, ActionKind.RESTORE)
+
+
+def test_reset_undoes_one_service_and_leaves_the_others():
+    """``setpoint_reset``: each service's block is setpoint's 42 acts plus a reset (act 42) that
+    removes that service's rule alone; the no-op is last."""
+    from envs.actions import Action, ActionKind, render_action_table
+
+    c = make_catalogue("setpoint_reset")
+    setpoint = make_catalogue("setpoint")
+    assert c.actions_per_service == 43 and len(c) == 13 * 43 + 1 == 560
+    assert c.global_actions == 1 and c.noop_index == 559
+    front_end = c.services.index("front-end")
+    reset_fe = front_end * 43 + 42
+    assert c.action(reset_fe) == Action("front-end", None, 0, ActionKind.RESET)
+    assert c.describe(reset_fe) == ("front-end: reset to Istio's defaults "
+                                    "(its DestinationRule removed)")
+    for i, service in enumerate(c.services):  # the setpoint acts keep their order
+        assert c.actions[i * 43:i * 43 + 42] == setpoint.actions[i * 42:(i + 1) * 42]
+        assert c.action(i * 43 + 42).service == service
+    start = classic_initial_config(np.random.default_rng(3), c.services)
+    after = c.apply(reset_fe, start)
+    assert "front-end" not in after and set(after) == set(start) - {"front-end"}
+    assert all(after[s] == start[s] for s in after)
+    assert c.apply(reset_fe, {}) == {}  # from Istio's defaults, a reset changes nothing
+    assert start == classic_initial_config(np.random.default_rng(3), c.services)  # pure
+    assert not c.action(reset_fe).inert
+    assert "| 42 | (the service's whole rule) | reset to Istio's defaults |" in \
+        render_action_table("setpoint_reset")
+    with pytest.raises(ValueError, match="reset action"):
+        Action("carts", Knob.MAX_CONNECTIONS, 0, ActionKind.RESET)
+    with pytest.raises(ValueError, match="unknown service"):
+        Action(None, None, 0, ActionKind.RESET)

@@ -15,7 +15,7 @@ ENV = {"step_s": 2.0, "episode_len": 8, "init": "istio_default"}
 
 
 @pytest.mark.parametrize("catalogue", ["classic", "extended", "ladder", "setpoint",
-                                       "setpoint_restore"])
+                                       "setpoint_restore", "setpoint_reset"])
 def test_the_layout_is_the_envs(catalogue):
     config = {**ENV, "catalogue": catalogue}
     env = MeshEnv(config)
@@ -52,3 +52,10 @@ def test_each_policy_builds_and_scores_every_action_of_a_real_observation(policy
 def test_an_unknown_policy_is_named():
     with pytest.raises(ValueError, match="unknown policy 'gnn'"):
         policy_spec("gnn", {})
+
+
+def test_a_reset_act_is_a_group_of_its_own() -> None:
+    layout = mesh_layout({**ENV, "catalogue": "setpoint_reset"}, act_groups=True)
+    groups = layout["act_groups"]
+    assert len(groups) == 43 and groups[-1] == 6  # after the six classic knobs' groups 0..5
+    assert sorted(set(groups[:-1])) == list(range(6))

@@ -52,6 +52,10 @@ def test_actions_are_labelled_by_knob_and_target() -> None:
     restoring = make_catalogue("setpoint_restore")
     assert action_label(restoring, len(restoring) - 2) == "restore (mesh)"
     assert action_label(restoring, len(restoring) - 1) == "no-op"
+    resetting = make_catalogue("setpoint_reset")
+    fe = resetting.services.index("front-end")
+    assert action_label(resetting, fe * 43 + 42) == "reset (gateway)"
+    assert action_label(resetting, resetting.services.index("carts") * 43 + 42) == "reset (callee)"
 
 
 def test_each_step_is_counted_under_the_observation_it_acted_on(tmp_path: Path) -> None:
