@@ -58,21 +58,24 @@ def mesh_layout(env_config: Mapping[str, Any] | None, act_groups: bool = False
 
 
 def policy_spec(policy: str, env_config: Mapping[str, Any] | None,
-                hidden: tuple[int, ...] = DEFAULT_HIDDEN, act_groups: bool = False
-                ) -> tuple[RLModuleSpec, dict[str, Any]]:
+                hidden: tuple[int, ...] = DEFAULT_HIDDEN, act_groups: bool = False,
+                factored: bool = False) -> tuple[RLModuleSpec, dict[str, Any]]:
     """The RLModule spec and the ``model_config`` of ``policy`` for MeshEnv(``env_config``):
     pass them as ``config.rl_module(rl_module_spec=spec, model_config=model_config)``;
-    ``act_groups`` (shared policy only): the knob-group head (:mod:`rl.shared_module`).
+    ``act_groups`` (shared policy only): the knob-group head; ``factored`` (shared policy
+    only): the service first, then its act (both :mod:`rl.shared_module`).
 
     Raises:
         ValueError: an unknown ``policy`` or a bad ``env_config``.
     """
     if policy == "shared":
         return (RLModuleSpec(module_class=SharedServiceModule),
-                {**mesh_layout(env_config, act_groups), "hidden": list(hidden)})
+                {**mesh_layout(env_config, act_groups), "hidden": list(hidden),
+                 **({"factored": True} if factored else {})})
     if policy == "mlp":
-        if act_groups:
-            raise ValueError("act_groups needs the 'shared' policy (the MLP has no act blocks)")
+        if act_groups or factored:
+            raise ValueError("act_groups and factored need the 'shared' policy (the MLP has no "
+                             "act blocks)")
         return RLModuleSpec(module_class=SoftmaxPolicyModule), {}
     raise ValueError(f"unknown policy {policy!r}; choose one of {POLICIES}")
 

@@ -35,7 +35,14 @@ head. Permutation-invariant, and dropped from the env runners' inference-only co
   other rungs of that knob on a service in that state, so credit spreads over related acts
   instead of waiting for each of 547 to be drawn (structured exploration). Off by default: on
   the one seed tried it did not change what a trial learned (BENCHMARKS.md, Closed-loop
-  evaluation).
+  evaluation);
+* optional ``factored`` (bool, default False): choose the service first, then its act. A
+  linear head on each service's embedding gives that service's logit ``l_s``, the global
+  actions keep theirs ``l_g``, and act ``a`` of service ``s`` gets ``l_s + log_softmax_a(acts_s)``:
+  the flat categorical over the same ``Discrete`` space is then exactly "pick a service (or a
+  global action) by softmax over ``[l_1 .. l_S, l_g]``, then an act of it by softmax over its
+  ``A`` act logits". The choice of *where* to act learns from every act tried there, not only
+  from the act that was drawn; permuting services still permutes the logit blocks.
 
 The action space must be ``Discrete(S * A + global_actions)``; a bad key raises ``ValueError``
 naming it.
@@ -81,6 +88,8 @@ class SharedModuleSettings:
         activation: name of the hidden layers' activation.
         value_head: build ``V(s)`` for the learned baseline.
         act_groups: the group of each of the ``A`` acts, or None (no group head).
+        global_actions: how many global actions end the action space.
+        factored: service first, then act (module docstring).
     """
 
     service_features: tuple[tuple[int, ...], ...]
@@ -92,6 +101,7 @@ class SharedModuleSettings:
     value_head: bool
     act_groups: tuple[int, ...] | None = None
     global_actions: int = 0
+    factored: bool = False
 
     @property
     def num_services(self) -> int:
@@ -169,11 +179,14 @@ def shared_module_settings(model_config: Mapping[str, Any] | None, obs_dim: int,
     if not _is_int(n_global) or n_global < int(noop) or (n_global > 0 and not noop):
         raise ValueError(f"model_config['global_actions'] must be an int >= 1 with noop_action "
                          f"(0 without), got {n_global!r} (noop_action={noop})")
+    factored = config.get("factored", False)
+    if not isinstance(factored, bool):
+        raise ValueError(f"model_config['factored'] must be a bool, got {factored!r}")
     settings = SharedModuleSettings(
         service_features=services, global_features=global_features, acts_per_service=acts,
         noop_action=noop, hidden=tuple(hidden), activation=activation_name(config),
         value_head=value_head_flag(config.get("value_head", False)), act_groups=groups,
-        global_actions=n_global)
+        global_actions=n_global, factored=factored)
     if settings.num_actions != num_actions:
         raise ValueError(
             f"the action space has {num_actions} actions but model_config describes "
@@ -218,6 +231,7 @@ class SharedServiceModule(TorchRLModule, ValueFunctionAPI, InferenceOnlyAPI):
         width = s.hidden[-1]
         self.encoder = _trunk(in_dim, s.hidden, s.activation)
         self.act_head = torch.nn.Linear(width, s.acts_per_service)
+        self.service_head = torch.nn.Linear(width, 1) if s.factored else None
         self.group_head: torch.nn.Linear | None = None
         if s.act_groups is not None:
             self.group_head = torch.nn.Linear(width, max(s.act_groups) + 1)
@@ -255,6 +269,8 @@ class SharedServiceModule(TorchRLModule, ValueFunctionAPI, InferenceOnlyAPI):
         acts = self.act_head(embeddings)
         if self.group_head is not None:
             acts = acts + self.group_head(embeddings)[..., self.act_group_index]
+        if self.service_head is not None:  # service first, then act: log p(s) + log p(a | s)
+            acts = self.service_head(embeddings) + torch.log_softmax(acts, dim=-1)
         logits = acts.flatten(-2)
         if self.noop_head is not None:
             pooled = torch.cat([embeddings.mean(dim=-2), shared], dim=-1)

@@ -43,6 +43,7 @@ class Args:
     num_epochs: int = 1
     act_groups: bool = False
     group_scale: bool = False
+    factored: bool = False
     learned_baseline: bool = False
     scenarios: str = "training"
     step_s: float = 10.0
@@ -74,7 +75,8 @@ def train(args: Args) -> tuple[Any, dict[str, Any]]:
     env_config = {**base_env_config(settings), "catalogue": args.catalogue,
                   "late_weight": args.late_weight, "step_s": args.step_s,
                   "scenarios": args.scenarios}
-    spec, model_config = policy_spec(POLICY, env_config, act_groups=args.act_groups)
+    spec, model_config = policy_spec(POLICY, env_config, act_groups=args.act_groups,
+                                     factored=args.factored)
     config = (build_param_space(settings).copy(copy_frozen=False)
               .environment(env_config=env_config)
               .rl_module(rl_module_spec=spec, model_config=model_config)

@@ -185,6 +185,7 @@ def _config(**changes: Any) -> dict[str, Any]:
     ({"global_actions": 1.0}, "global_actions"),
     ({"noop_action": False, "global_actions": 1}, "global_actions"),
     ({"global_actions": 2}, "global_actions"),                       # 2*3+2 != 7
+    ({"factored": 1}, "factored"),
 ])
 def test_bad_model_config_raises_naming_the_key(changes: dict[str, Any], key: str) -> None:
     with pytest.raises(ValueError, match=key):
@@ -251,6 +252,46 @@ def test_act_groups_keep_equivariance_and_share_what_one_act_learns() -> None:
     delta = _logits(module, one)[0] - before
     same_group, other_group = delta[1], delta[2:4].max()
     assert same_group > other_group
+
+
+def test_factored_logits_pick_a_service_then_an_act_and_stay_equivariant() -> None:
+    """``factored``: the flat softmax equals p(service or global action) × p(act | service),
+    p(act | service) is the softmax of that service's act scores alone, permuting services
+    permutes the blocks, and rewarding one act of a service raises that service's other acts
+    too (the choice of where to act learns from it)."""
+    num_services = 3
+    obs_dim, services, globals_ = _layout(num_services, seed=13)
+    torch.manual_seed(4)
+    module = _module(services, globals_, obs_dim, factored=True)
+    perm = [1, 2, 0]
+    permuted = _module([services[p] for p in perm], globals_, obs_dim, factored=True)
+    permuted.load_state_dict(module.state_dict())
+    obs = torch.rand(5, obs_dim)
+    base, moved = _logits(module, obs), _logits(permuted, obs)
+    blocks = base[:, :-1].reshape(5, num_services, A)
+    torch.testing.assert_close(moved[:, :-1].reshape(5, num_services, A), blocks[:, perm])
+    torch.testing.assert_close(moved[:, -1], base[:, -1])
+    probs = torch.softmax(base, -1)
+    per_service = probs[:, :-1].reshape(5, num_services, A)
+    p_service = per_service.sum(-1)
+    with torch.no_grad():
+        inputs, _ = module._inputs(obs)
+        embeddings = module.encoder(inputs)
+        service_logits = module.service_head(embeddings).squeeze(-1)
+        act_probs = torch.softmax(module.act_head(embeddings), -1)
+    expected = torch.softmax(torch.cat([service_logits, base[:, -1:]], -1), -1)
+    torch.testing.assert_close(torch.cat([p_service, probs[:, -1:]], -1), expected)
+    torch.testing.assert_close(per_service / p_service.unsqueeze(-1), act_probs)
+
+    one = obs[:1]
+    before = _logits(module, one)[0]
+    optimiser = torch.optim.SGD(module.parameters(), lr=0.05)
+    logits = module.forward_train({Columns.OBS: one})[Columns.ACTION_DIST_INPUTS]
+    (-torch.log_softmax(logits, -1)[0, 0]).backward()  # reward act 0 of service 0
+    optimiser.step()
+    after = torch.softmax(_logits(module, one)[0], -1)
+    was = torch.softmax(before, -1)
+    assert after[:A].sum() > was[:A].sum()  # service 0 as a whole is chosen more often
 
 
 def test_rejects_non_discrete_actions() -> None:

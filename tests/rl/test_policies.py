@@ -59,3 +59,11 @@ def test_a_reset_act_is_a_group_of_its_own() -> None:
     groups = layout["act_groups"]
     assert len(groups) == 43 and groups[-1] == 6  # after the six classic knobs' groups 0..5
     assert sorted(set(groups[:-1])) == list(range(6))
+
+
+def test_factored_is_a_shared_policy_option() -> None:
+    _, config = policy_spec("shared", ENV, factored=True)
+    assert config["factored"] is True
+    assert "factored" not in policy_spec("shared", ENV)[1]
+    with pytest.raises(ValueError, match="need the 'shared' policy"):
+        policy_spec("mlp", ENV, factored=True)
