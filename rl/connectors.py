@@ -90,7 +90,8 @@ def scale_groups(per_episode: list[np.ndarray], keys: list[Any],
     (a broken start that one action repairs) outweighs one whose actions swing it by 30 (a load
     step a cap absorbs) fifty to one in the batch; scaled, every scenario in the batch speaks
     with the same weight. A group whose values are all equal (the actions made no difference)
-    stays at 0.
+    stays at 0. Off by default (``ReinforceConfig.group_scale``): on five seeds it did not
+    change what a trial learned (BENCHMARKS.md, Closed-loop evaluation).
     """
     groups: dict[Any, list[int]] = {}
     for i, key in enumerate(keys):

@@ -42,7 +42,9 @@ head. Permutation-invariant, and dropped from the env runners' inference-only co
   the flat categorical over the same ``Discrete`` space is then exactly "pick a service (or a
   global action) by softmax over ``[l_1 .. l_S, l_g]``, then an act of it by softmax over its
   ``A`` act logits". The choice of *where* to act learns from every act tried there, not only
-  from the act that was drawn; permuting services still permutes the logit blocks.
+  from the act that was drawn; permuting services still permutes the logit blocks. Off by
+  default: over 10 seeded trials it learned less, the no-op becoming the action it settles on
+  (BENCHMARKS.md, Closed-loop evaluation).
 
 The action space must be ``Discrete(S * A + global_actions)``; a bad key raises ``ValueError``
 naming it.
