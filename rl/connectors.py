@@ -86,12 +86,12 @@ def scale_groups(per_episode: list[np.ndarray], keys: list[Any],
     """Divide each group's (already centred) ``G_t`` by that group's standard deviation over
     all its episodes and steps, as GRPO (Shao et al. 2024) scales its group advantages.
 
-    After :func:`subtract_group_mean` a scenario whose actions swing the return by 1 500 points
-    (a broken start that one action repairs) outweighs one whose actions swing it by 30 (a load
-    step a cap absorbs) fifty to one in the batch; scaled, every scenario in the batch speaks
-    with the same weight. A group whose values are all equal (the actions made no difference)
-    stays at 0. Off by default (``ReinforceConfig.group_scale``): on five seeds it did not
-    change what a trial learned (BENCHMARKS.md, Closed-loop evaluation).
+    After :func:`subtract_group_mean` a scenario whose actions swing the return by hundreds of
+    points (a random start under a load step) outweighs one whose actions swing it by a few (a
+    steady load from Istio's defaults) by the ratio of the two; scaled, every scenario in the
+    batch speaks with the same weight. A group whose values are all equal (the actions made no
+    difference) stays at 0. Off by default (``ReinforceConfig.group_scale``): on five seeds it
+    did not change what a trial learned (BENCHMARKS.md, Closed-loop evaluation).
     """
     groups: dict[Any, list[int]] = {}
     for i, key in enumerate(keys):
