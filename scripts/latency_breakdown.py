@@ -22,7 +22,7 @@ the command, to the ``## Fidelity`` section of BENCHMARKS.md (``--no-write``: pr
 
     python scripts/latency_breakdown.py --rates 60 90 120 --local-runs 4 --sim-seeds 16
 
-(~6 min on 2 cores.) Bad flags are one line on stderr, exit 2; nothing starts.
+(~3 min on 2 cores.) Bad flags are one line on stderr, exit 2; nothing starts.
 """
 
 from __future__ import annotations
@@ -222,7 +222,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         entry = (f"### {stamp} — where the latency differs: `{command.strip()}` "
                  f"({time.monotonic() - t0:.0f} s; Istio's defaults; simulator on the "
                  f"`loopback` platform)\n\n{text}\n")
-        append_to_section(BENCHMARKS_MD, SECTION, INTRO, entry)
+        try:
+            append_to_section(BENCHMARKS_MD, SECTION, INTRO, entry)
+        except OSError as exc:  # the tables are printed above: nothing is lost
+            print(f"latency_breakdown: could not append to {BENCHMARKS_MD}: {exc}",
+                  file=sys.stderr)
+            return 2
     return 0
 
 
