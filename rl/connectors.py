@@ -53,6 +53,14 @@ def subtract_per_step_mean(per_episode: list[np.ndarray]) -> list[np.ndarray]:
     return [returns - means[:len(returns)] for returns in per_episode]
 
 
+def group_indices(keys: list[Any]) -> dict[Any, list[int]]:
+    """The positions of each key in ``keys`` (the episodes of each scenario group), in order."""
+    groups: dict[Any, list[int]] = {}
+    for i, key in enumerate(keys):
+        groups.setdefault(key, []).append(i)
+    return groups
+
+
 def subtract_group_mean(per_episode: list[np.ndarray], keys: list[Any]) -> list[np.ndarray]:
     """Subtract, from each episode's ``G_t``, the mean ``G_t`` at the same ``t`` of the episodes
     with the same key (the same scenario, start and load seed: common random numbers).
@@ -65,9 +73,7 @@ def subtract_group_mean(per_episode: list[np.ndarray], keys: list[Any]) -> list[
     that ran longer than its peers, or an episode without a peer) gets 0: no comparison, no
     signal.
     """
-    groups: dict[Any, list[int]] = {}
-    for i, key in enumerate(keys):
-        groups.setdefault(key, []).append(i)
+    groups = group_indices(keys)
     shaped = [np.zeros(len(r)) for r in per_episode]
     for members in groups.values():
         horizon = max(len(per_episode[i]) for i in members)
@@ -93,9 +99,7 @@ def scale_groups(per_episode: list[np.ndarray], keys: list[Any],
     difference) stays at 0. Off by default (``ReinforceConfig.group_scale``): on five seeds it
     did not change what a trial learned (BENCHMARKS.md, Closed-loop evaluation).
     """
-    groups: dict[Any, list[int]] = {}
-    for i, key in enumerate(keys):
-        groups.setdefault(key, []).append(i)
+    groups = group_indices(keys)
     scaled = [np.asarray(r, dtype=np.float64).copy() for r in per_episode]
     for members in groups.values():
         values = np.concatenate([scaled[i] for i in members])

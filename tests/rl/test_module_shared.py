@@ -44,6 +44,28 @@ def _logits(module: SharedServiceModule, obs: torch.Tensor) -> torch.Tensor:
         return module.forward_inference({Columns.OBS: obs})[Columns.ACTION_DIST_INPUTS]
 
 
+def _with_permuted_services(services: list[list[int]], globals_: list[int], obs_dim: int,
+                            perm: list[int], **extra: Any
+                            ) -> tuple[SharedServiceModule, SharedServiceModule]:
+    """A module and its twin over the services in ``perm`` order, with the same weights."""
+    module = _module(services, globals_, obs_dim, **extra)
+    permuted = _module([services[p] for p in perm], globals_, obs_dim, **extra)
+    permuted.load_state_dict(module.state_dict())
+    return module, permuted
+
+
+def _reward_first_act(module: SharedServiceModule, one: torch.Tensor
+                      ) -> tuple[torch.Tensor, torch.Tensor]:
+    """Logits of ``one`` (a batch of 1) before and after one SGD step (lr 0.05) that raises
+    the log-probability of act 0 of service 0."""
+    before = _logits(module, one)[0]
+    optimiser = torch.optim.SGD(module.parameters(), lr=0.05)
+    logits = module.forward_train({Columns.OBS: one})[Columns.ACTION_DIST_INPUTS]
+    (-torch.log_softmax(logits, -1)[0, 0]).backward()
+    optimiser.step()
+    return before, _logits(module, one)[0]
+
+
 @pytest.mark.parametrize("num_services", [1, 3, 12])
 @pytest.mark.parametrize("noop", [True, False])
 def test_output_shapes_for_any_number_of_services(num_services: int, noop: bool) -> None:
@@ -72,10 +94,9 @@ def test_no_parameter_depends_on_the_number_of_services() -> None:
 def test_permuting_the_service_lists_permutes_the_logit_blocks(num_services: int) -> None:
     obs_dim, services, globals_ = _layout(num_services, seed=7)
     torch.manual_seed(0)
-    module = _module(services, globals_, obs_dim, value_head=True)
     perm = np.random.default_rng(1).permutation(num_services).tolist()
-    permuted = _module([services[p] for p in perm], globals_, obs_dim, value_head=True)
-    permuted.load_state_dict(module.state_dict())
+    module, permuted = _with_permuted_services(services, globals_, obs_dim, perm,
+                                               value_head=True)
     obs = torch.rand(6, obs_dim)
     base, moved = _logits(module, obs), _logits(permuted, obs)
     blocks = base[:, :-1].reshape(6, num_services, A)
@@ -234,22 +255,16 @@ def test_act_groups_keep_equivariance_and_share_what_one_act_learns() -> None:
     obs_dim, services, globals_ = _layout(3, seed=5)
     groups = [0, 0, 1, 1]  # A = 4 acts: two groups of two
     torch.manual_seed(0)
-    module = _module(services, globals_, obs_dim, act_groups=groups)
     perm = [2, 0, 1]
-    permuted = _module([services[p] for p in perm], globals_, obs_dim, act_groups=groups)
-    permuted.load_state_dict(module.state_dict())
+    module, permuted = _with_permuted_services(services, globals_, obs_dim, perm,
+                                               act_groups=groups)
     obs = torch.rand(4, obs_dim)
     base, moved = _logits(module, obs), _logits(permuted, obs)
     for new, old in enumerate(perm):
         torch.testing.assert_close(moved[:, new * A:(new + 1) * A], base[:, old * A:(old + 1) * A])
 
-    one = obs[:1]
-    before = _logits(module, one)[0]
-    optimiser = torch.optim.SGD(module.parameters(), lr=0.05)
-    logits = module.forward_train({Columns.OBS: one})[Columns.ACTION_DIST_INPUTS]
-    (-torch.log_softmax(logits, -1)[0, 0]).backward()  # reward act 0 of service 0
-    optimiser.step()
-    delta = _logits(module, one)[0] - before
+    before, after = _reward_first_act(module, obs[:1])
+    delta = after - before
     same_group, other_group = delta[1], delta[2:4].max()
     assert same_group > other_group
 
@@ -262,10 +277,9 @@ def test_factored_logits_pick_a_service_then_an_act_and_stay_equivariant() -> No
     num_services = 3
     obs_dim, services, globals_ = _layout(num_services, seed=13)
     torch.manual_seed(4)
-    module = _module(services, globals_, obs_dim, factored=True)
     perm = [1, 2, 0]
-    permuted = _module([services[p] for p in perm], globals_, obs_dim, factored=True)
-    permuted.load_state_dict(module.state_dict())
+    module, permuted = _with_permuted_services(services, globals_, obs_dim, perm,
+                                               factored=True)
     obs = torch.rand(5, obs_dim)
     base, moved = _logits(module, obs), _logits(permuted, obs)
     blocks = base[:, :-1].reshape(5, num_services, A)
@@ -283,15 +297,9 @@ def test_factored_logits_pick_a_service_then_an_act_and_stay_equivariant() -> No
     torch.testing.assert_close(torch.cat([p_service, probs[:, -1:]], -1), expected)
     torch.testing.assert_close(per_service / p_service.unsqueeze(-1), act_probs)
 
-    one = obs[:1]
-    before = _logits(module, one)[0]
-    optimiser = torch.optim.SGD(module.parameters(), lr=0.05)
-    logits = module.forward_train({Columns.OBS: one})[Columns.ACTION_DIST_INPUTS]
-    (-torch.log_softmax(logits, -1)[0, 0]).backward()  # reward act 0 of service 0
-    optimiser.step()
-    after = torch.softmax(_logits(module, one)[0], -1)
-    was = torch.softmax(before, -1)
-    assert after[:A].sum() > was[:A].sum()  # service 0 as a whole is chosen more often
+    before, after = _reward_first_act(module, obs[:1])
+    was, now = torch.softmax(before, -1), torch.softmax(after, -1)
+    assert now[:A].sum() > was[:A].sum()  # service 0 as a whole is chosen more often
 
 
 def test_rejects_non_discrete_actions() -> None:
