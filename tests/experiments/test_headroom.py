@@ -48,11 +48,12 @@ def test_a_small_run_prints_and_appends_its_tables(tmp_path: Path, monkeypatch,
     argv = ["--cases", "2", "--episode-len", "8", "--top-k", "2", "--confirm-seeds", "2"]
     assert hr.main(argv) == 0
     out = capsys.readouterr().out
-    for method in ("lookahead_oracle", "blind_replay", "istio_default", "gateway_throttle",
-                   "front_end_h2_16", "keep_start"):
+    for method in ("lookahead_oracle", "blind_replay", "istio_default", "tpe_201", "rule_based",
+                   "gateway_throttle", "front_end_h2_16", "keep_start"):
         assert f"| {method} |" in out
     assert "goodput req/s" in out and "p99 ms" in out
-    assert "Blind replay against Istio's defaults" in out or "the oracle has no gain" in out
+    assert "Blind replay (the ablation" in out or "the oracle has no gain" in out
+    assert "Against the gateway throttle: the oracle " in out
     text = target.read_text()
     # appended inside its section, before the next one, with the command that made it
     section = text[text.index("## Closed-loop evaluation"):text.index("## Faults")]
