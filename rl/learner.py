@@ -22,10 +22,21 @@ without. Its value head explained ~80 % of the returns' variance while the polic
 deterministic, stayed wrong on one load band: a baseline that predicts a committed policy's
 failure removes the push away from the failing action (cf. Chung et al., "Beyond variance
 reduction", ICML 2021). Measure it on the mesh before switching it on.
+
+Automatic entropy coefficient (``ReinforceConfig.entropy_target``, off by default): instead of a
+fixed ``entropy_coeff`` the loss weighs the entropy bonus by ``alpha = exp(log_alpha)``, and after
+each update (:meth:`ReinforceTorchLearner.after_gradient_based_update`) ``log_alpha`` moves
+towards keeping the batch's mean policy entropy (nats per step) at the target:
+``log_alpha += entropy_target_lr * (entropy_target - mean_t H)`` (:func:`next_log_alpha`,
+clamped to ``alpha`` in [:data:`ALPHA_MIN`, :data:`ALPHA_MAX`]). Below the target the bonus
+grows, above it shrinks: the discrete-SAC temperature (Christodoulou 2019), applied to the
+policy-gradient entropy bonus, so that a policy that committed to one action keeps sampling
+the others. ``log_alpha`` starts at ``log(max(entropy_coeff, 1e-3))``.
 """
 
 from __future__ import annotations
 
+import math
 from typing import TYPE_CHECKING, Any
 
 import torch
@@ -43,6 +54,33 @@ ENTROPY_KEY = "entropy"
 RETURNS_TO_GO_MEAN_KEY = "returns_to_go_mean"
 VALUE_LOSS_KEY = "value_loss"
 EXPLAINED_VARIANCE_KEY = "value_explained_variance"
+#: Metric: the entropy bonus's weight ``alpha`` used by this update (with ``entropy_target``).
+ENTROPY_ALPHA_KEY = "entropy_alpha"
+#: Learner state key of the per-module ``log_alpha`` (kept across checkpoints).
+LOG_ALPHA_STATE_KEY = "entropy_log_alpha"
+#: Range of the automatic entropy coefficient ``alpha``.
+ALPHA_MIN, ALPHA_MAX = 1e-4, 10.0
+#: Lower bound of the coefficient's start: ``log(0)`` would not move.
+ALPHA_START_MIN = 1e-3
+
+
+def initial_log_alpha(entropy_coeff: float) -> float:
+    """``log_alpha`` before the first update: ``log(max(entropy_coeff, 1e-3))``, clamped to
+    ``[log ALPHA_MIN, log ALPHA_MAX]``."""
+    return _clamp_log_alpha(math.log(max(entropy_coeff, ALPHA_START_MIN)))
+
+
+def next_log_alpha(log_alpha: float, mean_entropy: float, entropy_target: float,
+                   entropy_target_lr: float) -> float:
+    """One step of the automatic entropy coefficient: ``log_alpha + entropy_target_lr *
+    (entropy_target - mean_entropy)`` (entropies in nats per step), clamped so that ``alpha =
+    exp(log_alpha)`` stays in ``[ALPHA_MIN, ALPHA_MAX]``. Entropy below the target raises
+    ``alpha``, above it lowers it."""
+    return _clamp_log_alpha(log_alpha + entropy_target_lr * (entropy_target - mean_entropy))
+
+
+def _clamp_log_alpha(log_alpha: float) -> float:
+    return min(max(log_alpha, math.log(ALPHA_MIN)), math.log(ALPHA_MAX))
 
 
 def reinforce_loss(logp: torch.Tensor, returns: torch.Tensor, entropy: torch.Tensor,
@@ -78,8 +116,9 @@ def explained_variance(returns: torch.Tensor, values: torch.Tensor) -> torch.Ten
 
 
 class ReinforceTorchLearner(TorchLearner):
-    """TorchLearner whose loss is REINFORCE with an optional entropy bonus and an optional
-    learned baseline (``ReinforceConfig.learned_baseline``)."""
+    """TorchLearner whose loss is REINFORCE with an optional entropy bonus (fixed, or kept at a
+    target entropy: ``ReinforceConfig.entropy_target``) and an optional learned baseline
+    (``ReinforceConfig.learned_baseline``)."""
 
     def build(self) -> None:
         """Build as usual, check every module has a value head iff the learned baseline is on,
@@ -90,6 +129,10 @@ class ReinforceTorchLearner(TorchLearner):
                 and a module has one (its parameters would get no gradient).
         """
         super().build()
+        #: Per module, ``log`` of the entropy bonus's weight (only with ``entropy_target``).
+        self.log_alpha: dict[ModuleID, float] = {}
+        #: Per module, the mean policy entropy (nats) of the last batch the loss saw.
+        self._batch_entropy: dict[ModuleID, float] = {}
         for module_id, module in self.module.items():
             has_value = bool(getattr(module, "has_value_head", False))
             if self.config.learned_baseline and not has_value:
@@ -110,11 +153,47 @@ class ReinforceTorchLearner(TorchLearner):
                 group_baseline=self.config.episodes_per_scenario > 1,
                 group_scale=self.config.group_scale))
 
+    def entropy_weight(self, module_id: ModuleID, config: ReinforceConfig) -> float:
+        """The entropy bonus's weight for ``module_id``: ``config.entropy_coeff``, or with
+        ``config.entropy_target`` set the automatic ``alpha = exp(log_alpha)``."""
+        if config.entropy_target is None:
+            return float(config.entropy_coeff)
+        if module_id not in self.log_alpha:
+            self.log_alpha[module_id] = initial_log_alpha(config.entropy_coeff)
+        return math.exp(self.log_alpha[module_id])
+
+    def after_gradient_based_update(self, *, timesteps: dict[str, Any]) -> None:
+        """RLlib's hook, then (``entropy_target`` set) one :func:`next_log_alpha` step per
+        module from the mean entropy of the last batch its loss saw (the last minibatch when
+        there are several)."""
+        super().after_gradient_based_update(timesteps=timesteps)
+        for module_id, entropy in self._batch_entropy.items():
+            config = self.config.get_config_for_module(module_id)
+            if config.entropy_target is None or module_id not in self.log_alpha:
+                continue
+            self.log_alpha[module_id] = next_log_alpha(
+                self.log_alpha[module_id], entropy, config.entropy_target,
+                config.entropy_target_lr)
+        self._batch_entropy.clear()
+
+    def get_state(self, *args: Any, **kwargs: Any) -> dict[str, Any]:
+        """RLlib's learner state plus the per-module ``log_alpha`` (when there is one)."""
+        state = super().get_state(*args, **kwargs)
+        if self.log_alpha:
+            state[LOG_ALPHA_STATE_KEY] = dict(self.log_alpha)
+        return state
+
+    def set_state(self, state: dict[str, Any]) -> None:
+        """RLlib's learner state plus the per-module ``log_alpha`` (when the state has one)."""
+        super().set_state(state)
+        self.log_alpha.update(state.get(LOG_ALPHA_STATE_KEY, {}))
+
     def compute_loss_for_module(self, *, module_id: ModuleID, config: ReinforceConfig,
                                 batch: dict[str, Any],
                                 fwd_out: dict[str, TensorType]) -> TensorType:
         """The REINFORCE loss of one module (with the learned baseline if configured); logs
-        policy loss, entropy and mean return (and the value loss and its explained variance)."""
+        policy loss, entropy and mean return (and the value loss and its explained variance, and
+        the entropy weight ``alpha`` with ``entropy_target``)."""
         module = self.module[module_id]
         dist = module.get_train_action_dist_cls().from_logits(fwd_out[Columns.ACTION_DIST_INPUTS])
         logp = dist.logp(batch[Columns.ACTIONS])
@@ -122,14 +201,18 @@ class ReinforceTorchLearner(TorchLearner):
         returns = batch[Columns.RETURNS_TO_GO]
         logs = {ENTROPY_KEY: entropy.mean().detach(),
                 RETURNS_TO_GO_MEAN_KEY: returns.mean().detach()}
+        entropy_coeff = self.entropy_weight(module_id, config)
+        if config.entropy_target is not None:
+            self._batch_entropy[module_id] = float(logs[ENTROPY_KEY])
+            logs[ENTROPY_ALPHA_KEY] = entropy_coeff
         if config.learned_baseline:
             values = module.compute_values(batch)
             loss, policy_loss, value_loss = baseline_loss(
-                logp, returns, values, entropy, config.entropy_coeff, config.vf_loss_coeff)
+                logp, returns, values, entropy, entropy_coeff, config.vf_loss_coeff)
             logs[VALUE_LOSS_KEY] = value_loss.detach()
             logs[EXPLAINED_VARIANCE_KEY] = explained_variance(returns, values.detach())
         else:
-            loss, policy_loss = reinforce_loss(logp, returns, entropy, config.entropy_coeff)
+            loss, policy_loss = reinforce_loss(logp, returns, entropy, entropy_coeff)
         logs[POLICY_LOSS_KEY] = policy_loss.detach()
         self.metrics.log_dict(logs, key=module_id, window=1)
         return loss

@@ -29,6 +29,13 @@ Settings beyond RLlib's own (``lr``, ``gamma``, ``train_batch_size``...), all se
   returns by the group's standard deviation (:func:`rl.connectors.scale_groups`, as GRPO does),
   so that every scenario of a batch weighs the same; off by default;
 * ``entropy_coeff`` — weight of the entropy bonus (0 = plain REINFORCE);
+* ``entropy_target`` — nats: instead of the fixed ``entropy_coeff``, weigh the entropy bonus by
+  an automatic coefficient ``alpha`` that keeps the batch's mean policy entropy per step near
+  this target (:mod:`rl.learner`: discrete-SAC style temperature; ``alpha`` starts at
+  ``max(entropy_coeff, 1e-3)``); ``None`` (default) = off;
+* ``entropy_target_lr`` — step size of ``log alpha`` per update and nat of entropy gap
+  (``log_alpha += entropy_target_lr * (entropy_target - entropy)``); used only with
+  ``entropy_target``;
 * ``learned_baseline`` — subtract the module's value head ``V(s)`` from the (shaped)
   returns-to-go and train it by MSE (:mod:`rl.learner`); off by default;
 * ``vf_loss_coeff`` — weight of that MSE in the loss.
@@ -45,6 +52,7 @@ The policy network defaults to the original notebook's (see :mod:`rl.module`).
 
 from __future__ import annotations
 
+import math
 import time
 from typing import Any, Self
 
@@ -334,6 +342,12 @@ class Reinforce(Algorithm):
                     f"{self.config.sample_timeout_s} s (raise it with "
                     f".env_runners(sample_timeout_s=...))")
 
+
+def _is_number(value: Any) -> bool:
+    """A real number (int or float, not a bool)."""
+    return isinstance(value, int | float) and not isinstance(value, bool)
+
+
 class ReinforceConfig(AlgorithmConfig):
     """Configuration of :class:`rl.reinforce.Reinforce` (new API stack, torch only)."""
 
@@ -346,6 +360,8 @@ class ReinforceConfig(AlgorithmConfig):
         self.episodes_per_scenario: int = 1
         self.group_scale: bool = False
         self.entropy_coeff: float = 0.0
+        self.entropy_target: float | None = None
+        self.entropy_target_lr: float = 0.05
         self.learned_baseline: bool = False
         self.vf_loss_coeff: float = 1.0
         self.lr = 1e-3
@@ -363,6 +379,8 @@ class ReinforceConfig(AlgorithmConfig):
                  episodes_per_scenario: int | Any = NotProvided,
                  group_scale: bool | Any = NotProvided,
                  entropy_coeff: float | Any = NotProvided,
+                 entropy_target: float | Any | None = NotProvided,
+                 entropy_target_lr: float | Any = NotProvided,
                  learned_baseline: bool | Any = NotProvided,
                  vf_loss_coeff: float | Any = NotProvided, **kwargs: Any) -> Self:
         """RLlib's training settings plus the REINFORCE ones (see the module docstring)."""
@@ -381,6 +399,10 @@ class ReinforceConfig(AlgorithmConfig):
             self.group_scale = group_scale
         if entropy_coeff is not NotProvided:
             self.entropy_coeff = entropy_coeff
+        if entropy_target is not NotProvided:
+            self.entropy_target = entropy_target
+        if entropy_target_lr is not NotProvided:
+            self.entropy_target_lr = entropy_target_lr
         if learned_baseline is not NotProvided:
             self.learned_baseline = learned_baseline
         if vf_loss_coeff is not NotProvided:
@@ -418,6 +440,13 @@ class ReinforceConfig(AlgorithmConfig):
                              f"episodes_per_scenario={k}")
         if self.entropy_coeff < 0:
             raise ValueError(f"entropy_coeff must be >= 0, got {self.entropy_coeff}")
+        if self.entropy_target is not None and not (
+                _is_number(self.entropy_target) and 0 <= self.entropy_target < math.inf):
+            raise ValueError("entropy_target must be None (off) or a finite number of nats >= 0, "
+                             f"got {self.entropy_target!r}")
+        if not (_is_number(self.entropy_target_lr) and 0 < self.entropy_target_lr < math.inf):
+            raise ValueError("entropy_target_lr must be a finite number > 0, got "
+                             f"{self.entropy_target_lr!r}")
         if not isinstance(self.learned_baseline, bool):
             raise ValueError(f"learned_baseline must be a bool, got {self.learned_baseline!r}")
         if not self.vf_loss_coeff >= 0:

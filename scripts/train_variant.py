@@ -2,11 +2,11 @@
 
 What a training choice is worth, measured the way the main job measures its best trial but
 without its sweep: the catalogue, the group baseline (or the per-step ranks it replaced), the
-learning rate, gamma, the entropy bonus, the iterations, the seconds of load per training
-step. Prints the policy's mean summed and per-step score over the 18 held-out cases of
-``rl.evaluation.scenario_eval.held_out_plan`` beside Istio's defaults and the gateway throttle
-and front-end ``http2MaxRequests`` 16 (the same seeds), its wins against Istio's defaults, and
-its most frequent actions.
+learning rate, gamma, the entropy bonus (fixed, or kept at a target entropy), the iterations,
+the seconds of load per training step. Prints the policy's mean summed and per-step score
+over the 18 held-out cases of ``rl.evaluation.scenario_eval.held_out_plan`` beside Istio's
+defaults and the gateway throttle and front-end ``http2MaxRequests`` 16 (the same seeds), its
+wins against Istio's defaults, and its most frequent actions.
 
     python scripts/train_variant.py --catalogue setpoint --episodes-per-scenario 4 --iterations 200
 
@@ -31,7 +31,13 @@ import rl  # noqa: F401  (keeps a private local Ray on 127.0.0.1; before Ray is 
 
 @dataclass(frozen=True)
 class Args:
-    """The trial's settings (flags of the same names)."""
+    """The trial's settings (flags of the same names).
+
+    ``entropy_target`` (nats of mean policy entropy per step, ``--entropy-target``): > 0 keeps
+    the entropy near it with an automatic entropy coefficient that starts at ``entropy`` and
+    whose log moves by ``entropy_target_lr`` per update and nat of gap
+    (``ReinforceConfig.entropy_target``); 0 = off, the fixed ``entropy`` coefficient.
+    """
 
     catalogue: str = "setpoint"
     episodes_per_scenario: int = 4
@@ -40,6 +46,8 @@ class Args:
     late_weight: float = 1.0
     gamma: float = 0.8
     entropy: float = 0.01
+    entropy_target: float = 0.0
+    entropy_target_lr: float = 0.05
     num_epochs: int = 1
     act_groups: bool = False
     group_scale: bool = False
@@ -67,6 +75,9 @@ def train(args: Args) -> tuple[Any, dict[str, Any]]:
     """Train one trial of the main job (:func:`rl.sweep.build_param_space`: 2 env runners × 8
     envs, 16 episodes per iteration, its fault tolerance and timeouts) with this script's
     settings in place of the sweep's grid; returns the trained module and its env config."""
+    from ray.rllib.core import DEFAULT_MODULE_ID
+
+    from rl.learner import ENTROPY_ALPHA_KEY, ENTROPY_KEY
     from rl.policies import policy_spec
     from rl.sweep import POLICY, base_env_config, build_param_space, sweep_settings
 
@@ -83,6 +94,8 @@ def train(args: Args) -> tuple[Any, dict[str, Any]]:
               .training(lr=args.lr, gamma=args.gamma,
                         rank_returns=args.episodes_per_scenario == 1,
                         entropy_coeff=args.entropy, num_epochs=args.num_epochs,
+                        entropy_target=args.entropy_target or None,
+                        entropy_target_lr=args.entropy_target_lr,
                         group_scale=args.group_scale,
                         learned_baseline=args.learned_baseline)
               .debugging(seed=args.seed))
@@ -93,9 +106,13 @@ def train(args: Args) -> tuple[Any, dict[str, Any]]:
             result = algo.train()
             if (i + 1) % 25 == 0 or i + 1 == args.iterations:
                 er = result["env_runners"]
+                learner = result.get("learners", {}).get(DEFAULT_MODULE_ID, {})
+                alpha = learner.get(ENTROPY_ALPHA_KEY)
                 print(f"[train] iteration {i + 1}: training eval score "
-                      f"{er.get('eval_score_mean', float('nan')):.2f} "
-                      f"({time.monotonic() - t0:.0f} s)", flush=True)
+                      f"{er.get('eval_score_mean', float('nan')):.2f}, policy entropy "
+                      f"{learner.get(ENTROPY_KEY, float('nan')):.2f} nats"
+                      + ("" if alpha is None else f", entropy alpha {alpha:.3g}")
+                      + f" ({time.monotonic() - t0:.0f} s)", flush=True)
         module = algo.get_module()
     finally:
         algo.stop()
