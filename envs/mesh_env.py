@@ -94,6 +94,12 @@ class MeshEnv(gym.Env):
     |---|---|---|
     | ``delta`` (the notebook's) | ``score_t - score_{t-1}`` (``score_0``: reset's run) | penalty |
     | ``absolute`` | ``score_t`` | penalty × (episode_len - t + 1) |
+    | ``vs_keep`` | ``score_t - keep_t`` | penalty |
+
+    ``keep_t``: the same run (same load, same load seed) under the configuration before the
+    step's action, which the env runs as well (one more run per step that changed the
+    configuration; 0 if it changed nothing): what the action did, with the load, the faults and
+    earlier actions cancelled (meant for the simulator, where it is exact).
 
     ## Starting State
 
@@ -160,6 +166,7 @@ class MeshEnv(gym.Env):
 
     ## Version History
 
+    * v1 (added, defaults unchanged): ``reward_mode="vs_keep"``.
     * v1: the open, scenario-driven load, the SLO objective, the cause/demand observation (all
       in [0, 1]) and the ``ladder`` catalogue (front-end included) became the defaults; the v0
       behaviour is ``classic_env_config()`` (closed loop, the notebook's score, ``classic``
@@ -325,7 +332,8 @@ class MeshEnv(gym.Env):
         if not self.action_space.contains(action):
             raise ValueError(f"action {action!r} is not in {self.action_space}")
         desc = self.catalogue.describe(int(action))
-        new_config = self.catalogue.apply(int(action), self._config)
+        old_config = self._config
+        new_config = self.catalogue.apply(int(action), old_config)
         healthy = apply_config(self.backend, new_config)  # a failed apply keeps the old config
         self._config = new_config
         self._t += 1
@@ -335,8 +343,13 @@ class MeshEnv(gym.Env):
             self.last_report = None
             reward = self._reward.step(None, self._t)
             return self._observe(None), reward, True, truncated, self._info(None, desc)
-        report = self._run_load()
-        reward = self._reward.step(report, self._t)
+        seed = self._load_seed()
+        report = self._run_load(seed)
+        keep = None
+        if self.settings.reward_mode == "vs_keep" and rules_for(old_config) != rules_for(
+                new_config):
+            keep = self._counterfactual(old_config, new_config, seed)
+        reward = self._reward.step(report, self._t, keep)
         self._episode_over = truncated
         return self._observe(report), reward, False, truncated, self._info(report, desc)
 
@@ -438,10 +451,31 @@ class MeshEnv(gym.Env):
             raise BackendError("the fixed initial configuration no longer passes the health check")
         return dict(self._fixed_init)
 
-    def _run_load(self) -> LoadReport:
-        report = run_checked(self.backend, self._load_spec(), self._load_seed())
+    def _run_load(self, seed: int | None = None) -> LoadReport:
+        """This run's load with load seed ``seed`` (None: the next one drawn)."""
+        seed = self._load_seed() if seed is None else seed
+        report = run_checked(self.backend, self._load_spec(), seed)
         self.last_report = report
         return report
+
+    def _counterfactual(self, old_config: MeshConfig, new_config: MeshConfig,
+                        seed: int) -> LoadReport:
+        """``vs_keep``'s counterfactual run: this step's load, with load seed ``seed``, under the
+        configuration before the action (``old_config``); ``new_config`` is applied again
+        afterwards, so the mesh is left as the step left it.
+
+        Raises:
+            BackendError: the old configuration fails the health check now (it passed before
+                the action; a backend whose health drifts cannot give this reward).
+        """
+        try:
+            if not apply_config(self.backend, old_config):
+                raise BackendError("reward_mode 'vs_keep': the configuration before the action "
+                                   "no longer passes the health check; the counterfactual run "
+                                   "cannot be made")
+            return run_checked(self.backend, self._load_spec(), seed)
+        finally:
+            apply_config(self.backend, new_config)
 
     def _info(self, report: LoadReport | None, action_desc: str) -> dict[str, Any]:
         """The step's info (class doc, Info). Measurements are None when no load ran."""

@@ -259,7 +259,7 @@ OBJECTIVES: tuple[str, ...] = ("slo", "classic")
 #: under the classic objective.
 DEFAULT_UNHEALTHY_PENALTY = -100.0 * N_ENDPOINTS
 #: The per-step reward modes of :class:`StepReward`.
-REWARD_MODES: tuple[str, ...] = ("delta", "absolute")
+REWARD_MODES: tuple[str, ...] = ("delta", "absolute", "vs_keep")
 
 
 class StepReward:
@@ -269,13 +269,23 @@ class StepReward:
     |---|---|---|
     | ``delta`` (the notebook's) | ``score_t - score_{t-1}`` (``score_0``: reset's run) | penalty |
     | ``absolute`` | ``score_t`` | penalty × (episode_len - t + 1) |
+    | ``vs_keep`` | ``score_t - keep_t`` | penalty |
 
-    An unhealthy step charges the penalty once in delta mode (the steps that will not run would
-    have had no change to report) and once per step that will not run in absolute mode (so
-    ending an episode early never beats staying healthy at a score above the penalty).
+    An unhealthy step charges the penalty once in delta and vs_keep mode (the steps that will
+    not run would have had no change to report) and once per step that will not run in
+    absolute mode (so ending an episode early never beats staying healthy at a score above the
+    penalty).
+
+    ``vs_keep`` is a counterfactual: ``keep_t`` is the score of the configuration in force
+    *before* step *t*'s action, run under the same load with the same load seed (the env runs
+    it: one more run per step that changed the configuration; 0 when the action changed
+    nothing). The reward is what this step's action did to this run and nothing else — the
+    load, the faults and earlier actions cancel — so an inert action earns exactly 0 and a
+    policy gradient moves only towards actions that beat not acting (a state-dependent
+    baseline of the COMA kind; with common random numbers it is exact on the simulator).
 
     Args:
-        mode: ``"delta"`` or ``"absolute"`` (:data:`REWARD_MODES`).
+        mode: ``"delta"``, ``"absolute"`` or ``"vs_keep"`` (:data:`REWARD_MODES`).
         objective: what a run scores (:class:`SloObjective` or :class:`ClassicObjective`).
         penalty: the reward of an unhealthy step, score points (e.g. ``objective.worst``).
         episode_len: steps before the episode is truncated.
@@ -299,14 +309,21 @@ class StepReward:
         self.previous_score = self.objective.score(report)
         return self.previous_score
 
-    def step(self, report: LoadReport | None, t: int) -> float:
+    def step(self, report: LoadReport | None, t: int, keep: LoadReport | None = None) -> float:
         """The reward of step ``t`` (1-based) whose run is ``report``; None: the step left the
-        mesh unhealthy and no load ran (the penalty, see the table)."""
+        mesh unhealthy and no load ran (the penalty, see the table). ``keep`` (``vs_keep``
+        only): the same run with the configuration before the step's action; None when the
+        action changed nothing (reward 0)."""
         if report is None:
             remaining = self.episode_len - t + 1
             return float(self.penalty * (remaining if self.mode == "absolute" else 1))
         new_score = self.objective.score(report)
-        reward = new_score - self.previous_score if self.mode == "delta" else new_score
+        if self.mode == "vs_keep":
+            reward = 0.0 if keep is None else new_score - self.objective.score(keep)
+        elif self.mode == "delta":
+            reward = new_score - self.previous_score
+        else:
+            reward = new_score
         self.previous_score = new_score
         return float(reward)
 

@@ -54,6 +54,7 @@ class Args:
     factored: bool = False
     learned_baseline: bool = False
     scenarios: str = "training"
+    reward_mode: str = "absolute"
     step_s: float = 10.0
     seed: int = 7
     cases: int = 18
@@ -85,7 +86,7 @@ def train(args: Args) -> tuple[Any, dict[str, Any]]:
                               episodes_per_scenario=args.episodes_per_scenario, seed=args.seed)
     env_config = {**base_env_config(settings), "catalogue": args.catalogue,
                   "late_weight": args.late_weight, "step_s": args.step_s,
-                  "scenarios": args.scenarios}
+                  "scenarios": args.scenarios, "reward_mode": args.reward_mode}
     spec, model_config = policy_spec(POLICY, env_config, act_groups=args.act_groups,
                                      factored=args.factored)
     config = (build_param_space(settings).copy(copy_frozen=False)

@@ -113,6 +113,40 @@ def test_absolute_reward_is_the_score_and_latency_unit_scales_it():
         env.close()
 
 
+def test_vs_keep_reward_is_what_the_action_did_to_the_same_run():
+    """``vs_keep``: the step's score minus the same run under the configuration before the
+    action — 0 for an action that changes nothing, the cap's gain at overload, its loss when
+    the restore undoes it — and the episode itself is the one the other modes play."""
+    from envs.knobs import Knob
+    from envs.scenarios import steady
+
+    scenario = steady(150.0, 8, name="overload 150rps")  # 2.5 × nominal
+    catalogue = make_catalogue("setpoint_restore")
+    noop, restore = len(catalogue) - 1, len(catalogue) - 2
+    cap = next(i for i, a in enumerate(catalogue.actions) if a.service == "front-end"
+               and a.knob is Knob.HTTP2_MAX_REQUESTS and a.change_text() == "set 16")
+    played: dict[str, list[tuple[float, float]]] = {}
+    for mode in ("vs_keep", "absolute"):
+        env = MeshEnv({"catalogue": "setpoint_restore", "reward_mode": mode, "episode_len": 8,
+                       "load_seed": "per_episode", "step_s": 5.0})
+        try:
+            env.reset(seed=3, options={"scenario": scenario})
+            played[mode] = []
+            for action in (noop, cap, noop, restore):
+                _, reward, terminated, _, info = env.step(action)
+                assert not terminated
+                played[mode].append((reward, info["score"]))
+            assert env.config == {}  # the counterfactual runs left the mesh as the steps did
+        finally:
+            env.close()
+    scores = [s for _, s in played["absolute"]]
+    assert [s for _, s in played["vs_keep"]] == scores  # the same episode
+    rewards = [r for r, _ in played["vs_keep"]]
+    assert rewards[0] == 0.0 and rewards[2] == 0.0
+    assert rewards[1] == pytest.approx(scores[1] - scores[0]) and rewards[1] > 10.0
+    assert rewards[3] == pytest.approx(scores[3] - scores[2]) and rewards[3] < -10.0
+
+
 def test_episode_truncates_at_episode_len():
     env = make(episode_len=3)
     try:
@@ -363,7 +397,7 @@ def test_initial_config_and_load_spec_describe_the_episode():
         env.close()
 
 
-@pytest.mark.parametrize("mode", ["delta", "absolute"])
+@pytest.mark.parametrize("mode", ["delta", "absolute", "vs_keep"])
 def test_unhealthy_config_terminates_with_the_penalty(mode):
     """session-db's connectTimeout driven to 1 ms (act 7: -50 ms, floor 1 ms): the sim's
     GET /catalogue health check then fails (the front-end cannot reach its session store)."""
@@ -387,7 +421,7 @@ def test_unhealthy_config_terminates_with_the_penalty(mode):
                 assert isinstance(healthy_info[key], float), (key, healthy_info[key])
         assert env.config["session-db"].tcp.connect_timeout_ms == 1
         assert env.backend.healthy() is False
-        expected = -500.0 if mode == "delta" else -500.0 * (10 - info["step"] + 1)
+        expected = -500.0 if mode != "absolute" else -500.0 * (10 - info["step"] + 1)
         assert reward == expected
         assert info["healthy"] is False
         for key in ("failure_pct", "p99_ms", "score", "eval_score"):
