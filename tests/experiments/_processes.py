@@ -4,6 +4,7 @@ run started (a Ray head's session, an env runner to kill) and prove that nothing
 
 from __future__ import annotations
 
+import importlib.util
 import os
 import signal
 import subprocess
@@ -11,6 +12,7 @@ import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from types import ModuleType
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -18,6 +20,17 @@ REPO = Path(__file__).resolve().parents[2]
 def _script_env() -> dict[str, str]:
     """This checkout's code first on the path, no Ray usage stats."""
     return {**os.environ, "RAY_USAGE_STATS_ENABLED": "0", "PYTHONPATH": str(REPO)}
+
+
+def load_script(path: Path) -> ModuleType:
+    """Import a script (e.g. ``scripts/headroom.py``) as a module named after its file, to test
+    its functions in-process."""
+    spec = importlib.util.spec_from_file_location(path.stem, path)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # its dataclasses look their module up while defined
+    spec.loader.exec_module(module)
+    return module
 
 
 def run_script(name: str, *args: str, timeout_s: float = 300) -> subprocess.CompletedProcess[str]:

@@ -3,7 +3,6 @@ look-ahead oracle, its blind replay and the static references, on the simulator)
 
 from __future__ import annotations
 
-import importlib.util
 import subprocess
 import sys
 from pathlib import Path
@@ -11,18 +10,13 @@ from types import ModuleType
 
 import pytest
 
-from tests.experiments._processes import REPO, _script_env
+from tests.experiments._processes import REPO, _script_env, load_script
 
 SCRIPT = REPO / "scripts" / "headroom.py"
 
 
 def _module() -> ModuleType:
-    spec = importlib.util.spec_from_file_location("headroom", SCRIPT)
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module  # its dataclasses look their module up while defined
-    spec.loader.exec_module(module)
-    return module
+    return load_script(SCRIPT)
 
 
 @pytest.mark.parametrize("args, message", [

@@ -3,25 +3,19 @@ from simulator reports on both sides, so the local mesh is not started)."""
 
 from __future__ import annotations
 
-import importlib.util
 import subprocess
 import sys
 from types import ModuleType
 
 import pytest
 
-from tests.experiments._processes import REPO, _script_env
+from tests.experiments._processes import REPO, _script_env, load_script
 
 SCRIPT = REPO / "scripts" / "latency_breakdown.py"
 
 
 def _module() -> ModuleType:
-    spec = importlib.util.spec_from_file_location("latency_breakdown", SCRIPT)
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module  # its dataclasses look their module up while defined
-    spec.loader.exec_module(module)
-    return module
+    return load_script(SCRIPT)
 
 
 @pytest.mark.parametrize("args, message", [
