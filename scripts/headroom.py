@@ -166,13 +166,12 @@ def run(args: Args) -> tuple[dict[str, list], list, dict[str, dict]]:
 def markdown(args: Args, runs: dict[str, list], plan: list, stats: dict[str, dict]) -> str:
     """The tables and the reading's figures."""
     from envs.actions import make_catalogue
-    from rl.evaluation.oracle import noop_index
     from rl.evaluation.scenario_eval import action_summary, report_markdown
 
     catalogue = make_catalogue(args.catalogue)  # type: ignore[arg-type]
     md, _ = report_markdown(runs, ORACLE, plan)
     acts = action_summary(runs[ORACLE], catalogue.describe)
-    noop = noop_index(catalogue)
+    noop = catalogue.noop_index
     changes = [s.action for r in runs[ORACLE] for s in r.steps[1:]
                if s.action is not None and s.action != noop]
     lines = [f"The oracle chose among the `{args.catalogue}` catalogue's {len(catalogue)} "

@@ -4,7 +4,7 @@ replay of its actions.
 Issue 12 asks the policy to "use what it sees": ≥ 5 distinct actions chosen by state, and an
 observation shuffle that loses ≥ 50 % of its gain. Whether the held-out cases *reward* reacting
 at all is a property of the cases and the catalogue, not of any learner. This module measures it
-with a reference no learner can beat at one step:
+with a reference that knows what no policy can, the next run's conditions:
 
 * :class:`LookaheadOracle` — at every step, every catalogue action applied to the configuration
   in force is measured on the simulator under the **next run's conditions** (its offered rate
@@ -12,14 +12,14 @@ with a reference no learner can beat at one step:
   (:data:`LOOKAHEAD_SEED_BASE`; never the run's own, so it knows the conditions, not the dice),
   in two rounds against the winner's curse, and the best one is taken (no change unless another
   action scores more than ``min_gain`` points higher; a configuration failing the health check
-  is never taken). Greedy over one step: an upper
-  reference for a policy acting through the same catalogue one step at a time, not an optimum
-  over whole episodes.
+  is never taken). Greedy over one step: a reference for a policy acting through the same
+  catalogue one step at a time, not an optimum over whole episodes (a policy that plans ahead
+  can beat it).
 * :class:`ActionReplay` — a fixed sequence of catalogue actions played from the scenario's own
   start, blind to what happens: the oracle's actions of case ``i + 1`` replayed on case ``i``
   (:func:`rl.evaluation.ablation.shuffled_sources`) is the observation shuffle of the ablation,
   applied to the oracle. The share of the oracle's gain over Istio's defaults that the replay
-  loses bounds what a state-reading policy can lose to the shuffle on these cases.
+  loses shows how much of that gain depends on reading the state on these cases.
 
 ``scripts/headroom.py`` runs both through the held-out cases beside the static methods.
 """
@@ -33,7 +33,7 @@ from typing import Any
 
 import numpy as np
 
-from envs.actions import ActionCatalogue, ActionKind, MeshConfig
+from envs.actions import ActionCatalogue, MeshConfig
 from envs.backends.base import Backend
 from envs.measure import measure
 from envs.scenarios import Scenario
@@ -159,7 +159,7 @@ class LookaheadOracle:
             if best is None or s > best[0]:
                 best = (s, i, candidate)
         if best is None or not best[0] > keep + self.min_gain:
-            self.last_action = noop_index(self.catalogue)
+            self.last_action = self.catalogue.noop_index
             return dict(config)
         self.last_action = best[1]
         return best[2]
@@ -206,10 +206,4 @@ class ActionReplay:
         return dict(config) if action is None else self.catalogue.apply(action, config)
 
 
-def noop_index(catalogue: ActionCatalogue) -> int | None:
-    """The index of the catalogue's no-op (None for a catalogue without one: ``classic``)."""
-    return next((i for i, a in enumerate(catalogue.actions) if a.kind is ActionKind.NOOP), None)
-
-
-__all__ = ["LOOKAHEAD_SEED_BASE", "ActionReplay", "LookaheadOracle", "lookahead_seeds",
-           "noop_index"]
+__all__ = ["LOOKAHEAD_SEED_BASE", "ActionReplay", "LookaheadOracle", "lookahead_seeds"]
