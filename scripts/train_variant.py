@@ -53,6 +53,7 @@ class Args:
     group_scale: bool = False
     factored: bool = False
     learned_baseline: bool = False
+    raw_returns: bool = False
     scenarios: str = "training"
     reward_mode: str = "absolute"
     step_s: float = 10.0
@@ -69,11 +70,18 @@ def parse_args(argv: list[str] | None = None) -> Args:
             p.add_argument(flag, action="store_true")
         else:
             p.add_argument(flag, type=type(default), default=default)
-    return Args(**vars(p.parse_args(argv)))
+    args = Args(**vars(p.parse_args(argv)))
+    if args.raw_returns and args.episodes_per_scenario != 1:
+        p.error("--raw-returns uses no baseline: it needs --episodes-per-scenario 1 (a group "
+                "of tries is a baseline)")
+    return args
 
 
 def train(args: Args) -> tuple[Any, dict[str, Any]]:
-    """Train one trial of the main job (:func:`rl.sweep.build_param_space`: 2 env runners × 8
+    """With ``raw_returns`` the returns-to-go weigh the log-probabilities as they are (no group,
+    per-step or batch baseline, no standardising): with ``reward_mode`` ``vs_keep`` the reward is
+    already measured against not acting, so an action that changes nothing gets no update at all.
+    Train one trial of the main job (:func:`rl.sweep.build_param_space`: 2 env runners × 8
     envs, 16 episodes per iteration, its fault tolerance and timeouts) with this script's
     settings in place of the sweep's grid; returns the trained module and its env config."""
     from ray.rllib.core import DEFAULT_MODULE_ID
@@ -93,7 +101,9 @@ def train(args: Args) -> tuple[Any, dict[str, Any]]:
               .environment(env_config=env_config)
               .rl_module(rl_module_spec=spec, model_config=model_config)
               .training(lr=args.lr, gamma=args.gamma,
-                        rank_returns=args.episodes_per_scenario == 1,
+                        rank_returns=args.episodes_per_scenario == 1 and not args.raw_returns,
+                        normalize_returns=not args.raw_returns,
+                        per_step_baseline=not args.raw_returns,
                         entropy_coeff=args.entropy, num_epochs=args.num_epochs,
                         entropy_target=args.entropy_target or None,
                         entropy_target_lr=args.entropy_target_lr,
