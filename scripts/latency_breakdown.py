@@ -38,7 +38,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from envs.backends.report import LoadReport
-from rl.evaluation.benchmarks_md import append_to_section
+from rl.evaluation.benchmarks_md import append_or_report
 
 ROOT = Path(__file__).resolve().parents[1]
 BENCHMARKS_MD = ROOT / "BENCHMARKS.md"
@@ -222,11 +222,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         entry = (f"### {stamp} — where the latency differs: `{command.strip()}` "
                  f"({time.monotonic() - t0:.0f} s; Istio's defaults; simulator on the "
                  f"`loopback` platform)\n\n{text}\n")
-        try:
-            append_to_section(BENCHMARKS_MD, SECTION, INTRO, entry)
-        except OSError as exc:  # the tables are printed above: nothing is lost
-            print(f"latency_breakdown: could not append to {BENCHMARKS_MD}: {exc}",
-                  file=sys.stderr)
+        if not append_or_report(BENCHMARKS_MD, SECTION, INTRO, entry, "latency_breakdown"):
             return 2
     return 0
 

@@ -78,12 +78,14 @@ def parse_args(argv: list[str] | None = None) -> Args:
 
 
 def train(args: Args) -> tuple[Any, dict[str, Any]]:
-    """With ``raw_returns`` the returns-to-go weigh the log-probabilities as they are (no group,
+    """Train one trial of the main job (:func:`rl.sweep.build_param_space`: 2 env runners × 8
+    envs, 16 episodes per iteration, its fault tolerance and timeouts) with this script's
+    settings in place of the sweep's grid; returns the trained module and its env config.
+
+    With ``raw_returns`` the returns-to-go weigh the log-probabilities as they are (no group,
     per-step or batch baseline, no standardising): with ``reward_mode`` ``vs_keep`` the reward is
     already measured against not acting, so an action that changes nothing gets no update at all.
-    Train one trial of the main job (:func:`rl.sweep.build_param_space`: 2 env runners × 8
-    envs, 16 episodes per iteration, its fault tolerance and timeouts) with this script's
-    settings in place of the sweep's grid; returns the trained module and its env config."""
+    """
     from ray.rllib.core import DEFAULT_MODULE_ID
 
     from rl.learner import ENTROPY_ALPHA_KEY, ENTROPY_KEY

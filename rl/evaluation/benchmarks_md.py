@@ -3,6 +3,7 @@ scripts share."""
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 
 
@@ -19,3 +20,15 @@ def append_to_section(path: Path, section: str, intro: str, entry: str) -> None:
     end = len(text) if nxt < 0 else nxt + 1
     head = text[:end].rstrip("\n") + "\n\n" + entry
     path.write_text(head + ("\n" + text[end:] if end < len(text) else ""))
+
+
+def append_or_report(path: Path, section: str, intro: str, entry: str, prog: str) -> bool:
+    """:func:`append_to_section`, for a script that has already printed ``entry``: a file it
+    cannot write is one line on stderr (``<prog>: could not append to <path>: <why>``) and
+    False, not a traceback — nothing is lost, the tables are on the screen."""
+    try:
+        append_to_section(path, section, intro, entry)
+    except OSError as exc:
+        print(f"{prog}: could not append to {path}: {exc}", file=sys.stderr)
+        return False
+    return True
