@@ -43,7 +43,7 @@ from envs.backends.local import LocalMesh
 from envs.backends.local import envoy_config as ec
 from envs.backends.local.ports import HOST
 from envs.istio import ConnectionPool, DestinationRule, TcpSettings, cluster_name
-from rl.evaluation.benchmarks_md import append_to_section
+from rl.evaluation.benchmarks_md import append_or_report
 
 ROOT = Path(__file__).resolve().parents[1]
 BENCHMARKS_MD = ROOT / "BENCHMARKS.md"
@@ -226,7 +226,8 @@ def main(argv: list[str] | None = None) -> int:
                      f"the simulator, `{args.platform}` platform, `SimMesh(envoy_workers=1 | "
                      f"2)`, load seeds 0–{args.seeds - 1}; peaks are the largest over the "
                      f"seeds, the rest means; {time.monotonic() - t0:.0f} s.\n\n{text}\n")
-            append_to_section(BENCHMARKS_MD, SECTION, INTRO, entry)
+            if not append_or_report(BENCHMARKS_MD, SECTION, INTRO, entry, "bench_envoy_workers"):
+                return 2
         return 0
     for workers in (1, 2):
         results.append(measure(workers, args.replica, load, args.seed, args.sample_ms / 1000))
@@ -238,7 +239,8 @@ def main(argv: list[str] | None = None) -> int:
                  f"{args.users} users, {args.requests} requests, seed {args.seed}; gauges "
                  f"sampled every {args.sample_ms:g} ms over the whole load (hatch, pause and "
                  f"counted window); {time.monotonic() - t0:.0f} s.\n\n{text}\n")
-        append_to_section(BENCHMARKS_MD, SECTION, INTRO, entry)
+        if not append_or_report(BENCHMARKS_MD, SECTION, INTRO, entry, "bench_envoy_workers"):
+            return 2
     return 0
 
 

@@ -8,7 +8,7 @@ shared machine the wall time says as much about the neighbours as about meshtune
 The script prints a table and appends it, with the date and the command, to the ``## Main job``
 section of BENCHMARKS.md (created if missing; other sections are left untouched). A run that
 fails is reported as failed with its exit status and the tail of its output; the script then
-exits 1.
+exits 1 (2 if BENCHMARKS.md cannot be written: one line on stderr, after the table).
 
 Usage: ``python benchmarks/bench_main_job.py [--only smoke|default] [--no-write]``.
 """
@@ -21,7 +21,7 @@ import os
 import sys
 from pathlib import Path
 
-from rl.evaluation.benchmarks_md import append_to_section
+from rl.evaluation.benchmarks_md import append_or_report
 from rl.evaluation.job_timing import time_scripts, timing_table
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -40,7 +40,8 @@ RUNS: dict[str, tuple[list[str], float]] = {
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Time the runs; returns 0 if every run succeeded (met or not), else 1."""
+    """Time the runs; returns 0 if every run succeeded (met or not), else 1; 2 if
+    BENCHMARKS.md cannot be written."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--only", choices=sorted(RUNS), default=None,
                         help="time one run only (default: smoke, then default)")
@@ -54,7 +55,8 @@ def main(argv: list[str] | None = None) -> int:
     entry = f"### {stamp} — `{command}` ({os.cpu_count()} CPUs)\n\n{timing_table(timings)}\n"
     print("\n" + entry)
     if not args.no_write:
-        append_to_section(BENCHMARKS_MD, SECTION, INTRO, entry)
+        if not append_or_report(BENCHMARKS_MD, SECTION, INTRO, entry, "bench_main_job"):
+            return 2
         print(f"appended to {BENCHMARKS_MD}")
     return 0 if all(t.returncode == 0 for t in timings) else 1
 

@@ -30,7 +30,7 @@ from pathlib import Path
 
 # benchmarks/ is a folder of scripts, not a package: its shared helper is imported from beside
 # this file, whether the script runs as ``python benchmarks/...`` or is loaded by a test.
-from rl.evaluation.benchmarks_md import append_to_section
+from rl.evaluation.benchmarks_md import append_or_report
 
 ROOT = Path(__file__).resolve().parents[1]
 BENCHMARKS_MD = ROOT / "BENCHMARKS.md"
@@ -133,13 +133,14 @@ def render(results: dict[str, float], cold_s: float | None, cached_s: float | No
     return "\n".join(lines) + "\n"
 
 
-def append_to_benchmarks(entry: str) -> None:
-    """Add ``entry`` at the end of this benchmark's section of BENCHMARKS.md."""
-    append_to_section(BENCHMARKS_MD, SECTION, INTRO, entry)
+def append_to_benchmarks(entry: str) -> bool:
+    """Add ``entry`` at the end of this benchmark's section of BENCHMARKS.md; False (and one
+    line on stderr) if the file cannot be written."""
+    return append_or_report(BENCHMARKS_MD, SECTION, INTRO, entry, "bench_sim")
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Run the benchmark; returns 0."""
+    """Run the benchmark; returns 0 (2 if BENCHMARKS.md cannot be written)."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--steps", type=int, default=300)
     parser.add_argument("--no-write", action="store_true", help="do not touch BENCHMARKS.md")
@@ -153,7 +154,8 @@ def main(argv: list[str] | None = None) -> int:
     entry = render(results, cold, cached, args.steps, cpu)
     print(entry)
     if not args.no_write:
-        append_to_benchmarks(entry)
+        if not append_to_benchmarks(entry):
+            return 2
         print(f"appended to {BENCHMARKS_MD}")
     return 0
 

@@ -9,8 +9,9 @@ Usage: ``python experiments/fidelity.py [--quick] [--classic] [--configs 12]
 [--benchmarks BENCHMARKS.md] [--json FILE]``. By default the v1 load and score (open-loop
 sessions at the nominal rate and twice it); ``--classic`` the notebook's closed loop
 (``--loads USERS:REQUESTS``) and score; ``--quick`` a few-minute run (4 configurations, 3 s
-loads, 4 simulator seeds) for CI. Appends a run under ``## Fidelity`` in the benchmarks file;
-exits 0 when every target holds, 1 when one is missed, 2 on bad flags.
+loads, 4 simulator seeds) for CI. Appends a run under ``## Fidelity`` in the benchmarks file
+(``--json``'s file is written either way); exits 0 when every target holds, 1 when one is
+missed, 2 on bad flags or a benchmarks file it cannot write (one line on stderr).
 """
 
 from __future__ import annotations
@@ -26,11 +27,13 @@ from typing import Any
 
 from envs.backends.sim import profile
 from envs.sockshop.slo import NOMINAL_RATE_RPS
+from rl.evaluation.benchmarks_md import append_or_report
 from rl.evaluation.fidelity import (
     MAX_SEEDS_PER_SIDE,
     SCORE_FNS,
+    SECTION,
+    SECTION_INTRO,
     all_targets_met,
-    append_section,
     closed_load,
     configurations,
     load_tables,
@@ -122,7 +125,8 @@ def _command(args: argparse.Namespace) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Run the comparison; 0 when every target holds, 1 when one is missed."""
+    """Run the comparison; 0 when every target holds, 1 when one is missed, 2 when the
+    benchmarks file cannot be written."""
     args = _args(argv)
     from envs.backends.local import LocalMesh  # after the flags: a bad flag starts nothing
 
@@ -144,13 +148,15 @@ def main(argv: list[str] | None = None) -> int:
     tables = load_tables(run, args.seed, args.resamples)
     section = markdown(run, tables, header, args.seed, args.resamples)
     print(section)
-    append_section(Path(args.benchmarks), section)
-    if args.json:
+    appended = append_or_report(Path(args.benchmarks), SECTION, SECTION_INTRO, section, "fidelity")
+    if args.json:  # written whether or not the benchmarks file could be
         Path(args.json).parent.mkdir(parents=True, exist_ok=True)
         Path(args.json).write_text(json.dumps(
             {"command": _command(args), "local_run_dir": str(run_dir),
              "loads": [{"label": ld.label, **asdict(ld.spec)} for ld in run.loads],
              "runs": [asdict(r) for r in run.runs], "failures": run.failures}, indent=1))
+    if not appended:
+        return 2
     return 0 if all_targets_met(tables) else 1
 
 

@@ -27,7 +27,8 @@ Each layer is timed in ``--rounds`` rounds (the bare layers interleaved) and the
 is reported; the bare layers also report this process's CPU time per step, which other jobs on
 the machine do not inflate.
 Writes ``results.md`` and ``results.json`` into ``--output`` (default ``results/throughput``) and
-appends the table to the ``## Throughput`` section of BENCHMARKS.md (``--no-append`` to skip).
+appends the table to the ``## Throughput`` section of BENCHMARKS.md (``--no-append`` to skip; a
+file it cannot write is one line on stderr and exit status 2, the results files kept).
 """
 
 from __future__ import annotations
@@ -42,7 +43,7 @@ from dataclasses import asdict
 from datetime import UTC, datetime
 from pathlib import Path
 
-from rl.evaluation.benchmarks_md import append_to_section
+from rl.evaluation.benchmarks_md import append_or_report
 from rl.evaluation.throughput import (
     markdown,
     median_round,
@@ -133,7 +134,8 @@ def main(argv: Sequence[str] | None = None) -> int:
          "layers": [{**asdict(x), "steps_per_s": x.steps_per_s} for x in layers]}, indent=1))
     print("\n" + text, flush=True)
     if not args.no_append:
-        append_to_section(args.benchmarks, SECTION, INTRO, text + "\n")
+        if not append_or_report(args.benchmarks, SECTION, INTRO, text + "\n", "throughput"):
+            return 2
         print(f"appended to {args.benchmarks}", flush=True)
     return 0
 

@@ -42,7 +42,9 @@ env config (the notebook's closed-loop users), initial and final configuration r
 the simulator episode's start and end configuration measured on both backends.
 
 Errors the user can fix (a missing checkpoint, an unwritable output, a replica already up,
-flags of the other mode) are one line on stderr and exit status 2.
+flags of the other mode) are one line on stderr and exit status 2; so is a ``--benchmarks``
+file that cannot be written when the tables are appended (printed, and the results files
+written, before).
 """
 
 from __future__ import annotations
@@ -59,6 +61,7 @@ from rl.evaluation.scenario_eval import SCENARIO_SEED
 from rl.evaluation.transfer import (
     CASES_FIRST_SEED,
     DEFAULT_MEASURE_RUNS,
+    NotAppendedError,
     TransferError,
     TransferSettings,
     run_transfer,
@@ -175,6 +178,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                 args.pop(key)
             run_closed_loop(ClosedLoopSettings(**args),
                             command, log=lambda line: print(line, flush=True))
+    except NotAppendedError:
+        return 2  # its one line is on stderr already, after the tables
     except (TransferError, CheckpointError) as exc:
         print(f"transfer: error: {exc}", file=sys.stderr)
         return 2

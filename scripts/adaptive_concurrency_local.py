@@ -23,7 +23,7 @@ import time
 from pathlib import Path
 
 from rl.controllers import AdaptiveConcurrencyController, StaticController, istio_defaults
-from rl.evaluation.benchmarks_md import append_to_section
+from rl.evaluation.benchmarks_md import append_or_report
 from rl.evaluation.closed_loop import ScenarioRun, run_scenario
 from rl.evaluation.scenario_eval import fresh_local_replica, held_out_plan
 
@@ -100,7 +100,9 @@ def main(argv: list[str] | None = None) -> int:
                  f"{case[0].describe()}; case seed {case[1]}; {args.step_s:g} s of offered "
                  f"load per run; each method on a fresh replica (2 Envoy workers); "
                  f"{time.monotonic() - t0:.0f} s.\n\n{text}\n")
-        append_to_section(BENCHMARKS_MD, SECTION, INTRO, entry)
+        if not append_or_report(BENCHMARKS_MD, SECTION, INTRO, entry,
+                                "adaptive_concurrency_local"):
+            return 2
     return 0
 
 

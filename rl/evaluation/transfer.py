@@ -15,7 +15,7 @@ the configuration it starts from and the one it ends with are both measured on e
 simulator a change for the better on the real data plane too?
 
 The report (:func:`table`, :func:`cases_table`) is appended, with the command and date, to the
-``## Transfer`` section of BENCHMARKS.md (:func:`rl.evaluation.benchmarks_md.append_to_section`).
+``## Transfer`` section of BENCHMARKS.md (:func:`rl.evaluation.benchmarks_md.append_or_report`).
 """
 
 from __future__ import annotations
@@ -32,7 +32,7 @@ from envs.actions import MeshConfig
 from envs.backends.base import LoadSpec
 from envs.measure import mean_eval_score
 from rl.evaluation.actors import module_actor
-from rl.evaluation.benchmarks_md import append_to_section
+from rl.evaluation.benchmarks_md import append_or_report
 from rl.evaluation.checkpoint import DEFAULT_SWEEP_RESULTS, best_checkpoint, load_policy
 from rl.evaluation.episode import run_episode
 from rl.evaluation.seeds import measurement_seeds
@@ -59,6 +59,11 @@ INTRO = ("Measured by `experiments/transfer.py`: by default the sim-trained poli
 
 class TransferError(RuntimeError):
     """A problem the user can fix (replica leased elsewhere or left listening)."""
+
+
+class NotAppendedError(TransferError):
+    """The benchmarks file could not be written: said on stderr already (one line, by
+    :func:`append_or_report`), after the tables were printed and the results files written."""
 
 
 @dataclass(frozen=True)
@@ -269,6 +274,7 @@ def run_transfer(settings: TransferSettings, command: str) -> str:
 
     Raises:
         TransferError: the replica is leased by another env, or still listens after close.
+        NotAppendedError: the benchmarks file could not be written (the section is printed).
         rl.evaluation.checkpoint.CheckpointError: no usable checkpoint.
     """
     import torch
@@ -351,9 +357,11 @@ def run_transfer(settings: TransferSettings, command: str) -> str:
                cases_table(cases, "local"), ""]
     text = "\n".join(md)
     print("\n" + text, flush=True)
-    if not settings.no_append:
-        append_to_section(settings.benchmarks, SECTION, INTRO, text + "\n")
+    appended = settings.no_append or append_or_report(settings.benchmarks, SECTION, INTRO,
+                                                      text + "\n", "transfer")
     if still_open:
         raise TransferError(f"replica {settings.replica} still listens on {still_open} "
                             "after close")
+    if not appended:
+        raise NotAppendedError(f"could not append to {settings.benchmarks}")
     return text

@@ -46,7 +46,7 @@ from envs.actions import ActionCatalogue
 from envs.backends.base import Backend, BackendError
 from envs.scenarios import MIN_EPISODE_LEN, Scenario
 from rl.controllers import TUNED_RULE_PARAMS, AdaptiveConcurrencyController, Controller
-from rl.evaluation.benchmarks_md import append_to_section
+from rl.evaluation.benchmarks_md import append_or_report
 from rl.evaluation.checkpoint import DEFAULT_SWEEP_RESULTS, best_checkpoint, load_policy
 from rl.evaluation.closed_loop import ScenarioRun
 from rl.evaluation.scenario_eval import (
@@ -59,7 +59,7 @@ from rl.evaluation.scenario_eval import (
 )
 from rl.evaluation.scenario_tables import METRICS, fmt_ci, methods_table, win_rates
 from rl.evaluation.stats import BOOTSTRAP_RESAMPLES
-from rl.evaluation.transfer import INTRO, SECTION, TransferError, listening_ports
+from rl.evaluation.transfer import INTRO, SECTION, NotAppendedError, TransferError, listening_ports
 
 #: Default run (~50 min on 2 shared cores, see experiments/transfer.py): the first 6 held-out
 #: cases (a load step up at t2, a step down at t3, a diurnal curve, carts down from t2, carts
@@ -380,6 +380,8 @@ def run_closed_loop(settings: ClosedLoopSettings, command: str,
     Raises:
         TransferError: bad settings, an unwritable output, a replica already up or left
             listening, or the local mesh failing (one line).
+        rl.evaluation.transfer.NotAppendedError: the benchmarks file could not be written at the
+            end (the results files are written, the section printed).
         rl.evaluation.checkpoint.CheckpointError: no usable checkpoint.
     """
     import torch
@@ -487,11 +489,13 @@ def run_closed_loop(settings: ClosedLoopSettings, command: str,
     (output / "results.json").write_text(json.dumps(summary, indent=1, default=str))
     (output / "results.md").write_text(text)
     log("\n" + text)
-    if not settings.no_append:
-        append_to_section(settings.benchmarks, SECTION, INTRO, text + "\n")
+    appended = settings.no_append or append_or_report(settings.benchmarks, SECTION, INTRO,
+                                                      text + "\n", "transfer")
     if still_open:
         raise TransferError(f"replica {settings.replica} still listens on {still_open} "
                             "after the run")
+    if not appended:
+        raise NotAppendedError(f"could not append to {settings.benchmarks}")
     return summary
 
 

@@ -1,5 +1,6 @@
-"""experiments/transfer.py's command line: its own checks fail before anything runs, and a
-missing sweep result is a one-line error, in the default closed-loop mode and with --classic
+"""experiments/transfer.py's command line: its own checks fail before anything runs, a
+missing sweep result is a one-line error, in the default closed-loop mode and with --classic, and
+so is a benchmarks file it cannot write at the end
 (the transfers: tests/rl/evaluation/test_transfer*.py; the closed loop end to end on the real
 local mesh: test_transfer_closed_loop.py).
 """
@@ -9,8 +10,11 @@ from __future__ import annotations
 import functools
 import json
 from pathlib import Path
+from types import SimpleNamespace
 
-from tests.experiments._processes import run_script
+import pytest
+
+from tests.experiments._processes import REPO, load_script, run_script
 
 _run = functools.partial(run_script, "transfer", timeout_s=120)
 
@@ -55,3 +59,34 @@ def test_classic_cases_need_fresh_measurements() -> None:
     proc = _run("--classic", "--cases", "2", "--measure-runs", "0")
     assert proc.returncode == 2
     assert "--cases needs --measure-runs" in proc.stderr
+
+
+def test_an_unwritable_benchmarks_file_is_one_line_after_the_tables(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+        capsys: pytest.CaptureFixture[str]) -> None:
+    # --quick in-process, the simulator standing in for the local replicas and a tiny policy
+    # for the checkpoint (the whole run: tests/rl/evaluation/test_transfer_closed_loop.py)
+    import rl.evaluation.transfer_closed_loop as tc
+    from envs.actions import make_catalogue
+    from envs.backends import make_backend
+    from envs.settings import DEFAULT_ENV_CONFIG
+    from tests.rl.evaluation._policies import ObsHash
+
+    n_act = len(make_catalogue(DEFAULT_ENV_CONFIG["catalogue"]))
+    monkeypatch.setattr(tc, "load_policy", lambda path: SimpleNamespace(
+        module=ObsHash(n_act), env_config={}, env_steps_trained=7, path=path))
+    monkeypatch.setattr(tc, "fresh_local_replica", lambda c, replica: make_backend("sim"))
+    monkeypatch.setattr(tc, "listening_ports", lambda replica: [])
+    blocker = tmp_path / "file"  # a regular file: nothing can be created inside it
+    blocker.write_text("")
+    bench, out = blocker / "BENCHMARKS.md", tmp_path / "out"
+    transfer = load_script(REPO / "experiments" / "transfer.py")
+    assert transfer.main(["--quick", "--step-s", "1", "--checkpoint", str(tmp_path / "ckpt"),
+                          "--output", str(out), "--benchmarks", str(bench)]) == 2
+    captured = capsys.readouterr()
+    assert "Summed score per case, sim / local:" in captured.out
+    assert captured.err.startswith(f"transfer: could not append to {bench}: ")
+    assert captured.err.count("\n") == 1 and "Traceback" not in captured.err
+    assert json.loads((out / "results.json").read_text())["methods"] == [
+        "policy", "istio_default"]
+    assert (out / "results.md").exists() and (out / "traces.png").exists()

@@ -10,8 +10,10 @@ stands in for both sides where a report is needed.
 from __future__ import annotations
 
 import importlib.util
+import json
 import math
 from pathlib import Path
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -360,3 +362,31 @@ def test_classic_load_and_score() -> None:
     assert run.runs[0].sim[0].score == pytest.approx(
         fid.classic_evaluation_score(report))
     assert run.runs[0].sim[0].score != pytest.approx(fid.evaluation_score(report))
+
+
+def test_an_unwritable_benchmarks_file_is_one_line_after_the_section(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+        capsys: pytest.CaptureFixture[str]) -> None:
+    import envs.backends.local
+
+    class SimAsLocal(SimMesh):
+        """The simulator standing in for the local mesh the script starts."""
+
+        envoy_workers = 2
+
+        def __init__(self, replica: int, seed: int) -> None:
+            super().__init__(platform=fid.profile.platform_named("loopback"))
+            self.state = SimpleNamespace(run_dir=tmp_path / "run")
+
+    monkeypatch.setattr(envs.backends.local, "LocalMesh", SimAsLocal)
+    blocker = tmp_path / "file"  # a regular file: nothing can be created inside it
+    blocker.write_text("")
+    bench, out = blocker / "BENCHMARKS.md", tmp_path / "fidelity.json"
+    code = script.main(["--configs", "3", "--rates", "30", "--step-s", "1", "--sim-seeds", "2",
+                        "--resamples", "100", "--benchmarks", str(bench), "--json", str(out)])
+    assert code == 2
+    captured = capsys.readouterr()
+    assert "### Run of " in captured.out and "| figure | target |" in captured.out
+    assert captured.err.startswith(f"fidelity: could not append to {bench}: ")
+    assert captured.err.count("\n") == 1 and "Traceback" not in captured.err
+    assert len(json.loads(out.read_text())["runs"]) == 3  # the --json file is written anyway

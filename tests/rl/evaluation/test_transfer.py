@@ -149,6 +149,25 @@ def test_still_listening_ports_are_an_error(tmp_path: Path,
         tr.run_transfer(settings, "cmd")
 
 
+def test_an_unwritable_benchmarks_file_is_one_line_after_the_section(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+        capsys: pytest.CaptureFixture[str]) -> None:
+    n = _n_actions()
+    monkeypatch.setattr(tr, "load_policy", lambda path: _fake_policy(tmp_path, n))
+    monkeypatch.setattr(tr, "run_backend", _sim_run)
+    monkeypatch.setattr(tr, "listening_ports", lambda replica: [])
+    blocker = tmp_path / "file"  # a regular file: nothing can be created inside it
+    blocker.write_text("")
+    settings = tr.TransferSettings(checkpoint=tmp_path / "ckpt", episode_len=1, cases=0,
+                                   benchmarks=blocker / "BENCHMARKS.md")
+    with pytest.raises(tr.NotAppendedError):  # experiments/transfer.py: exit status 2
+        tr.run_transfer(settings, "cmd")
+    captured = capsys.readouterr()
+    assert "| sim " in captured.out and "| local " in captured.out
+    assert captured.err.startswith(f"transfer: could not append to {settings.benchmarks}: ")
+    assert captured.err.count("\n") == 1
+
+
 def test_user_errors(tmp_path: Path) -> None:
     missing = tmp_path / "results.json"
     settings = tr.TransferSettings(sweep_results=missing, no_append=True,

@@ -1,0 +1,41 @@
+"""``scripts/adaptive_concurrency_local.py``: a BENCHMARKS.md it cannot write is one line on
+stderr after the table, exit status 2 (each method's episode played on the simulator with
+Istio's defaults instead of on a fresh local replica: no Envoy is started)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from tests.experiments._processes import REPO, load_script
+
+
+def test_an_unwritable_benchmarks_file_is_one_line_after_the_table(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from envs.backends import make_backend
+    from rl.controllers import istio_defaults
+    from rl.evaluation.closed_loop import ScenarioRun, run_scenario
+
+    ac = load_script(REPO / "scripts" / "adaptive_concurrency_local.py")
+
+    def on_sim(controller: object, replica: int, plan_case: tuple, step_s: float,
+               episode_len: int) -> ScenarioRun:
+        mesh = make_backend("sim")
+        try:
+            return run_scenario(mesh, plan_case[0], istio_defaults(), plan_case[1], step_s,
+                                episode_len)
+        finally:
+            mesh.close()
+
+    monkeypatch.setattr(ac, "play", on_sim)
+    blocker = tmp_path / "file"  # a regular file: nothing can be created inside it
+    blocker.write_text("")
+    bench = blocker / "BENCHMARKS.md"
+    monkeypatch.setattr(ac, "BENCHMARKS_MD", bench)
+    assert ac.main(["--step-s", "1"]) == 2
+    captured = capsys.readouterr()
+    assert "| **sum 1..T** |" in captured.out
+    assert captured.err.startswith(f"adaptive_concurrency_local: could not append to {bench}: ")
+    assert captured.err.count("\n") == 1 and "Traceback" not in captured.err

@@ -1,0 +1,36 @@
+"""``experiments/throughput.py``: a benchmarks file it cannot write is one line on stderr after
+the table, exit status 2, the results files kept (the bare layers for real with tiny counts, the
+RLlib layers and Ray left out; the layers themselves: tests/rl/evaluation/test_throughput.py)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+import rl.ray_setup
+from tests.experiments._processes import REPO, load_script
+
+SCRIPT = REPO / "experiments" / "throughput.py"
+
+
+def test_an_unwritable_benchmarks_file_is_one_line_after_the_table(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    tp = load_script(SCRIPT)
+    monkeypatch.setattr(tp, "time_rllib", lambda *a, **k: [])
+    monkeypatch.setattr(rl.ray_setup, "init_ray", lambda **k: None)
+    blocker = tmp_path / "file"  # a regular file: nothing can be created inside it
+    blocker.write_text("")
+    bench, out = blocker / "BENCHMARKS.md", tmp_path / "out"
+    argv = ["--users", "1", "--steps", "2", "--rounds", "1", "--output", str(out),
+            "--benchmarks", str(bench)]
+    assert tp.main(argv) == 2
+    captured = capsys.readouterr()
+    assert "| bare simulator (SimMesh.run_load) | 2 |" in captured.out
+    assert captured.err.startswith(f"throughput: could not append to {bench}: ")
+    assert captured.err.count("\n") == 1 and "Traceback" not in captured.err
+    assert "appended to" not in captured.out
+    assert "| bare MeshEnv" in (out / "results.md").read_text()
+    assert len(json.loads((out / "results.json").read_text())["layers"]) == 2
