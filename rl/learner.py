@@ -23,6 +23,23 @@ deterministic, stayed wrong on one load band: a baseline that predicts a committ
 failure removes the push away from the failing action (cf. Chung et al., "Beyond variance
 reduction", ICML 2021). Measure it on the mesh before switching it on.
 
+Action critic (``ReinforceConfig.action_critic``, off by default): the module's ``q_head``
+estimates ``Q(s, a)`` of *every* action, fitted by ``mean_t((Q(s_t, a_t) - G_t)^2)`` on the
+actions taken, and the policy term uses it for all actions at once instead of the one drawn:
+``policy_loss = -mean_t(sum_a pi(a | s_t) * sg[Q(s_t, a) - sum_b pi(b | s_t) Q(s_t, b)])`` —
+the all-action policy gradient of Mean Actor-Critic (Allen et al. 2017,
+https://arxiv.org/abs/1709.00503), still a policy gradient of the same objective. Its point
+here: a sampled return moves only the drawn action's log-probability, so a softmax that
+committed to one action early never learns what the others are worth in another state (the
+one-action collapse of BENCHMARKS.md, Closed-loop evaluation); the critic's regression on all
+the samples does not commit, and the policy follows its per-state ranking. With ``vs_keep``
+rewards, gamma 0 and raw returns, ``G_t`` is the exact effect of the action on the next run, so
+``Q`` is a one-step effect in score points. Such targets do not depend on the policy that drew
+the action, so the critic may also fit older samples: with ``critic_replay`` N > 0 (gamma 0
+only) the learner keeps the last N ``(obs, action, G)`` samples it saw and adds a draw of
+``critic_replay_batch`` of them (seeded) to every critic loss — every sample trains the critic
+many times instead of once. The buffer lives in the learner's memory only (not in checkpoints).
+
 Automatic entropy coefficient (``ReinforceConfig.entropy_target``, off by default): instead of a
 fixed ``entropy_coeff`` the loss weighs the entropy bonus by ``alpha = exp(log_alpha)``, and after
 each update (:meth:`ReinforceTorchLearner.after_gradient_based_update`) ``log_alpha`` moves
@@ -106,6 +123,61 @@ def baseline_loss(logp: torch.Tensor, returns: torch.Tensor, values: torch.Tenso
     return total, policy_loss, value_loss
 
 
+def action_critic_loss(logits: torch.Tensor, actions: torch.Tensor, returns: torch.Tensor,
+                       q_values: torch.Tensor, entropy: torch.Tensor, entropy_coeff: float,
+                       critic_coeff: float,
+                       ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    """``(total_loss, policy_loss, critic_loss, q_taken)`` of one batch with an action critic.
+
+    ``logits`` and ``q_values`` have shape ``[B, N]``, ``actions``, ``returns`` and ``entropy``
+    ``[B]``. ``critic_loss = mean((Q(s, a_taken) - returns)^2)``; with ``pi = softmax(logits)``
+    and ``A = sg[Q] - sum_b pi_b sg[Q_b]``, ``policy_loss = -mean(sum_a pi_a A_a)`` (the
+    expected policy gradient under the critic; the critic gets no gradient from it);
+    ``total = policy_loss - entropy_coeff * mean(entropy) + critic_coeff * critic_loss``.
+    """
+    probs = torch.softmax(logits, dim=-1)
+    q = q_values.detach()
+    advantages = q - (probs.detach() * q).sum(dim=-1, keepdim=True)
+    policy_loss = -torch.mean((probs * advantages).sum(dim=-1))
+    q_taken = q_values.gather(-1, actions.long().unsqueeze(-1)).squeeze(-1)
+    critic_loss = torch.mean((q_taken - returns) ** 2)
+    total = policy_loss - entropy_coeff * torch.mean(entropy) + critic_coeff * critic_loss
+    return total, policy_loss, critic_loss, q_taken
+
+
+class CriticReplay:
+    """The last ``capacity`` ``(obs, action, return)`` samples a learner saw, for the action
+    critic to fit again (:data:`ReinforceConfig.critic_replay`); draws are seeded."""
+
+    def __init__(self, capacity: int, seed: int) -> None:
+        self.capacity = capacity
+        self.size = 0
+        self._next = 0
+        self._data: dict[str, torch.Tensor] = {}
+        self._generator = torch.Generator().manual_seed(seed)
+
+    def add(self, obs: torch.Tensor, actions: torch.Tensor, returns: torch.Tensor) -> None:
+        """Append a batch (detached), overwriting the oldest samples once full."""
+        new = {"obs": obs.detach().float(), "actions": actions.detach().long(),
+               "returns": returns.detach().float()}
+        if not self._data:
+            self._data = {k: torch.zeros((self.capacity, *v.shape[1:]), dtype=v.dtype)
+                          for k, v in new.items()}
+        n = len(new["actions"])
+        index = (self._next + torch.arange(n)) % self.capacity
+        for key, value in new.items():
+            self._data[key][index] = value[-self.capacity:] if n > self.capacity else value
+        self._next = int((self._next + n) % self.capacity)
+        self.size = min(self.capacity, self.size + n)
+
+    def sample(self, n: int) -> dict[str, torch.Tensor]:
+        """``n`` samples drawn uniformly with replacement (empty dict while empty)."""
+        if self.size == 0:
+            return {}
+        index = torch.randint(0, self.size, (n,), generator=self._generator)
+        return {key: value[index] for key, value in self._data.items()}
+
+
 def explained_variance(returns: torch.Tensor, values: torch.Tensor) -> torch.Tensor:
     """``1 - Var(returns - values) / Var(returns)``: 1 = ``V`` explains the returns, 0 = no
     better than their mean; 0 when the returns do not vary (nothing to explain)."""
@@ -118,7 +190,8 @@ def explained_variance(returns: torch.Tensor, values: torch.Tensor) -> torch.Ten
 class ReinforceTorchLearner(TorchLearner):
     """TorchLearner whose loss is REINFORCE with an optional entropy bonus (fixed, or kept at a
     target entropy: ``ReinforceConfig.entropy_target``) and an optional learned baseline
-    (``ReinforceConfig.learned_baseline``)."""
+    (``ReinforceConfig.learned_baseline``) or action critic (``ReinforceConfig.action_critic``).
+    """
 
     def build(self) -> None:
         """Build as usual, check every module has a value head iff the learned baseline is on,
@@ -133,7 +206,26 @@ class ReinforceTorchLearner(TorchLearner):
         self.log_alpha: dict[ModuleID, float] = {}
         #: Per module, the mean policy entropy (nats) of the last batch the loss saw.
         self._batch_entropy: dict[ModuleID, float] = {}
+        #: Per module, the action critic's replay of earlier samples (``critic_replay`` > 0).
+        self.critic_replay: dict[ModuleID, CriticReplay] = {}
         for module_id, module in self.module.items():
+            has_q = bool(getattr(module, "has_q_head", False))
+            if self.config.action_critic and not has_q:
+                raise ValueError(
+                    f"action_critic is on but module {module_id!r} ({type(module).__name__}) "
+                    "has no q_head: use the shared module (rl.shared_module) and leave "
+                    "model_config['q_head'] unset (the config sets it) or True")
+            if has_q and not self.config.action_critic:
+                raise ValueError(
+                    f"module {module_id!r} has a q_head but action_critic is off: its "
+                    "parameters would get no gradient; set ReinforceConfig.training("
+                    "action_critic=True) or drop model_config['q_head']")
+            settings = getattr(module, "settings", None)
+            if getattr(settings, "explore_mix", 0.0) > 0 and not self.config.action_critic:
+                raise ValueError(
+                    f"module {module_id!r} samples from a mixed behaviour policy "
+                    "(model_config['explore_mix'] > 0): REINFORCE's log-probability term "
+                    "would be biased; use it with action_critic=True only")
             has_value = bool(getattr(module, "has_value_head", False))
             if self.config.learned_baseline and not has_value:
                 raise ValueError(
@@ -191,8 +283,9 @@ class ReinforceTorchLearner(TorchLearner):
     def compute_loss_for_module(self, *, module_id: ModuleID, config: ReinforceConfig,
                                 batch: dict[str, Any],
                                 fwd_out: dict[str, TensorType]) -> TensorType:
-        """The REINFORCE loss of one module (with the learned baseline if configured); logs
-        policy loss, entropy and mean return (and the value loss and its explained variance, and
+        """The REINFORCE loss of one module (with the learned baseline or the action critic if
+        configured); logs policy loss, entropy and mean return (and the value or critic loss and
+        its explained variance, and
         the entropy weight ``alpha`` with ``entropy_target``)."""
         module = self.module[module_id]
         dist = module.get_train_action_dist_cls().from_logits(fwd_out[Columns.ACTION_DIST_INPUTS])
@@ -205,7 +298,17 @@ class ReinforceTorchLearner(TorchLearner):
         if config.entropy_target is not None:
             self._batch_entropy[module_id] = float(logs[ENTROPY_KEY])
             logs[ENTROPY_ALPHA_KEY] = entropy_coeff
-        if config.learned_baseline:
+        if config.action_critic:
+            q_values = module.compute_action_values(batch)
+            loss, policy_loss, critic_loss, q_taken = action_critic_loss(
+                fwd_out[Columns.ACTION_DIST_INPUTS], batch[Columns.ACTIONS], returns, q_values,
+                entropy, entropy_coeff, config.vf_loss_coeff)
+            logs[VALUE_LOSS_KEY] = critic_loss.detach()
+            logs[EXPLAINED_VARIANCE_KEY] = explained_variance(returns, q_taken.detach())
+            if config.critic_replay > 0:
+                loss = loss + config.vf_loss_coeff * self._replayed_critic_loss(
+                    module_id, module, config, batch)
+        elif config.learned_baseline:
             values = module.compute_values(batch)
             loss, policy_loss, value_loss = baseline_loss(
                 logp, returns, values, entropy, entropy_coeff, config.vf_loss_coeff)
@@ -216,3 +319,19 @@ class ReinforceTorchLearner(TorchLearner):
         logs[POLICY_LOSS_KEY] = policy_loss.detach()
         self.metrics.log_dict(logs, key=module_id, window=1)
         return loss
+
+    def _replayed_critic_loss(self, module_id: ModuleID, module: Any, config: ReinforceConfig,
+                              batch: dict[str, Any]) -> torch.Tensor:
+        """The critic's MSE on ``critic_replay_batch`` earlier samples (0 before any), then this
+        batch joins the replay."""
+        if module_id not in self.critic_replay:
+            seed = 0 if config.seed is None else int(config.seed)
+            self.critic_replay[module_id] = CriticReplay(config.critic_replay, seed)
+        replay = self.critic_replay[module_id]
+        old = replay.sample(config.critic_replay_batch)
+        replay.add(batch[Columns.OBS], batch[Columns.ACTIONS], batch[Columns.RETURNS_TO_GO])
+        if not old:
+            return torch.zeros(())
+        q = module.compute_action_values({Columns.OBS: old["obs"]})
+        q_taken = q.gather(-1, old["actions"].unsqueeze(-1)).squeeze(-1)
+        return torch.mean((q_taken - old["returns"]) ** 2)

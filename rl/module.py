@@ -67,10 +67,11 @@ def policy_config(model_config: Mapping[str, Any] | None) -> dict[str, Any]:
     return cfg
 
 
-def value_head_flag(value: Any) -> bool:
-    """``model_config["value_head"]`` checked: a bool, else ``ValueError`` naming the key."""
+def value_head_flag(value: Any, key: str = "value_head") -> bool:
+    """``model_config[key]`` (``value_head`` or ``q_head``) checked: a bool, else ``ValueError``
+    naming the key."""
     if not isinstance(value, bool):
-        raise ValueError(f"model_config['value_head'] must be a bool, got {value!r}")
+        raise ValueError(f"model_config[{key!r}] must be a bool, got {value!r}")
     return value
 
 

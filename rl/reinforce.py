@@ -38,7 +38,11 @@ Settings beyond RLlib's own (``lr``, ``gamma``, ``train_batch_size``...), all se
   ``entropy_target``;
 * ``learned_baseline`` — subtract the module's value head ``V(s)`` from the (shaped)
   returns-to-go and train it by MSE (:mod:`rl.learner`); off by default;
-* ``vf_loss_coeff`` — weight of that MSE in the loss.
+* ``vf_loss_coeff`` — weight of that MSE in the loss (and of the action critic's).
+* ``action_critic`` — learn ``Q(s, a)`` of every action (the shared module's ``q_head``) and
+  use it for all actions in the policy term (:mod:`rl.learner`); not with ``learned_baseline``;
+* ``critic_replay`` — with ``action_critic`` and gamma 0: how many earlier samples the critic
+  keeps fitting (0, the default: none); ``critic_replay_batch`` of them join each critic loss.
 
 RLlib's ``num_epochs`` and ``minibatch_size`` (``training(num_epochs=..., minibatch_size=...)``)
 are honoured: ``num_epochs`` passes over the batch instead of one gradient step. Every pass after
@@ -364,6 +368,9 @@ class ReinforceConfig(AlgorithmConfig):
         self.entropy_target_lr: float = 0.05
         self.learned_baseline: bool = False
         self.vf_loss_coeff: float = 1.0
+        self.action_critic: bool = False
+        self.critic_replay: int = 0
+        self.critic_replay_batch: int = 1024
         self.lr = 1e-3
         self.gamma = 0.99
         # Every train batch is made of whole episodes (REINFORCE needs the full return).
@@ -382,7 +389,10 @@ class ReinforceConfig(AlgorithmConfig):
                  entropy_target: float | Any | None = NotProvided,
                  entropy_target_lr: float | Any = NotProvided,
                  learned_baseline: bool | Any = NotProvided,
-                 vf_loss_coeff: float | Any = NotProvided, **kwargs: Any) -> Self:
+                 vf_loss_coeff: float | Any = NotProvided,
+                 action_critic: bool | Any = NotProvided,
+                 critic_replay: int | Any = NotProvided,
+                 critic_replay_batch: int | Any = NotProvided, **kwargs: Any) -> Self:
         """RLlib's training settings plus the REINFORCE ones (see the module docstring)."""
         super().training(**kwargs)
         if num_episodes_per_train_batch is not NotProvided:
@@ -407,6 +417,12 @@ class ReinforceConfig(AlgorithmConfig):
             self.learned_baseline = learned_baseline
         if vf_loss_coeff is not NotProvided:
             self.vf_loss_coeff = vf_loss_coeff
+        if action_critic is not NotProvided:
+            self.action_critic = action_critic
+        if critic_replay is not NotProvided:
+            self.critic_replay = critic_replay
+        if critic_replay_batch is not NotProvided:
+            self.critic_replay_batch = critic_replay_batch
         return self
 
     def validate(self) -> None:
@@ -451,6 +467,22 @@ class ReinforceConfig(AlgorithmConfig):
             raise ValueError(f"learned_baseline must be a bool, got {self.learned_baseline!r}")
         if not self.vf_loss_coeff >= 0:
             raise ValueError(f"vf_loss_coeff must be >= 0, got {self.vf_loss_coeff}")
+        if not isinstance(self.action_critic, bool):
+            raise ValueError(f"action_critic must be a bool, got {self.action_critic!r}")
+        if self.action_critic and self.learned_baseline:
+            raise ValueError("action_critic and learned_baseline are two baselines: set one")
+        for name in ("critic_replay", "critic_replay_batch"):
+            value = getattr(self, name)
+            if not isinstance(value, int) or isinstance(value, bool) or value < 0:
+                raise ValueError(f"{name} must be an int >= 0, got {value!r}")
+        if self.critic_replay > 0 and not self.action_critic:
+            raise ValueError("critic_replay replays samples for the action critic: set "
+                             "action_critic=True")
+        if self.critic_replay > 0 and self.gamma != 0:
+            raise ValueError(f"critic_replay needs gamma 0 (a one-step target does not depend "
+                             f"on the policy that drew it), got gamma={self.gamma}")
+        if self.critic_replay > 0 and self.critic_replay_batch < 1:
+            raise ValueError("critic_replay_batch must be >= 1 with critic_replay")
         if self.batch_mode != "complete_episodes":
             raise ValueError(f"REINFORCE needs batch_mode='complete_episodes', "
                              f"got {self.batch_mode!r}")
@@ -459,8 +491,10 @@ class ReinforceConfig(AlgorithmConfig):
 
     @property
     def _model_config_auto_includes(self) -> dict[str, Any]:
-        """``value_head`` follows ``learned_baseline`` (a user's ``model_config`` overrides it)."""
-        return {**super()._model_config_auto_includes, "value_head": self.learned_baseline}
+        """``value_head`` follows ``learned_baseline``, ``q_head`` follows ``action_critic`` (a
+        user's ``model_config`` overrides them)."""
+        return {**super()._model_config_auto_includes, "value_head": self.learned_baseline,
+                "q_head": self.action_critic}
 
     def get_default_rl_module_spec(self) -> RLModuleSpec:
         """The notebook's softmax policy (:data:`rl.module.DEFAULT_POLICY_CONFIG`), overridable via

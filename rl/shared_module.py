@@ -18,6 +18,22 @@ encoder (same shape as ``phi``'s hidden layers, separate weights, so the value l
 pull the policy's features), mean-pooled over services, with the global features, into a small
 head. Permutation-invariant, and dropped from the env runners' inference-only copies.
 
+With ``q_head`` (set by ``ReinforceConfig.training(action_critic=True)``) the module also
+estimates ``Q(s, a)`` for every action, in the learner's return units, for the all-action policy
+gradient of :mod:`rl.learner`: its own per-service encoder (same shape as ``phi``'s, separate
+weights) scores each service's ``A`` acts, and a head over the mean of those embeddings and the
+global features scores the global actions — the same layout and the same equivariance as the
+logits. Dropped from the inference-only copies too.
+
+With ``explore_mix`` ε > 0 the env runners sample (``forward_exploration``) from
+``(1 - ε) pi + ε u`` instead of ``pi``, where ``u`` puts ``explore_global_share`` of its mass
+uniformly on the global actions (restore, no-op) and the rest uniformly on all actions: a
+behaviour policy that keeps trying every action, and the rare global ones often, whatever
+``pi`` has committed to. Greedy acting (``forward_inference``) and the learner
+(``forward_train``) still see ``pi``. Only sound with the action critic, whose policy term does
+not weigh the drawn action and whose one-step targets do not depend on the policy that drew it
+(``ReinforceTorchLearner.build`` refuses it otherwise).
+
 ``model_config`` keys (issue 12's contract, §7):
 
 * ``service_features`` — S lists of F observation indices (one per service, equal lengths);
@@ -28,6 +44,8 @@ head. Permutation-invariant, and dropped from the env runners' inference-only co
   0 without; ``setpoint_restore``'s restore and no-op: 2);
 * ``hidden`` — widths of ``phi``'s hidden layers (default ``[64, 64]``);
 * optional: ``activation`` (``relu`` | ``tanh`` | ``elu``, default ``relu``), ``value_head``,
+  ``q_head`` (the action critic, above), ``explore_mix`` and ``explore_global_share`` (its
+  behaviour policy, above; default 0 and 0.5),
   ``act_groups`` — A ints, the group of each act (e.g. the knob it sets): then a second linear
   head scores each service's groups and every act's logit adds its group's score. The function
   class is the same (a sum of two linear maps is one), but what is learnt about one act moves
@@ -89,6 +107,9 @@ class SharedModuleSettings:
         hidden: widths of ``phi``'s hidden layers (the last is the embedding size).
         activation: name of the hidden layers' activation.
         value_head: build ``V(s)`` for the learned baseline.
+        q_head: build ``Q(s, a)`` for the all-action policy gradient (action critic).
+        explore_mix: ε of the env runners' behaviour policy (module docstring).
+        explore_global_share: the share of ε's mass on the global actions.
         act_groups: the group of each of the ``A`` acts, or None (no group head).
         global_actions: how many global actions end the action space.
         factored: service first, then act (module docstring).
@@ -104,6 +125,9 @@ class SharedModuleSettings:
     act_groups: tuple[int, ...] | None = None
     global_actions: int = 0
     factored: bool = False
+    q_head: bool = False
+    explore_mix: float = 0.0
+    explore_global_share: float = 0.5
 
     @property
     def num_services(self) -> int:
@@ -188,7 +212,13 @@ def shared_module_settings(model_config: Mapping[str, Any] | None, obs_dim: int,
         service_features=services, global_features=global_features, acts_per_service=acts,
         noop_action=noop, hidden=tuple(hidden), activation=activation_name(config),
         value_head=value_head_flag(config.get("value_head", False)), act_groups=groups,
-        global_actions=n_global, factored=factored)
+        global_actions=n_global, factored=factored,
+        q_head=value_head_flag(config.get("q_head", False), key="q_head"),
+        explore_mix=_fraction(config, "explore_mix", 0.0, upper_open=True),
+        explore_global_share=_fraction(config, "explore_global_share", 0.5))
+    if settings.explore_global_share > 0 and settings.explore_mix > 0 and not n_global:
+        raise ValueError("model_config['explore_global_share'] > 0 needs global actions "
+                         "(noop_action)")
     if settings.num_actions != num_actions:
         raise ValueError(
             f"the action space has {num_actions} actions but model_config describes "
@@ -196,6 +226,18 @@ def shared_module_settings(model_config: Mapping[str, Any] | None, obs_dim: int,
             f"(acts_per_service) + {n_global} global_actions (noop_action={noop}) = "
             f"{settings.num_actions}")
     return settings
+
+
+def _fraction(config: Mapping[str, Any], key: str, default: float,
+              upper_open: bool = False) -> float:
+    """``config[key]`` checked: a number in [0, 1] (or [0, 1) with ``upper_open``), else
+    ``ValueError`` naming the key."""
+    value = config.get(key, default)
+    if (isinstance(value, bool) or not isinstance(value, int | float)
+            or not (0.0 <= value < 1.0 if upper_open else 0.0 <= value <= 1.0)):
+        bound = "[0, 1)" if upper_open else "[0, 1]"
+        raise ValueError(f"model_config[{key!r}] must be a number in {bound}, got {value!r}")
+    return float(value)
 
 
 def _trunk(in_dim: int, hidden: Sequence[int], act: str) -> torch.nn.Sequential:
@@ -248,6 +290,15 @@ class SharedServiceModule(TorchRLModule, ValueFunctionAPI, InferenceOnlyAPI):
         if s.value_head:
             self.value_encoder = _trunk(in_dim, s.hidden, s.activation)
             self.value_head = _head(width + len(s.global_features), width, s.activation)
+        self.q_encoder: torch.nn.Sequential | None = None
+        self.q_act_head: torch.nn.Linear | None = None
+        self.q_global_head: torch.nn.Sequential | None = None
+        if s.q_head:
+            self.q_encoder = _trunk(in_dim, s.hidden, s.activation)
+            self.q_act_head = torch.nn.Linear(width, s.acts_per_service)
+            if s.global_actions:
+                self.q_global_head = _head(width + len(s.global_features), width, s.activation,
+                                           s.global_actions)
         # Not persistent: the state dict must not depend on S (or on where features sit).
         self.register_buffer("service_index", torch.tensor(s.service_features,
                                                            dtype=torch.long), persistent=False)
@@ -279,6 +330,22 @@ class SharedServiceModule(TorchRLModule, ValueFunctionAPI, InferenceOnlyAPI):
             logits = torch.cat([logits, self.noop_head(pooled)], dim=-1)
         return {Columns.ACTION_DIST_INPUTS: logits}
 
+    def _forward_exploration(self, batch: dict[str, Any], **kwargs: Any) -> dict[str, Any]:
+        """The env runners' behaviour policy: ``pi``, or with ``explore_mix`` ε the mixture
+        ``(1 - ε) pi + ε u`` (module docstring), as logits (log-probabilities)."""
+        out = self._forward(batch, **kwargs)
+        eps = self.settings.explore_mix
+        if eps <= 0.0:
+            return out
+        logits = out[Columns.ACTION_DIST_INPUTS]
+        n, g = logits.shape[-1], self.settings.global_actions
+        share = self.settings.explore_global_share if g else 0.0
+        uniform = torch.full((n,), (1.0 - share) / n, dtype=logits.dtype)
+        if g:
+            uniform[n - g:] += share / g
+        mixed = (1.0 - eps) * torch.softmax(logits, dim=-1) + eps * uniform
+        return {**out, Columns.ACTION_DIST_INPUTS: torch.log(mixed)}
+
     @property
     def has_value_head(self) -> bool:
         """Whether :meth:`compute_values` works (built with a value head, not inference-only)."""
@@ -296,6 +363,30 @@ class SharedServiceModule(TorchRLModule, ValueFunctionAPI, InferenceOnlyAPI):
         pooled = self.value_encoder(inputs).mean(dim=-2)
         return self.value_head(torch.cat([pooled, shared], dim=-1)).squeeze(-1)
 
+    @property
+    def has_q_head(self) -> bool:
+        """Whether :meth:`compute_action_values` works (built with ``q_head``, not
+        inference-only)."""
+        return getattr(self, "q_encoder", None) is not None
+
+    def compute_action_values(self, batch: dict[str, Any]) -> torch.Tensor:
+        """``Q(s, a)`` for every action, shape ``[..., S * A + global_actions]`` (the logits'
+        layout), in the units of the learner's returns-to-go.
+
+        ``ValueError`` if the module has no ``q_head``.
+        """
+        if not self.has_q_head:
+            raise ValueError(f"{type(self).__name__} was built without a q_head: set "
+                             "model_config['q_head']=True (ReinforceConfig.training("
+                             "action_critic=True) does) to learn action values")
+        inputs, shared = self._inputs(batch[Columns.OBS])
+        embeddings = self.q_encoder(inputs)
+        values = self.q_act_head(embeddings).flatten(-2)
+        if self.q_global_head is not None:
+            pooled = torch.cat([embeddings.mean(dim=-2), shared], dim=-1)
+            values = torch.cat([values, self.q_global_head(pooled)], dim=-1)
+        return values
+
     def get_non_inference_attributes(self) -> list[str]:
-        """The value encoder and head: acting never needs them."""
-        return ["value_encoder", "value_head"]
+        """The value and action-value encoders and heads: acting never needs them."""
+        return ["value_encoder", "value_head", "q_encoder", "q_act_head", "q_global_head"]

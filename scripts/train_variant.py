@@ -53,6 +53,9 @@ class Args:
     group_scale: bool = False
     factored: bool = False
     learned_baseline: bool = False
+    action_critic: bool = False
+    critic_replay: int = 0
+    explore_mix: float = 0.0
     raw_returns: bool = False
     scenarios: str = "training"
     reward_mode: str = "absolute"
@@ -101,7 +104,9 @@ def train(args: Args) -> tuple[Any, dict[str, Any]]:
                                      factored=args.factored)
     config = (build_param_space(settings).copy(copy_frozen=False)
               .environment(env_config=env_config)
-              .rl_module(rl_module_spec=spec, model_config=model_config)
+              .rl_module(rl_module_spec=spec,
+                         model_config={**model_config, **({"explore_mix": args.explore_mix}
+                                                          if args.explore_mix else {})})
               .training(lr=args.lr, gamma=args.gamma,
                         rank_returns=args.episodes_per_scenario == 1 and not args.raw_returns,
                         normalize_returns=not args.raw_returns,
@@ -110,7 +115,9 @@ def train(args: Args) -> tuple[Any, dict[str, Any]]:
                         entropy_target=args.entropy_target or None,
                         entropy_target_lr=args.entropy_target_lr,
                         group_scale=args.group_scale,
-                        learned_baseline=args.learned_baseline)
+                        learned_baseline=args.learned_baseline,
+                        action_critic=args.action_critic,
+                        critic_replay=args.critic_replay)
               .debugging(seed=args.seed))
     algo = config.build_algo()
     t0 = time.monotonic()
