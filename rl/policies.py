@@ -35,6 +35,43 @@ def act_group(catalogue: ActionCatalogue, act: int) -> int:
     return len(catalogue.knobs) if knob is None else catalogue.knobs.index(knob)
 
 
+def inert_acts(env_config: Mapping[str, Any] | None) -> dict[str, Any]:
+    """What the shared module needs to tell, from an observation alone, which actions leave the
+    effective configuration unchanged (its ``inert_acts`` key, :mod:`rl.shared_module`).
+
+    A service's configuration block encodes each catalogue knob's effective value
+    (:mod:`envs.observation`). A ``set`` act is inert where its knob's channel already holds
+    the act's value; a service's reset where its block holds Istio's defaults; the whole-mesh
+    restore where every block does; the no-op always. Acts whose result depends on the value
+    they start from (a rung up or down, add, toggle) are never counted inert.
+
+    Raises:
+        ValueError: a bad ``env_config`` (as ``MeshEnv`` would say it).
+    """
+    from envs.actions import ActionKind
+    from envs.observation import DEST_CHANNELS, _config_block
+
+    settings = EnvSettings.from_config(env_config)
+    catalogue = make_catalogue(settings.catalogue, settings.services)  # type: ignore[arg-type]
+    knobs = tuple(catalogue.knobs)
+    offset = len(DEST_CHANNELS)  # the configuration block follows the destination block
+    act_offset: list[int] = []
+    act_value: list[float] = []
+    for act in catalogue.actions[:catalogue.actions_per_service]:
+        if act.kind is ActionKind.SET and act.knob is not None:
+            k = knobs.index(act.knob)
+            act_offset.append(offset + k)
+            act_value.append(float(_config_block(act.apply_to(None), knobs)[k]))
+        else:
+            act_offset.append(-1 if act.kind is ActionKind.RESET else -2)
+            act_value.append(0.0)
+    first_global = len(catalogue.services) * catalogue.actions_per_service
+    kinds = [a.kind.value for a in catalogue.actions[first_global:]]
+    return {"config_offsets": [offset + k for k in range(len(knobs))],
+            "defaults": [float(v) for v in _config_block(None, knobs)],
+            "act_offset": act_offset, "act_value": act_value, "global_kinds": kinds}
+
+
 def mesh_layout(env_config: Mapping[str, Any] | None, act_groups: bool = False
                 ) -> dict[str, Any]:
     """The shared module's layout keys for the MeshEnv built from ``env_config``; with
@@ -80,4 +117,4 @@ def policy_spec(policy: str, env_config: Mapping[str, Any] | None,
     raise ValueError(f"unknown policy {policy!r}; choose one of {POLICIES}")
 
 
-__all__ = ["POLICIES", "mesh_layout", "policy_spec"]
+__all__ = ["POLICIES", "inert_acts", "mesh_layout", "policy_spec"]

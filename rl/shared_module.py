@@ -25,6 +25,13 @@ weights) scores each service's ``A`` acts, and a head over the mean of those emb
 global features scores the global actions — the same layout and the same equivariance as the
 logits. Dropped from the inference-only copies too.
 
+With ``inert_acts`` (a dict from :func:`rl.policies.inert_acts`) the critic's ``Q`` is exactly 0
+for every action that, as far as the observation's configuration blocks show, changes nothing:
+a ``set`` act whose knob already holds its value, a reset of a service at Istio's defaults, the
+restore when every service is there, the no-op. That is what the ``vs_keep`` reward pays such an
+action (the same run with and without it), so the critic need not learn it — and cannot get it
+wrong: an overestimated inert action would otherwise outrank the few that pay.
+
 With ``explore_mix`` ε > 0 the env runners sample (``forward_exploration``) from
 ``(1 - ε) pi + ε u`` instead of ``pi``, where ``u`` puts ``explore_global_share`` of its mass
 uniformly on the global actions (restore, no-op) and the rest uniformly on all actions: a
@@ -45,7 +52,7 @@ not weigh the drawn action and whose one-step targets do not depend on the polic
 * ``hidden`` — widths of ``phi``'s hidden layers (default ``[64, 64]``);
 * optional: ``activation`` (``relu`` | ``tanh`` | ``elu``, default ``relu``), ``value_head``,
   ``q_head`` (the action critic, above), ``explore_mix`` and ``explore_global_share`` (its
-  behaviour policy, above; default 0 and 0.5),
+  behaviour policy, above; default 0 and 0.5), ``inert_acts`` (above),
   ``act_groups`` — A ints, the group of each act (e.g. the knob it sets): then a second linear
   head scores each service's groups and every act's logit adds its group's score. The function
   class is the same (a sum of two linear maps is one), but what is learnt about one act moves
@@ -110,6 +117,7 @@ class SharedModuleSettings:
         q_head: build ``Q(s, a)`` for the all-action policy gradient (action critic).
         explore_mix: ε of the env runners' behaviour policy (module docstring).
         explore_global_share: the share of ε's mass on the global actions.
+        inert_acts: what tells the inert actions (module docstring), or None.
         act_groups: the group of each of the ``A`` acts, or None (no group head).
         global_actions: how many global actions end the action space.
         factored: service first, then act (module docstring).
@@ -128,6 +136,7 @@ class SharedModuleSettings:
     q_head: bool = False
     explore_mix: float = 0.0
     explore_global_share: float = 0.5
+    inert_acts: Mapping[str, Any] | None = None
 
     @property
     def num_services(self) -> int:
@@ -216,6 +225,9 @@ def shared_module_settings(model_config: Mapping[str, Any] | None, obs_dim: int,
         q_head=value_head_flag(config.get("q_head", False), key="q_head"),
         explore_mix=_fraction(config, "explore_mix", 0.0, upper_open=True),
         explore_global_share=_fraction(config, "explore_global_share", 0.5))
+    inert = config.get("inert_acts")
+    if inert is not None:
+        settings = _with_inert_acts(settings, inert)
     if settings.explore_global_share > 0 and settings.explore_mix > 0 and not n_global:
         raise ValueError("model_config['explore_global_share'] > 0 needs global actions "
                          "(noop_action)")
@@ -226,6 +238,32 @@ def shared_module_settings(model_config: Mapping[str, Any] | None, obs_dim: int,
             f"(acts_per_service) + {n_global} global_actions (noop_action={noop}) = "
             f"{settings.num_actions}")
     return settings
+
+
+def _with_inert_acts(settings: SharedModuleSettings, inert: Any) -> SharedModuleSettings:
+    """``settings`` with ``inert_acts`` checked against its layout, else ``ValueError`` naming
+    the key."""
+    from dataclasses import replace
+
+    keys = ("config_offsets", "defaults", "act_offset", "act_value", "global_kinds")
+    if not isinstance(inert, Mapping) or any(k not in inert for k in keys):
+        raise ValueError(f"model_config['inert_acts'] must be a dict with keys {keys}")
+    f = len(settings.service_features[0])
+    offsets, defaults = list(inert["config_offsets"]), list(inert["defaults"])
+    act_offset, act_value = list(inert["act_offset"]), list(inert["act_value"])
+    kinds = list(inert["global_kinds"])
+    if (len(offsets) != len(defaults) or not all(_is_int(o) and 0 <= o < f for o in offsets)
+            or len(act_offset) != settings.acts_per_service
+            or len(act_value) != settings.acts_per_service
+            or not all(_is_int(o) and -2 <= o < f for o in act_offset)
+            or len(kinds) != settings.global_actions):
+        raise ValueError("model_config['inert_acts'] does not fit the layout: config_offsets "
+                         f"and defaults of equal length within a service's {f} features, "
+                         f"act_offset/act_value of {settings.acts_per_service} acts, "
+                         f"global_kinds of {settings.global_actions} global actions")
+    return replace(settings, inert_acts={"config_offsets": offsets, "defaults": defaults,
+                                         "act_offset": act_offset, "act_value": act_value,
+                                         "global_kinds": kinds})
 
 
 def _fraction(config: Mapping[str, Any], key: str, default: float,
@@ -299,6 +337,18 @@ class SharedServiceModule(TorchRLModule, ValueFunctionAPI, InferenceOnlyAPI):
             if s.global_actions:
                 self.q_global_head = _head(width + len(s.global_features), width, s.activation,
                                            s.global_actions)
+        if s.inert_acts is not None:
+            spec = s.inert_acts
+            for name, values, dtype in (
+                    ("inert_config_offsets", spec["config_offsets"], torch.long),
+                    ("inert_defaults", spec["defaults"], torch.float32),
+                    ("inert_act_offset", spec["act_offset"], torch.long),
+                    ("inert_act_value", spec["act_value"], torch.float32)):
+                self.register_buffer(name, torch.tensor(values, dtype=dtype), persistent=False)
+            self.register_buffer("inert_global_restore", torch.tensor(
+                [k == "restore" for k in spec["global_kinds"]]), persistent=False)
+            self.register_buffer("inert_global_noop", torch.tensor(
+                [k == "noop" for k in spec["global_kinds"]]), persistent=False)
         # Not persistent: the state dict must not depend on S (or on where features sit).
         self.register_buffer("service_index", torch.tensor(s.service_features,
                                                            dtype=torch.long), persistent=False)
@@ -385,7 +435,36 @@ class SharedServiceModule(TorchRLModule, ValueFunctionAPI, InferenceOnlyAPI):
         if self.q_global_head is not None:
             pooled = torch.cat([embeddings.mean(dim=-2), shared], dim=-1)
             values = torch.cat([values, self.q_global_head(pooled)], dim=-1)
+        if self.settings.inert_acts is not None:
+            values = values.masked_fill(self.inert_mask(batch[Columns.OBS]), 0.0)
         return values
+
+    #: Two encoded values closer than this are the same knob value (distinct rungs differ by
+    #: far more in ``log1p(v)/log1p(ceiling)``).
+    INERT_TOLERANCE = 1e-4
+
+    def inert_mask(self, obs: torch.Tensor) -> torch.Tensor:
+        """Which actions change nothing the observation shows, ``[..., S * A + global_actions]``
+        booleans (module docstring); all False without ``inert_acts``."""
+        obs = obs.float()
+        own = obs[..., self.service_index]  # [..., S, F]
+        n = self.settings.num_actions
+        if self.settings.inert_acts is None:
+            return torch.zeros((*obs.shape[:-1], n), dtype=torch.bool)
+        tol = self.INERT_TOLERANCE
+        at_default = ((own[..., self.inert_config_offsets] - self.inert_defaults).abs()
+                      < tol).all(dim=-1)  # [..., S]
+        offsets = self.inert_act_offset.clamp(min=0)
+        holds = (own[..., offsets] - self.inert_act_value).abs() < tol  # [..., S, A]
+        acts = torch.where(self.inert_act_offset >= 0, holds,
+                           (self.inert_act_offset == -1) & at_default.unsqueeze(-1))
+        mask = acts.flatten(-2)
+        if self.settings.global_actions:
+            everything = at_default.all(dim=-1, keepdim=True)
+            glob = (self.inert_global_noop
+                    | (self.inert_global_restore & everything))
+            mask = torch.cat([mask, glob.expand(*mask.shape[:-1], -1)], dim=-1)
+        return mask
 
     def get_non_inference_attributes(self) -> list[str]:
         """The value and action-value encoders and heads: acting never needs them."""

@@ -56,6 +56,7 @@ class Args:
     action_critic: bool = False
     critic_replay: int = 0
     explore_mix: float = 0.0
+    inert_zero: bool = False
     raw_returns: bool = False
     scenarios: str = "training"
     reward_mode: str = "absolute"
@@ -92,7 +93,7 @@ def train(args: Args) -> tuple[Any, dict[str, Any]]:
     from ray.rllib.core import DEFAULT_MODULE_ID
 
     from rl.learner import ENTROPY_ALPHA_KEY, ENTROPY_KEY
-    from rl.policies import policy_spec
+    from rl.policies import inert_acts, policy_spec
     from rl.sweep import POLICY, base_env_config, build_param_space, sweep_settings
 
     settings = sweep_settings(iterations=args.iterations,
@@ -105,8 +106,11 @@ def train(args: Args) -> tuple[Any, dict[str, Any]]:
     config = (build_param_space(settings).copy(copy_frozen=False)
               .environment(env_config=env_config)
               .rl_module(rl_module_spec=spec,
-                         model_config={**model_config, **({"explore_mix": args.explore_mix}
-                                                          if args.explore_mix else {})})
+                         model_config={**model_config,
+                                       **({"explore_mix": args.explore_mix}
+                                          if args.explore_mix else {}),
+                                       **({"inert_acts": inert_acts(env_config)}
+                                          if args.inert_zero else {})})
               .training(lr=args.lr, gamma=args.gamma,
                         rank_returns=args.episodes_per_scenario == 1 and not args.raw_returns,
                         normalize_returns=not args.raw_returns,

@@ -320,3 +320,55 @@ def test_bad_exploration_settings_raise_naming_the_key(changes: dict[str, Any], 
         RLModuleSpec(module_class=SharedServiceModule, observation_space=OBS,
                      action_space=gym.spaces.Discrete(n),
                      model_config={**SHARED, **changes}).build()
+
+
+def test_the_inert_mask_matches_what_the_catalogue_changes_on_the_mesh_env() -> None:
+    """On MeshEnv's own observations (Istio's defaults, the notebook's random draws, tuned
+    starts, after random actions) the module counts an action inert exactly when applying it
+    leaves every service's configuration block unchanged; Q is 0 there and only there."""
+    from envs.mesh_env import MeshEnv
+    from envs.observation import _config_block
+    from rl.policies import inert_acts, mesh_layout
+
+    env_config = {"catalogue": "setpoint_restore"}
+    env = MeshEnv(env_config)
+    module = RLModuleSpec(
+        module_class=SharedServiceModule, observation_space=env.observation_space,
+        action_space=env.action_space,
+        model_config={**mesh_layout(env_config), "hidden": [16], "q_head": True,
+                      "inert_acts": inert_acts(env_config)}).build()
+    knobs = tuple(env.catalogue.knobs)
+
+    def blocks(config: dict[str, Any]) -> list[tuple[float, ...]]:
+        return [_config_block(config.get(s), knobs) for s in env.catalogue.services]
+
+    rng = np.random.default_rng(0)
+    counts = np.zeros(2, int)
+    for episode in range(4):
+        obs, _ = env.reset(seed=episode)
+        for _ in range(3):
+            config = env.config
+            truth = np.array([blocks(env.catalogue.apply(a, config)) == blocks(config)
+                              for a in range(len(env.catalogue))])
+            with torch.no_grad():
+                mask = module.inert_mask(torch.as_tensor(obs[None]))[0].numpy()
+                q = module.compute_action_values({Columns.OBS: torch.as_tensor(obs[None])})[0]
+            np.testing.assert_array_equal(mask, truth)
+            assert torch.all(q[torch.as_tensor(truth)] == 0)
+            assert torch.all(q[~torch.as_tensor(truth)] != 0)
+            counts += [truth.sum(), (~truth).sum()]
+            obs, *_ = env.step(int(rng.integers(len(env.catalogue))))
+    assert counts.min() > 100  # both kinds seen: the test has teeth
+
+
+def test_bad_inert_acts_raise_naming_the_key() -> None:
+    with pytest.raises(ValueError, match="inert_acts"):
+        RLModuleSpec(module_class=SharedServiceModule, observation_space=OBS,
+                     action_space=ACTIONS,
+                     model_config={**SHARED, "inert_acts": {"defaults": [1.0]}}).build()
+    with pytest.raises(ValueError, match="inert_acts"):
+        RLModuleSpec(module_class=SharedServiceModule, observation_space=OBS,
+                     action_space=ACTIONS,
+                     model_config={**SHARED, "inert_acts": {
+                         "config_offsets": [1], "defaults": [1.0], "act_offset": [1, 1],
+                         "act_value": [0.5, 0.5], "global_kinds": ["noop"]}}).build()
