@@ -37,6 +37,12 @@ class Args:
     the entropy near it with an automatic entropy coefficient that starts at ``entropy`` and
     whose log moves by ``entropy_target_lr`` per update and nat of gap
     (``ReinforceConfig.entropy_target``); 0 = off, the fixed ``entropy`` coefficient.
+
+    ``action_critic`` (``--action-critic``): the policy term over every action with a learned
+    ``Q(s, a)`` (``ReinforceConfig.action_critic``); with it, ``critic_replay`` (samples the
+    critic refits; gamma 0 only), ``explore_mix`` (ε of the env runners' behaviour policy) and
+    ``inert_zero`` (``Q`` exactly 0 for actions that change nothing; meant for ``reward_mode``
+    ``vs_keep``) — the shared module's keys of the same names (:mod:`rl.shared_module`).
     """
 
     catalogue: str = "setpoint"
@@ -78,6 +84,14 @@ def parse_args(argv: list[str] | None = None) -> Args:
     if args.raw_returns and args.episodes_per_scenario != 1:
         p.error("--raw-returns uses no baseline: it needs --episodes-per-scenario 1 (a group "
                 "of tries is a baseline)")
+    if (args.critic_replay or args.explore_mix or args.inert_zero) and not args.action_critic:
+        p.error("--critic-replay, --explore-mix and --inert-zero are the action critic's: add "
+                "--action-critic")
+    if args.inert_zero and args.reward_mode != "vs_keep":
+        p.error("--inert-zero sets Q to 0 where an action changes nothing, which only the "
+                "vs_keep reward pays: add --reward-mode vs_keep")
+    if args.critic_replay and args.gamma != 0:
+        p.error("--critic-replay needs --gamma 0 (one-step targets)")
     return args
 
 
