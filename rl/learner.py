@@ -125,7 +125,7 @@ def baseline_loss(logp: torch.Tensor, returns: torch.Tensor, values: torch.Tenso
 
 def action_critic_loss(logits: torch.Tensor, actions: torch.Tensor, returns: torch.Tensor,
                        q_values: torch.Tensor, entropy: torch.Tensor, entropy_coeff: float,
-                       critic_coeff: float,
+                       critic_coeff: float, scale_advantages: bool = False,
                        ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
     """``(total_loss, policy_loss, critic_loss, q_taken)`` of one batch with an action critic.
 
@@ -134,10 +134,16 @@ def action_critic_loss(logits: torch.Tensor, actions: torch.Tensor, returns: tor
     and ``A = sg[Q] - sum_b pi_b sg[Q_b]``, ``policy_loss = -mean(sum_a pi_a A_a)`` (the
     expected policy gradient under the critic; the critic gets no gradient from it);
     ``total = policy_loss - entropy_coeff * mean(entropy) + critic_coeff * critic_loss``.
+    With ``scale_advantages`` ``A`` is divided by its standard deviation over the batch's
+    states and actions (weighted by ``pi``; 1 when it is 0), so that ``entropy_coeff`` is a
+    temperature relative to the critic's spread, not in the reward's units.
     """
     probs = torch.softmax(logits, dim=-1)
     q = q_values.detach()
     advantages = q - (probs.detach() * q).sum(dim=-1, keepdim=True)
+    if scale_advantages:
+        spread = torch.sqrt((probs.detach() * advantages ** 2).sum(dim=-1).mean())
+        advantages = advantages / (spread if spread.item() > 0 else 1.0)
     policy_loss = -torch.mean((probs * advantages).sum(dim=-1))
     q_taken = q_values.gather(-1, actions.long().unsqueeze(-1)).squeeze(-1)
     critic_loss = torch.mean((q_taken - returns) ** 2)
@@ -302,7 +308,7 @@ class ReinforceTorchLearner(TorchLearner):
             q_values = module.compute_action_values(batch)
             loss, policy_loss, critic_loss, q_taken = action_critic_loss(
                 fwd_out[Columns.ACTION_DIST_INPUTS], batch[Columns.ACTIONS], returns, q_values,
-                entropy, entropy_coeff, config.vf_loss_coeff)
+                entropy, entropy_coeff, config.vf_loss_coeff, config.critic_scale_advantages)
             logs[VALUE_LOSS_KEY] = critic_loss.detach()
             logs[EXPLAINED_VARIANCE_KEY] = explained_variance(returns, q_taken.detach())
             if config.critic_replay > 0:

@@ -42,7 +42,9 @@ Settings beyond RLlib's own (``lr``, ``gamma``, ``train_batch_size``...), all se
 * ``action_critic`` — learn ``Q(s, a)`` of every action (the shared module's ``q_head``) and
   use it for all actions in the policy term (:mod:`rl.learner`); not with ``learned_baseline``;
 * ``critic_replay`` — with ``action_critic`` and gamma 0: how many earlier samples the critic
-  keeps fitting (0, the default: none); ``critic_replay_batch`` of them join each critic loss.
+  keeps fitting (0, the default: none); ``critic_replay_batch`` of them join each critic loss;
+* ``critic_scale_advantages`` — with ``action_critic``: divide the critic's advantages by their
+  spread over the batch, so that ``entropy_coeff`` is a relative temperature (off by default).
 
 RLlib's ``num_epochs`` and ``minibatch_size`` (``training(num_epochs=..., minibatch_size=...)``)
 are honoured: ``num_epochs`` passes over the batch instead of one gradient step. Every pass after
@@ -371,6 +373,7 @@ class ReinforceConfig(AlgorithmConfig):
         self.action_critic: bool = False
         self.critic_replay: int = 0
         self.critic_replay_batch: int = 1024
+        self.critic_scale_advantages: bool = False
         self.lr = 1e-3
         self.gamma = 0.99
         # Every train batch is made of whole episodes (REINFORCE needs the full return).
@@ -392,7 +395,8 @@ class ReinforceConfig(AlgorithmConfig):
                  vf_loss_coeff: float | Any = NotProvided,
                  action_critic: bool | Any = NotProvided,
                  critic_replay: int | Any = NotProvided,
-                 critic_replay_batch: int | Any = NotProvided, **kwargs: Any) -> Self:
+                 critic_replay_batch: int | Any = NotProvided,
+                 critic_scale_advantages: bool | Any = NotProvided, **kwargs: Any) -> Self:
         """RLlib's training settings plus the REINFORCE ones (see the module docstring)."""
         super().training(**kwargs)
         if num_episodes_per_train_batch is not NotProvided:
@@ -423,6 +427,8 @@ class ReinforceConfig(AlgorithmConfig):
             self.critic_replay = critic_replay
         if critic_replay_batch is not NotProvided:
             self.critic_replay_batch = critic_replay_batch
+        if critic_scale_advantages is not NotProvided:
+            self.critic_scale_advantages = critic_scale_advantages
         return self
 
     def validate(self) -> None:
@@ -475,6 +481,12 @@ class ReinforceConfig(AlgorithmConfig):
             value = getattr(self, name)
             if not isinstance(value, int) or isinstance(value, bool) or value < 0:
                 raise ValueError(f"{name} must be an int >= 0, got {value!r}")
+        if not isinstance(self.critic_scale_advantages, bool):
+            raise ValueError("critic_scale_advantages must be a bool, got "
+                             f"{self.critic_scale_advantages!r}")
+        if self.critic_scale_advantages and not self.action_critic:
+            raise ValueError("critic_scale_advantages scales the action critic's advantages: "
+                             "set action_critic=True")
         if self.critic_replay > 0 and not self.action_critic:
             raise ValueError("critic_replay replays samples for the action critic: set "
                              "action_critic=True")

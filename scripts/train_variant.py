@@ -42,7 +42,8 @@ class Args:
     ``Q(s, a)`` (``ReinforceConfig.action_critic``); with it, ``critic_replay`` (samples the
     critic refits; gamma 0 only), ``explore_mix`` (ε of the env runners' behaviour policy) and
     ``inert_zero`` (``Q`` exactly 0 for actions that change nothing; meant for ``reward_mode``
-    ``vs_keep``) — the shared module's keys of the same names (:mod:`rl.shared_module`).
+    ``vs_keep``) — the shared module's keys of the same names (:mod:`rl.shared_module`) —
+    and ``critic_scale`` (``ReinforceConfig.critic_scale_advantages``).
     """
 
     catalogue: str = "setpoint"
@@ -63,6 +64,7 @@ class Args:
     critic_replay: int = 0
     explore_mix: float = 0.0
     inert_zero: bool = False
+    critic_scale: bool = False
     raw_returns: bool = False
     scenarios: str = "training"
     reward_mode: str = "absolute"
@@ -84,9 +86,10 @@ def parse_args(argv: list[str] | None = None) -> Args:
     if args.raw_returns and args.episodes_per_scenario != 1:
         p.error("--raw-returns uses no baseline: it needs --episodes-per-scenario 1 (a group "
                 "of tries is a baseline)")
-    if (args.critic_replay or args.explore_mix or args.inert_zero) and not args.action_critic:
-        p.error("--critic-replay, --explore-mix and --inert-zero are the action critic's: add "
-                "--action-critic")
+    if (args.critic_replay or args.explore_mix or args.inert_zero or args.critic_scale) \
+            and not args.action_critic:
+        p.error("--critic-replay, --explore-mix, --inert-zero and --critic-scale are the action "
+                "critic's: add --action-critic")
     if args.inert_zero and args.reward_mode != "vs_keep":
         p.error("--inert-zero sets Q to 0 where an action changes nothing, which only the "
                 "vs_keep reward pays: add --reward-mode vs_keep")
@@ -135,7 +138,8 @@ def train(args: Args) -> tuple[Any, dict[str, Any]]:
                         group_scale=args.group_scale,
                         learned_baseline=args.learned_baseline,
                         action_critic=args.action_critic,
-                        critic_replay=args.critic_replay)
+                        critic_replay=args.critic_replay,
+                        critic_scale_advantages=args.critic_scale)
               .debugging(seed=args.seed))
     algo = config.build_algo()
     t0 = time.monotonic()

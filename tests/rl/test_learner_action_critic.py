@@ -152,6 +152,8 @@ def test_q_head_follows_the_flag_and_a_mismatch_is_an_error() -> None:
 @pytest.mark.parametrize(("training", "match"), [
     ({"action_critic": "yes"}, "action_critic must be a bool"),
     ({"action_critic": True, "learned_baseline": True}, "two baselines"),
+    ({"critic_scale_advantages": True}, "set action_critic=True"),
+    ({"critic_scale_advantages": 1, "action_critic": True}, "must be a bool"),
 ])
 def test_config_rejects_bad_critic_settings(training: dict[str, Any], match: str) -> None:
     config = ReinforceConfig().environment("CartPole-v1").training(**training)
@@ -372,3 +374,21 @@ def test_bad_inert_acts_raise_naming_the_key() -> None:
                      model_config={**SHARED, "inert_acts": {
                          "config_offsets": [1], "defaults": [1.0], "act_offset": [1, 1],
                          "act_value": [0.5, 0.5], "global_kinds": ["noop"]}}).build()
+
+
+def test_scaled_advantages_make_the_policy_term_independent_of_the_rewards_units() -> None:
+    """With scale_advantages, multiplying every Q by 100 leaves the policy term's gradient
+    unchanged; without it the gradient grows 100-fold."""
+    torch.manual_seed(0)
+    base_logits, q = torch.randn(4, 7), torch.randn(4, 7)
+
+    def gradient(scale: float, scaled: bool) -> torch.Tensor:
+        logits = base_logits.clone().requires_grad_(True)
+        _, policy, _, _ = action_critic_loss(logits, torch.tensor([0, 1, 2, 3]), torch.zeros(4),
+                                             scale * q, torch.zeros(4), 0.0, 1.0,
+                                             scale_advantages=scaled)
+        policy.backward()
+        return logits.grad
+
+    torch.testing.assert_close(gradient(100.0, True), gradient(1.0, True))
+    torch.testing.assert_close(gradient(100.0, False), 100 * gradient(1.0, False))
