@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 
+from tests._unwritable import assert_one_line_append_error, unwritable_path
 from tests.experiments._processes import REPO, load_script
 
 
@@ -30,12 +31,9 @@ def test_an_unwritable_benchmarks_file_is_one_line_after_the_table(
             mesh.close()
 
     monkeypatch.setattr(ac, "play", on_sim)
-    blocker = tmp_path / "file"  # a regular file: nothing can be created inside it
-    blocker.write_text("")
-    bench = blocker / "BENCHMARKS.md"
+    bench = unwritable_path(tmp_path)
     monkeypatch.setattr(ac, "BENCHMARKS_MD", bench)
     assert ac.main(["--step-s", "1"]) == 2
     captured = capsys.readouterr()
     assert "| **sum 1..T** |" in captured.out
-    assert captured.err.startswith(f"adaptive_concurrency_local: could not append to {bench}: ")
-    assert captured.err.count("\n") == 1 and "Traceback" not in captured.err
+    assert_one_line_append_error(captured.err, "adaptive_concurrency_local", bench)

@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 
+from tests._unwritable import assert_one_line_append_error, unwritable_path
 from tests.experiments._processes import REPO, load_script
 
 
@@ -14,13 +15,10 @@ def test_an_unwritable_benchmarks_file_is_one_line_after_the_table(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
     bench_envoy_workers = load_script(REPO / "benchmarks" / "bench_envoy_workers.py")
-    blocker = tmp_path / "file"  # a regular file: nothing can be created inside it
-    blocker.write_text("")
-    bench = blocker / "BENCHMARKS.md"
+    bench = unwritable_path(tmp_path)
     monkeypatch.setattr(bench_envoy_workers, "BENCHMARKS_MD", bench)
     argv = ["--backend", "sim", "--seeds", "1", "--users", "4", "--requests", "40"]
     assert bench_envoy_workers.main(argv) == 2
     captured = capsys.readouterr()
     assert "| Envoy workers | peak connections" in captured.out
-    assert captured.err.startswith(f"bench_envoy_workers: could not append to {bench}: ")
-    assert captured.err.count("\n") == 1 and "Traceback" not in captured.err
+    assert_one_line_append_error(captured.err, "bench_envoy_workers", bench)

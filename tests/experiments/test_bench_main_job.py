@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 
 from rl.evaluation.job_timing import JobTiming
+from tests._unwritable import assert_one_line_append_error, unwritable_path
 from tests.experiments._processes import REPO, load_script
 
 
@@ -19,13 +20,10 @@ def test_an_unwritable_benchmarks_file_is_one_line_after_the_table(
     timing = JobTiming("smoke", "python experiments/pg_sweep.py --smoke", 30.0, 60.0, 0, 0.5,
                        1.5, "")
     monkeypatch.setattr(bench_main_job, "time_scripts", lambda *a: [timing])
-    blocker = tmp_path / "file"  # a regular file: nothing can be created inside it
-    blocker.write_text("")
-    bench = blocker / "BENCHMARKS.md"
+    bench = unwritable_path(tmp_path)
     monkeypatch.setattr(bench_main_job, "BENCHMARKS_MD", bench)
     assert bench_main_job.main(["--only", "smoke"]) == 2
     captured = capsys.readouterr()
     assert "`python benchmarks/bench_main_job.py --only smoke`" in captured.out
     assert "0.5 min (30 s)" in captured.out and "appended to" not in captured.out
-    assert captured.err.startswith(f"bench_main_job: could not append to {bench}: ")
-    assert captured.err.count("\n") == 1 and "Traceback" not in captured.err
+    assert_one_line_append_error(captured.err, "bench_main_job", bench)

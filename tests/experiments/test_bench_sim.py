@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 
+from tests._unwritable import assert_one_line_append_error, unwritable_path
 from tests.experiments._processes import REPO, load_script
 
 
@@ -17,13 +18,10 @@ def test_an_unwritable_benchmarks_file_is_one_line_after_the_table(
     bench_sim = load_script(REPO / "benchmarks" / "bench_sim.py")
     monkeypatch.setattr(bench_sim, "time_ready", lambda cold: 0.5)
     monkeypatch.setattr(bench_sim, "pin_to_one_cpu", lambda: None)
-    blocker = tmp_path / "file"  # a regular file: nothing can be created inside it
-    blocker.write_text("")
-    bench = blocker / "BENCHMARKS.md"
+    bench = unwritable_path(tmp_path)
     monkeypatch.setattr(bench_sim, "BENCHMARKS_MD", bench)
     assert bench_sim.main(["--steps", "2", "--skip-compile"]) == 2
     captured = capsys.readouterr()
     assert "| **steps per second** (median wall) |" in captured.out
     assert "appended to" not in captured.out
-    assert captured.err.startswith(f"bench_sim: could not append to {bench}: ")
-    assert captured.err.count("\n") == 1 and "Traceback" not in captured.err
+    assert_one_line_append_error(captured.err, "bench_sim", bench)

@@ -10,6 +10,7 @@ from types import ModuleType
 
 import pytest
 
+from tests._unwritable import assert_one_line_append_error, unwritable_path
 from tests.experiments._processes import REPO, _script_env, load_script
 
 SCRIPT = REPO / "scripts" / "headroom.py"
@@ -60,10 +61,10 @@ def test_an_unwritable_benchmarks_file_is_one_line_after_the_tables(tmp_path: Pa
                                                                     monkeypatch,
                                                                     capsys) -> None:
     hr = _module()
-    monkeypatch.setattr(hr, "BENCHMARKS_MD", tmp_path / "missing-dir" / "BENCHMARKS.md")
+    bench = unwritable_path(tmp_path)
+    monkeypatch.setattr(hr, "BENCHMARKS_MD", bench)
     argv = ["--cases", "2", "--episode-len", "8", "--top-k", "1", "--confirm-seeds", "1"]
     assert hr.main(argv) == 2
     captured = capsys.readouterr()
     assert "| lookahead_oracle |" in captured.out
-    assert captured.err.startswith("headroom: could not append to ")
-    assert captured.err.count("\n") == 1
+    assert_one_line_append_error(captured.err, "headroom", bench)

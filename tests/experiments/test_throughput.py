@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 
 import rl.ray_setup
+from tests._unwritable import assert_one_line_append_error, unwritable_path
 from tests.experiments._processes import REPO, load_script
 
 SCRIPT = REPO / "experiments" / "throughput.py"
@@ -21,16 +22,13 @@ def test_an_unwritable_benchmarks_file_is_one_line_after_the_table(
     tp = load_script(SCRIPT)
     monkeypatch.setattr(tp, "time_rllib", lambda *a, **k: [])
     monkeypatch.setattr(rl.ray_setup, "init_ray", lambda **k: None)
-    blocker = tmp_path / "file"  # a regular file: nothing can be created inside it
-    blocker.write_text("")
-    bench, out = blocker / "BENCHMARKS.md", tmp_path / "out"
+    bench, out = unwritable_path(tmp_path), tmp_path / "out"
     argv = ["--users", "1", "--steps", "2", "--rounds", "1", "--output", str(out),
             "--benchmarks", str(bench)]
     assert tp.main(argv) == 2
     captured = capsys.readouterr()
     assert "| bare simulator (SimMesh.run_load) | 2 |" in captured.out
-    assert captured.err.startswith(f"throughput: could not append to {bench}: ")
-    assert captured.err.count("\n") == 1 and "Traceback" not in captured.err
+    assert_one_line_append_error(captured.err, "throughput", bench)
     assert "appended to" not in captured.out
     assert "| bare MeshEnv" in (out / "results.md").read_text()
     assert len(json.loads((out / "results.json").read_text())["layers"]) == 2

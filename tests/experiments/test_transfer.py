@@ -14,6 +14,7 @@ from types import SimpleNamespace
 
 import pytest
 
+from tests._unwritable import assert_one_line_append_error, unwritable_path
 from tests.experiments._processes import REPO, load_script, run_script
 
 _run = functools.partial(run_script, "transfer", timeout_s=120)
@@ -77,16 +78,13 @@ def test_an_unwritable_benchmarks_file_is_one_line_after_the_tables(
         module=ObsHash(n_act), env_config={}, env_steps_trained=7, path=path))
     monkeypatch.setattr(tc, "fresh_local_replica", lambda c, replica: make_backend("sim"))
     monkeypatch.setattr(tc, "listening_ports", lambda replica: [])
-    blocker = tmp_path / "file"  # a regular file: nothing can be created inside it
-    blocker.write_text("")
-    bench, out = blocker / "BENCHMARKS.md", tmp_path / "out"
+    bench, out = unwritable_path(tmp_path), tmp_path / "out"
     transfer = load_script(REPO / "experiments" / "transfer.py")
     assert transfer.main(["--quick", "--step-s", "1", "--checkpoint", str(tmp_path / "ckpt"),
                           "--output", str(out), "--benchmarks", str(bench)]) == 2
     captured = capsys.readouterr()
     assert "Summed score per case, sim / local:" in captured.out
-    assert captured.err.startswith(f"transfer: could not append to {bench}: ")
-    assert captured.err.count("\n") == 1 and "Traceback" not in captured.err
+    assert_one_line_append_error(captured.err, "transfer", bench)
     assert json.loads((out / "results.json").read_text())["methods"] == [
         "policy", "istio_default"]
     assert (out / "results.md").exists() and (out / "traces.png").exists()

@@ -21,6 +21,7 @@ import pytest
 import rl.evaluation.fidelity as fid
 from envs.backends.base import LoadSpec
 from envs.backends.sim import SimMesh
+from tests._unwritable import assert_one_line_append_error, unwritable_path
 from tests.experiments._processes import run_script
 
 
@@ -379,14 +380,11 @@ def test_an_unwritable_benchmarks_file_is_one_line_after_the_section(
             self.state = SimpleNamespace(run_dir=tmp_path / "run")
 
     monkeypatch.setattr(envs.backends.local, "LocalMesh", SimAsLocal)
-    blocker = tmp_path / "file"  # a regular file: nothing can be created inside it
-    blocker.write_text("")
-    bench, out = blocker / "BENCHMARKS.md", tmp_path / "fidelity.json"
+    bench, out = unwritable_path(tmp_path), tmp_path / "fidelity.json"
     code = script.main(["--configs", "3", "--rates", "30", "--step-s", "1", "--sim-seeds", "2",
                         "--resamples", "100", "--benchmarks", str(bench), "--json", str(out)])
     assert code == 2
     captured = capsys.readouterr()
     assert "### Run of " in captured.out and "| figure | target |" in captured.out
-    assert captured.err.startswith(f"fidelity: could not append to {bench}: ")
-    assert captured.err.count("\n") == 1 and "Traceback" not in captured.err
+    assert_one_line_append_error(captured.err, "fidelity", bench)
     assert len(json.loads(out.read_text())["runs"]) == 3  # the --json file is written anyway

@@ -20,6 +20,7 @@ from ray.rllib.core.columns import Columns
 
 import rl.evaluation.transfer as tr
 from rl.evaluation.checkpoint import CheckpointError
+from tests._unwritable import assert_one_line_append_error, unwritable_path
 
 ENV_CONFIG = {"backend": "sim", "load": "classic", "objective": "classic", "users_range": (2, 3),
               "requests_per_user": 20,
@@ -156,16 +157,13 @@ def test_an_unwritable_benchmarks_file_is_one_line_after_the_section(
     monkeypatch.setattr(tr, "load_policy", lambda path: _fake_policy(tmp_path, n))
     monkeypatch.setattr(tr, "run_backend", _sim_run)
     monkeypatch.setattr(tr, "listening_ports", lambda replica: [])
-    blocker = tmp_path / "file"  # a regular file: nothing can be created inside it
-    blocker.write_text("")
     settings = tr.TransferSettings(checkpoint=tmp_path / "ckpt", episode_len=1, cases=0,
-                                   benchmarks=blocker / "BENCHMARKS.md")
+                                   benchmarks=unwritable_path(tmp_path))
     with pytest.raises(tr.NotAppendedError):  # experiments/transfer.py: exit status 2
         tr.run_transfer(settings, "cmd")
     captured = capsys.readouterr()
     assert "| sim " in captured.out and "| local " in captured.out
-    assert captured.err.startswith(f"transfer: could not append to {settings.benchmarks}: ")
-    assert captured.err.count("\n") == 1
+    assert_one_line_append_error(captured.err, "transfer", settings.benchmarks)
 
 
 def test_user_errors(tmp_path: Path) -> None:
