@@ -36,9 +36,11 @@ the samples does not commit, and the policy follows its per-state ranking. With 
 rewards, gamma 0 and raw returns, ``G_t`` is the exact effect of the action on the next run, so
 ``Q`` is a one-step effect in score points. Such targets do not depend on the policy that drew
 the action, so the critic may also fit older samples: with ``critic_replay`` N > 0 (gamma 0
-only) the learner keeps the last N ``(obs, action, G)`` samples it saw and adds a draw of
+only) the learner keeps the last N ``(obs, action, G)`` samples its loss saw and adds a draw of
 ``critic_replay_batch`` of them (seeded) to every critic loss — every sample trains the critic
-many times instead of once. The buffer lives in the learner's memory only (not in checkpoints).
+many times instead of once. The loss sees a batch once per epoch, so with ``num_epochs`` k the
+buffer holds k copies of each sample: N / k distinct ones. The buffer lives in the learner's
+memory only (not in checkpoints).
 
 Automatic entropy coefficient (``ReinforceConfig.entropy_target``, off by default): instead of a
 fixed ``entropy_coeff`` the loss weighs the entropy bonus by ``alpha = exp(log_alpha)``, and after
@@ -152,8 +154,9 @@ def action_critic_loss(logits: torch.Tensor, actions: torch.Tensor, returns: tor
 
 
 class CriticReplay:
-    """The last ``capacity`` ``(obs, action, return)`` samples a learner saw, for the action
-    critic to fit again (:data:`ReinforceConfig.critic_replay`); draws are seeded."""
+    """The last ``capacity`` ``(obs, action, return)`` samples a learner's loss saw (a batch once
+    per epoch), for the action critic to fit again (``ReinforceConfig.critic_replay``); draws
+    are seeded."""
 
     def __init__(self, capacity: int, seed: int) -> None:
         self.capacity = capacity
@@ -291,8 +294,7 @@ class ReinforceTorchLearner(TorchLearner):
                                 fwd_out: dict[str, TensorType]) -> TensorType:
         """The REINFORCE loss of one module (with the learned baseline or the action critic if
         configured); logs policy loss, entropy and mean return (and the value or critic loss and
-        its explained variance, and
-        the entropy weight ``alpha`` with ``entropy_target``)."""
+        its explained variance, and the entropy weight ``alpha`` with ``entropy_target``)."""
         module = self.module[module_id]
         dist = module.get_train_action_dist_cls().from_logits(fwd_out[Columns.ACTION_DIST_INPUTS])
         logp = dist.logp(batch[Columns.ACTIONS])

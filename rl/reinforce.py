@@ -42,7 +42,8 @@ Settings beyond RLlib's own (``lr``, ``gamma``, ``train_batch_size``...), all se
 * ``action_critic`` — learn ``Q(s, a)`` of every action (the shared module's ``q_head``) and
   use it for all actions in the policy term (:mod:`rl.learner`); not with ``learned_baseline``;
 * ``critic_replay`` — with ``action_critic`` and gamma 0: how many earlier samples the critic
-  keeps fitting (0, the default: none); ``critic_replay_batch`` of them join each critic loss;
+  keeps fitting (0, the default: none; a batch counts once per epoch); ``critic_replay_batch``
+  of them join each critic loss;
 * ``critic_scale_advantages`` — with ``action_critic``: divide the critic's advantages by their
   spread over the batch, so that ``entropy_coeff`` is a relative temperature (off by default).
 
