@@ -40,6 +40,14 @@ def _session_pids(session_id: int, name: str = "") -> list[int]:
 _run = functools.partial(run_script, "pg_sweep", timeout_s=120)
 
 
+def _trial_statuses(out: Path) -> list[str]:
+    """The status of every trial in Tune's experiment state under ``out`` (the sweep's
+    ``--output``), in trial order."""
+    (state,) = sorted((out / "tune" / "pg_sweep").glob("experiment_state-*.json"))
+    trials = [json.loads(t[0]) for t in json.loads(state.read_text())["trial_data"]]
+    return [t["status"] for t in sorted(trials, key=lambda t: t["trial_id"])]
+
+
 @pytest.mark.slow
 def test_sweep_survives_a_killed_env_runner(tmp_path: Path) -> None:
     out = tmp_path / "sweep"
@@ -59,7 +67,9 @@ def test_sweep_survives_a_killed_env_runner(tmp_path: Path) -> None:
     # The kill hit a Ray worker of the sweep, and yet every trial ran all its iterations and was
     # ranked: the runner was restarted, the trial did not fail.
     assert "A worker died or was killed" in text
-    assert "(2 TERMINATED)" in text
+    # Tune's own record of the trials (its console table is not printed when a sweep ends
+    # between two of its reports: a red CI run of 2026-12-04).
+    assert _trial_statuses(out) == ["TERMINATED", "TERMINATED"]
     assert len(results["trials"]) == 2 and results["best"]["trial"]
     # (FIFO: no early stopping, every trial runs its whole budget)
     assert [t["iterations"] for t in results["trials"]] == [30, 30]
