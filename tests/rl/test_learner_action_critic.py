@@ -300,7 +300,7 @@ def test_the_inert_mask_matches_what_the_catalogue_changes_on_the_mesh_env() -> 
     starts, after random actions) the module counts an action inert exactly when applying it
     leaves every service's configuration block unchanged; Q is 0 there and only there."""
     from envs.mesh_env import MeshEnv
-    from envs.observation import _config_block
+    from envs.observation import config_block
     from rl.policies import inert_acts, mesh_layout
 
     env_config = {"catalogue": "setpoint_restore"}
@@ -313,24 +313,27 @@ def test_the_inert_mask_matches_what_the_catalogue_changes_on_the_mesh_env() -> 
     knobs = tuple(env.catalogue.knobs)
 
     def blocks(config: dict[str, Any]) -> list[tuple[float, ...]]:
-        return [_config_block(config.get(s), knobs) for s in env.catalogue.services]
+        return [config_block(config.get(s), knobs) for s in env.catalogue.services]
 
     rng = np.random.default_rng(0)
     counts = np.zeros(2, int)
-    for episode in range(4):
-        obs, _ = env.reset(seed=episode)
-        for _ in range(3):
-            config = env.config
-            truth = np.array([blocks(env.catalogue.apply(a, config)) == blocks(config)
-                              for a in range(len(env.catalogue))])
-            with torch.no_grad():
-                mask = module.inert_mask(torch.as_tensor(obs[None]))[0].numpy()
-                q = module.compute_action_values({Columns.OBS: torch.as_tensor(obs[None])})[0]
-            np.testing.assert_array_equal(mask, truth)
-            assert torch.all(q[torch.as_tensor(truth)] == 0)
-            assert torch.all(q[~torch.as_tensor(truth)] != 0)
-            counts += [truth.sum(), (~truth).sum()]
-            obs, *_ = env.step(int(rng.integers(len(env.catalogue))))
+    try:
+        for episode in range(4):
+            obs, _ = env.reset(seed=episode)
+            for _ in range(3):
+                config = env.config
+                truth = np.array([blocks(env.catalogue.apply(a, config)) == blocks(config)
+                                  for a in range(len(env.catalogue))])
+                with torch.no_grad():
+                    mask = module.inert_mask(torch.as_tensor(obs[None]))[0].numpy()
+                    q = module.compute_action_values({Columns.OBS: torch.as_tensor(obs[None])})[0]
+                np.testing.assert_array_equal(mask, truth)
+                assert torch.all(q[torch.as_tensor(truth)] == 0)
+                assert torch.all(q[~torch.as_tensor(truth)] != 0)
+                counts += [truth.sum(), (~truth).sum()]
+                obs, *_ = env.step(int(rng.integers(len(env.catalogue))))
+    finally:
+        env.close()  # its replica lease: later tests check none is left
     assert counts.min() > 100  # both kinds seen: the test has teeth
 
 
