@@ -95,8 +95,9 @@ def _resolved(pool: ConnectionPool | None) -> ResolvedPool:
 
 
 @functools.lru_cache(maxsize=4096)
-def _config_block(pool: ConnectionPool | None, knobs: tuple[Knob, ...]) -> tuple[float, ...]:
-    """The configuration block of one pool: ``log1p(v)/log1p(ceiling)`` per knob."""
+def config_block(pool: ConnectionPool | None, knobs: tuple[Knob, ...]) -> tuple[float, ...]:
+    """The configuration block of one pool: ``log1p(v)/log1p(ceiling)`` per knob (also what
+    :func:`rl.policies.inert_acts` compares against)."""
     return tuple(math.log1p(knob_value(pool, k)) / math.log1p(knob_range(k)[1]) for k in knobs)
 
 
@@ -227,7 +228,7 @@ class ObservationEncoder:
             values += destination_block(services.get(name), name, config)
         for name in self.catalogue.services:
             values += destination_block(services.get(name), name, config)
-            values += _config_block(config.get(name), self.catalogue.knobs)
+            values += config_block(config.get(name), self.catalogue.knobs)
         out = np.asarray(values, dtype=np.float32)
         if not (np.all(out >= 0.0) and np.all(out <= 1.0)):
             bad = [self.names[i] for i in np.flatnonzero((out < 0.0) | (out > 1.0))]
@@ -252,4 +253,5 @@ class ObservationEncoder:
 
 
 __all__ = ["DEST_CHANNELS", "ENDPOINTS", "HTTP_SERVICES", "LATENCY_CEILING_MS", "RUN_CHANNELS",
-           "ObservationEncoder", "destination_block", "latency_scale", "ratio_scale"]
+           "ObservationEncoder", "config_block", "destination_block", "latency_scale",
+           "ratio_scale"]

@@ -147,10 +147,17 @@ def action_critic_loss(logits: torch.Tensor, actions: torch.Tensor, returns: tor
         spread = torch.sqrt((probs.detach() * advantages ** 2).sum(dim=-1).mean())
         advantages = advantages / (spread if spread.item() > 0 else 1.0)
     policy_loss = -torch.mean((probs * advantages).sum(dim=-1))
-    q_taken = q_values.gather(-1, actions.long().unsqueeze(-1)).squeeze(-1)
-    critic_loss = torch.mean((q_taken - returns) ** 2)
+    critic_loss, q_taken = critic_mse(q_values, actions, returns)
     total = policy_loss - entropy_coeff * torch.mean(entropy) + critic_coeff * critic_loss
     return total, policy_loss, critic_loss, q_taken
+
+
+def critic_mse(q_values: torch.Tensor, actions: torch.Tensor, returns: torch.Tensor,
+               ) -> tuple[torch.Tensor, torch.Tensor]:
+    """``(mean((Q(s, a_taken) - returns)^2), Q(s, a_taken))``: the critic's loss on the actions
+    taken (``q_values`` ``[B, N]``, ``actions`` and ``returns`` ``[B]``)."""
+    q_taken = q_values.gather(-1, actions.long().unsqueeze(-1)).squeeze(-1)
+    return torch.mean((q_taken - returns) ** 2), q_taken
 
 
 class CriticReplay:
@@ -341,5 +348,4 @@ class ReinforceTorchLearner(TorchLearner):
         if not old:
             return torch.zeros(())
         q = module.compute_action_values({Columns.OBS: old["obs"]})
-        q_taken = q.gather(-1, old["actions"].unsqueeze(-1)).squeeze(-1)
-        return torch.mean((q_taken - old["returns"]) ** 2)
+        return critic_mse(q, old["actions"], old["returns"])[0]

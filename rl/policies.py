@@ -49,7 +49,7 @@ def inert_acts(env_config: Mapping[str, Any] | None) -> dict[str, Any]:
         ValueError: a bad ``env_config`` (as ``MeshEnv`` would say it).
     """
     from envs.actions import ActionKind
-    from envs.observation import DEST_CHANNELS, _config_block
+    from envs.observation import DEST_CHANNELS, config_block
 
     settings = EnvSettings.from_config(env_config)
     catalogue = make_catalogue(settings.catalogue, settings.services)  # type: ignore[arg-type]
@@ -61,14 +61,14 @@ def inert_acts(env_config: Mapping[str, Any] | None) -> dict[str, Any]:
         if act.kind is ActionKind.SET and act.knob is not None:
             k = knobs.index(act.knob)
             act_offset.append(offset + k)
-            act_value.append(float(_config_block(act.apply_to(None), knobs)[k]))
+            act_value.append(float(config_block(act.apply_to(None), knobs)[k]))
         else:
             act_offset.append(-1 if act.kind is ActionKind.RESET else -2)
             act_value.append(0.0)
     first_global = len(catalogue.services) * catalogue.actions_per_service
     kinds = [a.kind.value for a in catalogue.actions[first_global:]]
     return {"config_offsets": [offset + k for k in range(len(knobs))],
-            "defaults": [float(v) for v in _config_block(None, knobs)],
+            "defaults": [float(v) for v in config_block(None, knobs)],
             "act_offset": act_offset, "act_value": act_value, "global_kinds": kinds}
 
 
