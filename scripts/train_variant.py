@@ -5,8 +5,12 @@ without its sweep: the catalogue, the group baseline (or the per-step ranks it r
 learning rate, gamma, the entropy bonus (fixed, or kept at a target entropy), the iterations,
 the seconds of load per training step. Prints the policy's mean summed and per-step score
 over the 18 held-out cases of ``rl.evaluation.scenario_eval.held_out_plan`` beside Istio's
-defaults and the gateway throttle and front-end ``http2MaxRequests`` 16 (the same seeds), its
-wins against Istio's defaults, and its most frequent actions.
+defaults and the gateway throttle and front-end ``http2MaxRequests`` 16 (the same seeds), with
+what users got beside every score (good %, goodput, failure %, mean latency and p99, mean
+[95 % CI] over cases: :func:`rl.evaluation.scenario_tables.methods_table`), its wins against
+Istio's defaults, and its most frequent actions. ``--save DIR`` keeps the trained Algorithm as
+an RLlib checkpoint, which ``experiments/evaluate.py --checkpoint DIR`` (every baseline, the
+win rates, the ablation) and ``--steady --checkpoint DIR`` read.
 
     python scripts/train_variant.py --catalogue setpoint --episodes-per-scenario 4 --iterations 200
 
@@ -22,6 +26,7 @@ import sys
 import time
 from collections import Counter
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -44,6 +49,9 @@ class Args:
     ``inert_zero`` (``Q`` exactly 0 for actions that change nothing; meant for ``reward_mode``
     ``vs_keep``) — the shared module's keys of the same names (:mod:`rl.shared_module`) —
     and ``critic_scale`` (``ReinforceConfig.critic_scale_advantages``).
+
+    ``save`` (``--save DIR``): where to write the trained Algorithm's checkpoint ("" = none);
+    the directory must be creatable, and is checked before training.
     """
 
     catalogue: str = "setpoint"
@@ -71,6 +79,7 @@ class Args:
     step_s: float = 10.0
     seed: int = 7
     cases: int = 18
+    save: str = ""
 
 
 def parse_args(argv: list[str] | None = None) -> Args:
@@ -95,7 +104,21 @@ def parse_args(argv: list[str] | None = None) -> Args:
                 "vs_keep reward pays: add --reward-mode vs_keep")
     if args.critic_replay and args.gamma != 0:
         p.error("--critic-replay needs --gamma 0 (one-step targets)")
+    if args.save:
+        try:
+            check_save_dir(Path(args.save))
+        except OSError as e:
+            p.error(f"--save {args.save}: cannot write there ({e.strerror or e})")
     return args
+
+
+def check_save_dir(path: Path) -> None:
+    """Create ``path`` (a checkpoint directory) and prove a file can be written in it, before
+    minutes of training; raises ``OSError`` if not."""
+    path.mkdir(parents=True, exist_ok=True)
+    probe = path / ".write-probe"
+    probe.write_text("")
+    probe.unlink()
 
 
 def train(args: Args) -> tuple[Any, dict[str, Any]]:
@@ -156,14 +179,19 @@ def train(args: Args) -> tuple[Any, dict[str, Any]]:
                       + ("" if alpha is None else f", entropy alpha {alpha:.3g}")
                       + f" ({time.monotonic() - t0:.0f} s)", flush=True)
         module = algo.get_module()
+        if args.save:
+            algo.save_to_path(str(Path(args.save).resolve()))
+            print(f"[train] checkpoint: {args.save}", flush=True)
     finally:
         algo.stop()
     return module, env_config
 
 
 def evaluate(module: Any, args: Args) -> dict[str, Any]:
-    """The greedy policy, Istio's defaults and the gateway throttle through the held-out
-    cases at the env's default 10 s per step."""
+    """The greedy policy, Istio's defaults, the gateway throttle and the front-end's
+    ``http2MaxRequests`` 16 through the held-out cases at the env's default 10 s per step: mean
+    summed and per-step scores, wins against Istio's defaults, the policy's actions per case,
+    and ``table``, every method's score beside what users got (Markdown)."""
     from envs.actions import make_catalogue
     from envs.knobs import Knob, with_knob
     from rl.controllers import (
@@ -173,6 +201,7 @@ def evaluate(module: Any, args: Args) -> dict[str, Any]:
         istio_defaults,
     )
     from rl.evaluation.scenario_eval import evaluate_methods, held_out_plan
+    from rl.evaluation.scenario_tables import methods_table
 
     catalogue = make_catalogue(args.catalogue)  # type: ignore[arg-type]
     plan = held_out_plan(args.cases, 20)
@@ -197,7 +226,8 @@ def evaluate(module: Any, args: Args) -> dict[str, Any]:
             "wins_vs_istio": int(np.sum(np.array(summed["policy"])
                                         > np.array(summed["istio_default"]))),
             "cases": len(plan), "distinct_actions": len(taken),
-            "top_actions": taken.most_common(3), "per_case": per_case}
+            "top_actions": taken.most_common(3), "per_case": per_case,
+            "table": methods_table(runs)}
 
 
 def _short(catalogue: Any, index: int) -> str:
@@ -232,9 +262,7 @@ def main(argv: list[str] | None = None) -> int:
     finally:
         ray.shutdown()
     print(json.dumps({"args": args.__dict__, **out}, default=str))
-    print("| method | summed score | score per step |\n|---|---:|---:|")
-    for name in out["summed"]:
-        print(f"| {name} | {out['summed'][name]:.1f} | {out['per_step'][name]:.2f} |")
+    print(out["table"])
     print(f"wins against Istio's defaults: {out['wins_vs_istio']} / {out['cases']}; "
           f"{out['distinct_actions']} distinct actions; most frequent {out['top_actions']}")
     return 0

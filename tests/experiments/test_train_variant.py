@@ -6,9 +6,11 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
+from tests._unwritable import unwritable_path
 from tests.experiments._processes import REPO, _script_env
 
 
@@ -26,22 +28,68 @@ def test_one_iteration_trains_evaluates_and_prints_the_table() -> None:
     assert set(result["summed"]) == {"policy", "istio_default", "gateway_throttle",
                                      "front_end_h2_16"}
     assert result["cases"] == 1
-    assert "| policy |" in out.stdout and "wins against Istio's defaults" in out.stdout
+    # what users got sits beside every score, one row per method
+    head = next(x for x in out.stdout.splitlines() if x.startswith("| method |"))
+    for column in ("summed score", "good %", "goodput req/s", "failure %", "mean ms", "p99 ms"):
+        assert column in head
+    assert {x.split("|")[1].strip() for x in out.stdout.splitlines()
+            if x.startswith("| ") and not x.startswith("| method")} == set(result["summed"])
+    assert "wins against Istio's defaults" in out.stdout
 
 
-def test_one_iteration_with_the_action_critic_and_its_options() -> None:
+def test_one_iteration_with_the_action_critic_saves_a_checkpoint_evaluate_reads(
+        tmp_path: Path) -> None:
+    ckpt = tmp_path / "ck"
     out = subprocess.run(
         [sys.executable, str(REPO / "scripts" / "train_variant.py"), "--iterations", "1",
          "--cases", "1", "--step-s", "1", "--catalogue", "setpoint_restore",
          "--reward-mode", "vs_keep", "--gamma", "0", "--raw-returns",
          "--episodes-per-scenario", "1", "--action-critic", "--critic-replay", "1000",
-         "--explore-mix", "0.2", "--inert-zero", "--entropy", "0.5"],
+         "--explore-mix", "0.2", "--inert-zero", "--entropy", "0.5", "--save", str(ckpt)],
         cwd=REPO, env=_script_env(), capture_output=True, text=True, timeout=600, check=False)
     assert out.returncode == 0, out.stderr[-2000:]
     result = json.loads(next(x for x in out.stdout.splitlines() if x.startswith("{")))
     assert result["args"]["action_critic"] is True and result["args"]["inert_zero"] is True
     assert result["args"]["critic_replay"] == 1000 and result["args"]["explore_mix"] == 0.2
     assert result["cases"] == 1
+    # the checkpoint is the trained policy: read back, it takes the greedy actions the script
+    # printed for the same case
+    read = subprocess.run(
+        [sys.executable, "-c", _REPLAY, str(ckpt)], cwd=REPO, env=_script_env(),
+        capture_output=True, text=True, timeout=600, check=False)
+    assert read.returncode == 0, read.stderr[-2000:]
+    assert read.stdout.strip().splitlines()[-1] == result["per_case"][0]["actions"]
+
+
+#: Loads a checkpoint with ``rl.evaluation.checkpoint.load_policy`` and prints the greedy
+#: policy's actions through the first held-out case, in ``train_variant``'s short labels.
+_REPLAY = """
+import sys
+sys.path.insert(0, "scripts")
+import rl
+from envs.actions import make_catalogue
+from rl.controllers import PolicyController
+from rl.evaluation.checkpoint import load_policy
+from rl.evaluation.scenario_eval import evaluate_methods, held_out_plan
+from train_variant import _short
+ck = load_policy(sys.argv[1])
+catalogue = make_catalogue(ck.env_config["catalogue"])
+runs = evaluate_methods(held_out_plan(1, 20), {"policy": lambda: PolicyController(ck.module,
+                        catalogue)}, 10.0, 20, catalogue, log=lambda _: None)
+print(" ".join(_short(catalogue, s.action) for s in runs["policy"][0].steps
+               if s.action is not None))
+"""
+
+
+def test_an_unwritable_save_directory_is_one_line_before_training(tmp_path: Path) -> None:
+    where = unwritable_path(tmp_path, "ck")
+    out = subprocess.run([sys.executable, str(REPO / "scripts" / "train_variant.py"),
+                          "--save", str(where)],
+                         cwd=REPO, env=_script_env(), capture_output=True, text=True,
+                         timeout=120, check=False)
+    assert out.returncode == 2
+    assert f"--save {where}: cannot write there" in out.stderr
+    assert "Traceback" not in out.stderr and "[train]" not in out.stdout
 
 
 @pytest.mark.parametrize(("flags", "message"), [
