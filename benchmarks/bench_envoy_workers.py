@@ -196,8 +196,15 @@ def sim_table(rows: list[SimRow]) -> str:
     return "\n".join(lines)
 
 
+def recorded_command(argv: list[str]) -> str:
+    """The command line BENCHMARKS.md records for a run with the flags ``argv``."""
+    return " ".join(["python benchmarks/bench_envoy_workers.py", *argv])
+
+
 def main(argv: list[str] | None = None) -> int:
-    """Measure 1 and 2 workers, print the table, append it to BENCHMARKS.md."""
+    """Measure 1 and 2 workers, print the table, append it to BENCHMARKS.md (with the command
+    of ``argv``, the command line's flags when None)."""
+    argv = sys.argv[1:] if argv is None else list(argv)
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--replica", type=int, default=13)
     parser.add_argument("--users", type=int, default=16)
@@ -219,7 +226,7 @@ def main(argv: list[str] | None = None) -> int:
         text = sim_table([measure_sim(w, load, args.seeds, args.platform) for w in (1, 2)])
         print(text)
         if not args.no_write:
-            command = "python benchmarks/bench_envoy_workers.py " + " ".join(sys.argv[1:])
+            command = recorded_command(argv)
             entry = (f"### {dt.date.today().isoformat()} — the simulator\n\n"
                      f"`{command.strip()}` — the same configuration (carts `maxConnections: "
                      f"1`) and closed load ({args.users} users, {args.requests} requests) on "
@@ -234,7 +241,7 @@ def main(argv: list[str] | None = None) -> int:
     text = table(results)
     print(text)
     if not args.no_write:
-        command = "python benchmarks/bench_envoy_workers.py " + " ".join(sys.argv[1:])
+        command = recorded_command(argv)
         entry = (f"### {dt.date.today().isoformat()}\n\n`{command.strip()}` — closed load, "
                  f"{args.users} users, {args.requests} requests, seed {args.seed}; gauges "
                  f"sampled every {args.sample_ms:g} ms over the whole load (hatch, pause and "

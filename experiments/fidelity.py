@@ -11,7 +11,8 @@ sessions at the nominal rate and twice it); ``--classic`` the notebook's closed 
 (``--loads USERS:REQUESTS``) and score; ``--quick`` a few-minute run (4 configurations, 3 s
 loads, 4 simulator seeds) for CI. Appends a run under ``## Fidelity`` in the benchmarks file
 (``--json``'s file is written either way); exits 0 when every target holds, 1 when one is
-missed, 2 on bad flags or a benchmarks file it cannot write (one line on stderr).
+missed, 2 on bad flags, a ``--json`` file it cannot write (checked before anything is measured)
+or a benchmarks file it cannot write (one line on stderr).
 """
 
 from __future__ import annotations
@@ -27,7 +28,7 @@ from typing import Any
 
 from envs.backends.sim import profile
 from envs.sockshop.slo import NOMINAL_RATE_RPS
-from rl.evaluation.benchmarks_md import append_or_report
+from rl.evaluation.benchmarks_md import append_or_report, writable_or_report
 from rl.evaluation.fidelity import (
     MAX_SEEDS_PER_SIDE,
     SCORE_FNS,
@@ -126,8 +127,10 @@ def _command(args: argparse.Namespace) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     """Run the comparison; 0 when every target holds, 1 when one is missed, 2 when the
-    benchmarks file cannot be written."""
+    ``--json`` file (checked first) or the benchmarks file cannot be written."""
     args = _args(argv)
+    if args.json and not writable_or_report(Path(args.json), "--json", "fidelity"):
+        return 2
     from envs.backends.local import LocalMesh  # after the flags: a bad flag starts nothing
 
     loads = ([closed_load(u, n) for u, n in args.loads] if args.classic

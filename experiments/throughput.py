@@ -28,7 +28,8 @@ is reported; the bare layers also report this process's CPU time per step, which
 the machine do not inflate.
 Writes ``results.md`` and ``results.json`` into ``--output`` (default ``results/throughput``) and
 appends the table to the ``## Throughput`` section of BENCHMARKS.md (``--no-append`` to skip; a
-file it cannot write is one line on stderr and exit status 2, the results files kept).
+file it cannot write is one line on stderr and exit status 2, the results files kept). An
+``--output`` it cannot write is one line on stderr and exit status 2 before anything runs.
 """
 
 from __future__ import annotations
@@ -43,7 +44,7 @@ from dataclasses import asdict
 from datetime import UTC, datetime
 from pathlib import Path
 
-from rl.evaluation.benchmarks_md import append_or_report
+from rl.evaluation.benchmarks_md import append_or_report, writable_or_report
 from rl.evaluation.throughput import (
     markdown,
     median_round,
@@ -101,6 +102,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     if min(args.users, steps, iterations, args.rounds) < 1:
         print("throughput: error: --users, --steps, --train-iterations, --rounds must be >= 1",
               file=sys.stderr)
+        return 2
+    if not writable_or_report(args.output, "--output", "throughput", directory=True):
         return 2
     import ray
     import torch

@@ -71,8 +71,15 @@ def table(runs: dict[str, ScenarioRun]) -> str:
     return "\n".join(lines)
 
 
+def recorded_command(argv: list[str]) -> str:
+    """The command line BENCHMARKS.md records for a run with the flags ``argv``."""
+    return " ".join(["python scripts/adaptive_concurrency_local.py", *argv])
+
+
 def main(argv: list[str] | None = None) -> int:
-    """Play both methods, print the table, append it to BENCHMARKS.md."""
+    """Play both methods, print the table, append it to BENCHMARKS.md (with the command of
+    ``argv``, the command line's flags when None)."""
+    argv = sys.argv[1:] if argv is None else list(argv)
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--replica", type=int, default=13)
     parser.add_argument("--episode-len", type=int, default=8)
@@ -95,7 +102,7 @@ def main(argv: list[str] | None = None) -> int:
     print(case[0].describe())
     print(text)
     if not args.no_write:
-        command = "python scripts/adaptive_concurrency_local.py " + " ".join(sys.argv[1:])
+        command = recorded_command(argv)
         entry = (f"### {dt.date.today().isoformat()}\n\n`{command.strip()}` — "
                  f"{case[0].describe()}; case seed {case[1]}; {args.step_s:g} s of offered "
                  f"load per run; each method on a fresh replica (2 Envoy workers); "

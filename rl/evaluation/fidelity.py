@@ -58,7 +58,6 @@ import statistics
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from pathlib import Path
 
 import numpy as np
 from scipy.stats import rankdata
@@ -69,7 +68,6 @@ from envs.backends.report import LoadReport
 from envs.backends.sim import SimMesh, profile
 from envs.istio import DestinationRule, rules_for
 from envs.reward import classic_evaluation_score, evaluation_score
-from rl.evaluation.benchmarks_md import append_to_section
 
 #: Upper bounds of the notebook's draw, cycled over the configurations (tight → loose).
 UPPERS = (4, 6, 8, 11, 16, 22, 32, 45, 64, 128, 256, 1000)
@@ -683,11 +681,6 @@ def markdown(run: FidelityRun, tables: Sequence[list[Row] | None], header: str, 
         lines += ["", "Runs the local mesh could not measure (their configuration is left out "
                   "of that load):", "", *(f"- {f}" for f in run.failures)]
     return "\n".join(lines) + "\n"
-
-
-def append_section(path: Path, section: str) -> None:
-    """Append ``section`` under ``## Fidelity`` of ``path`` (created at the end if missing)."""
-    append_to_section(path, SECTION, SECTION_INTRO, section)
 
 
 def run_header(command: str, elapsed_s: float, platform: profile.Platform, classic: bool,

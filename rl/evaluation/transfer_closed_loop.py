@@ -46,7 +46,11 @@ from envs.actions import ActionCatalogue
 from envs.backends.base import Backend, BackendError
 from envs.scenarios import MIN_EPISODE_LEN, Scenario
 from rl.controllers import TUNED_RULE_PARAMS, AdaptiveConcurrencyController, Controller
-from rl.evaluation.benchmarks_md import append_or_report
+from rl.evaluation.benchmarks_md import (
+    append_or_report,
+    check_writable_dir,
+    check_writable_file,
+)
 from rl.evaluation.checkpoint import DEFAULT_SWEEP_RESULTS, best_checkpoint, load_policy
 from rl.evaluation.closed_loop import ScenarioRun
 from rl.evaluation.scenario_eval import (
@@ -356,18 +360,24 @@ def plot_traces(plan: Sequence[tuple[Scenario, int]],
 
 def _check_writable(settings: ClosedLoopSettings) -> Path:
     """The output directory, created; TransferError (one line) if it or the benchmarks file
-    cannot be written."""
+    cannot be written, found by writing there (:func:`check_writable_dir`,
+    :func:`check_writable_file`) before the long run rather than when it ends."""
     output = settings.output.resolve()
     try:
         output.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
         raise TransferError(f"cannot create output directory {output}: {exc.strerror}") from None
-    if not os.access(output, os.W_OK):
-        raise TransferError(f"output directory {output} is not writable")
-    bench = settings.benchmarks
-    if not settings.no_append and not os.access(bench if bench.exists() else
-                                                bench.resolve().parent, os.W_OK):
-        raise TransferError(f"benchmarks file {bench} is not writable")
+    try:
+        check_writable_dir(output)
+    except OSError as exc:
+        raise TransferError(f"output directory {output} is not writable: {exc.strerror}"
+                            ) from None
+    if not settings.no_append:
+        try:
+            check_writable_file(settings.benchmarks)
+        except OSError as exc:
+            raise TransferError(f"benchmarks file {settings.benchmarks} is not writable: "
+                                f"{exc.strerror}") from None
     return output
 
 

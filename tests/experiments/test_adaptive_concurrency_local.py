@@ -1,9 +1,11 @@
 """``scripts/adaptive_concurrency_local.py``: a BENCHMARKS.md it cannot write is one line on
 stderr after the table, exit status 2 (each method's episode played on the simulator with
-Istio's defaults instead of on a fresh local replica: no Envoy is started)."""
+Istio's defaults instead of on a fresh local replica: no Envoy is started); the command it
+records is that of the flags ``main`` was given (the episodes stubbed)."""
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 
 import pytest
@@ -37,3 +39,17 @@ def test_an_unwritable_benchmarks_file_is_one_line_after_the_table(
     captured = capsys.readouterr()
     assert "| **sum 1..T** |" in captured.out
     assert_one_line_append_error(captured.err, "adaptive_concurrency_local", bench)
+
+
+def test_the_recorded_command_is_mains_argv(tmp_path: Path,
+                                            monkeypatch: pytest.MonkeyPatch) -> None:
+    ac = load_script(REPO / "scripts" / "adaptive_concurrency_local.py")
+    monkeypatch.setattr(ac, "play", lambda *a, **k: None)
+    monkeypatch.setattr(ac, "table", lambda runs: "| stub table |")
+    monkeypatch.setattr(sys, "argv", ["adaptive_concurrency_local.py", "--from-sys-argv"])
+    bench = tmp_path / "BENCHMARKS.md"
+    monkeypatch.setattr(ac, "BENCHMARKS_MD", bench)
+    assert ac.main(["--step-s", "1", "--case", "1"]) == 0
+    text = bench.read_text()
+    assert "`python scripts/adaptive_concurrency_local.py --step-s 1 --case 1`" in text
+    assert "--from-sys-argv" not in text

@@ -32,3 +32,20 @@ def test_an_unwritable_benchmarks_file_is_one_line_after_the_table(
     assert "appended to" not in captured.out
     assert "| bare MeshEnv" in (out / "results.md").read_text()
     assert len(json.loads((out / "results.json").read_text())["layers"]) == 2
+
+
+def test_an_unwritable_output_is_one_line_before_anything_runs(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    tp = load_script(SCRIPT)
+
+    def no_run(*args: object, **kwargs: object) -> None:
+        pytest.fail("a layer was measured")
+
+    monkeypatch.setattr(tp, "time_simulator", no_run)
+    out = unwritable_path(tmp_path, "out")
+    assert tp.main(["--output", str(out), "--benchmarks", str(tmp_path / "B.md")]) == 2
+    captured = capsys.readouterr()
+    assert captured.out == "" and not (tmp_path / "B.md").exists()
+    assert captured.err == (
+        f"throughput: error: --output {out}: cannot write there (Not a directory)\n")

@@ -278,17 +278,6 @@ def test_run_comparison_against_an_identical_stand_in_is_exact() -> None:
         assert section.count(f"| {name} |") == 2
 
 
-def test_append_section_goes_under_fidelity(tmp_path: Path) -> None:
-    bench = tmp_path / "B.md"
-    bench.write_text("# B\n\n## Fidelity\n\nintro\n\n### old\n\n## Transfer\n\nt\n")
-    fid.append_section(bench, "### new\n")
-    text = bench.read_text()
-    assert text.index("### old") < text.index("### new") < text.index("## Transfer")
-    fresh = tmp_path / "C.md"
-    fid.append_section(fresh, "### first\n")
-    assert "## Fidelity" in fresh.read_text() and "### first" in fresh.read_text()
-
-
 _spec = importlib.util.spec_from_file_location(
     "fidelity_script", Path(__file__).resolve().parents[3] / "experiments" / "fidelity.py")
 assert _spec is not None and _spec.loader is not None
@@ -388,3 +377,19 @@ def test_an_unwritable_benchmarks_file_is_one_line_after_the_section(
     assert "### Run of " in captured.out and "| figure | target |" in captured.out
     assert_one_line_append_error(captured.err, "fidelity", bench)
     assert len(json.loads(out.read_text())["runs"]) == 3  # the --json file is written anyway
+
+
+def test_an_unwritable_json_file_is_one_line_before_anything_runs(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+        capsys: pytest.CaptureFixture[str]) -> None:
+    import envs.backends.local
+
+    def no_mesh(*args: object, **kwargs: object) -> None:
+        pytest.fail("the local mesh was started")
+
+    monkeypatch.setattr(envs.backends.local, "LocalMesh", no_mesh)
+    out = unwritable_path(tmp_path, "fidelity.json")
+    assert script.main(["--quick", "--replica", "29", "--json", str(out)]) == 2
+    captured = capsys.readouterr()
+    assert captured.out == ""
+    assert captured.err == f"fidelity: error: --json {out}: cannot write there (Not a directory)\n"

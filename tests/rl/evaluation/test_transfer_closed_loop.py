@@ -21,6 +21,7 @@ from rl.controllers import AdaptiveConcurrencyController, istio_defaults
 from rl.evaluation.closed_loop import ScenarioRun, StepRecord
 from rl.evaluation.scenario_eval import evaluate_methods
 from rl.evaluation.transfer import TransferError
+from tests._unwritable import unwritable_path
 from tests.rl.evaluation._policies import ObsHash
 
 
@@ -188,6 +189,24 @@ def test_bad_settings_are_one_line_errors(tmp_path: Path) -> None:
         tc.run_closed_loop(settings, "cmd")
     with pytest.raises(TransferError, match="--cases and --episode-len must be >= 1"):
         tc.run_closed_loop(tc.ClosedLoopSettings(benchmarks=tmp_path / "B.md", cases=0), "cmd")
+
+
+def test_an_unwritable_benchmarks_file_is_refused_before_anything_runs(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A BENCHMARKS.md under a regular file (which ``os.access`` on its "parent" passed) is one
+    line before the checkpoint is even loaded; with ``no_append`` it is not looked at."""
+    monkeypatch.setattr(tc, "load_policy", lambda path: pytest.fail("loaded"))
+    bench = unwritable_path(tmp_path)
+    settings = tc.ClosedLoopSettings(benchmarks=bench, output=tmp_path / "out",
+                                     checkpoint=tmp_path / "ckpt")
+    with pytest.raises(TransferError) as exc:
+        tc.run_closed_loop(settings, "cmd")
+    assert str(exc.value) == f"benchmarks file {bench} is not writable: Not a directory"
+    assert list((tmp_path / "out").iterdir()) == []  # the output's probe is gone
+    settings = tc.ClosedLoopSettings(benchmarks=bench, output=tmp_path / "out",
+                                     checkpoint=tmp_path / "ckpt", no_append=True)
+    with pytest.raises(pytest.fail.Exception, match="loaded"):
+        tc.run_closed_loop(settings, "cmd")
 
 
 def test_a_replica_already_up_is_refused_before_anything_runs(
