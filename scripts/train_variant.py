@@ -105,20 +105,13 @@ def parse_args(argv: list[str] | None = None) -> Args:
     if args.critic_replay and args.gamma != 0:
         p.error("--critic-replay needs --gamma 0 (one-step targets)")
     if args.save:
+        from rl.evaluation.benchmarks_md import check_writable_dir
+
         try:
-            check_save_dir(Path(args.save))
+            check_writable_dir(Path(args.save))
         except OSError as e:
             p.error(f"--save {args.save}: cannot write there ({e.strerror or e})")
     return args
-
-
-def check_save_dir(path: Path) -> None:
-    """Create ``path`` (a checkpoint directory) and prove a file can be written in it, before
-    minutes of training; raises ``OSError`` if not."""
-    path.mkdir(parents=True, exist_ok=True)
-    probe = path / ".write-probe"
-    probe.write_text("")
-    probe.unlink()
 
 
 def train(args: Args) -> tuple[Any, dict[str, Any]]:
