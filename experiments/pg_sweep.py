@@ -34,7 +34,12 @@ What it does:
    trial named by its index, with TensorBoard event files). Two runs with the same flags write
    the same files except for wall times, the output path and the dashboard URL.
 
-Training (the REINFORCE settings every trial shares, ``rl.sweep``): MeshEnv v1's scenarios and
+``--learner critic`` trains every trial with ``rl.sweep.CRITIC`` instead: the policy gradient
+over every action with a learned ``Q(s, a)``, the reward measured against not acting, one step
+(BENCHMARKS.md, Closed-loop evaluation: the action critic); its grid is lr 3e-3 × the late
+weights, 200 iterations each.
+
+Training (the default ``--learner group``, ``rl.sweep``): MeshEnv v1's scenarios and
 SLO objective, the ``setpoint`` catalogue (any rung of a knob in one action), the shared-weight
 policy (``rl.policies``), the step's score as reward, returns-to-go with ``gamma`` =
 ``rl.sweep.GAMMA``, each compared with those of the episodes that replayed the same scenario
@@ -69,6 +74,7 @@ from rl.evaluation.tables import trials_markdown
 from rl.ray_setup import RaySetupError, init_ray
 from rl.sweep import (
     DEFAULT_OUTPUT,
+    LEARNERS,
     RANK_LAST_N,
     RANK_METRIC,
     SweepError,
@@ -92,6 +98,10 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     p.add_argument("--backend", default="sim",
                    help=f"mesh backend: {', '.join(BACKENDS)} (default sim, the simulator; "
                         "checked by envs.backends.registry)")
+    p.add_argument("--learner", default="group", choices=list(LEARNERS),
+                   help="what the trials train with (rl.sweep.Learner): group, REINFORCE with "
+                        "the group baseline (default); critic, the policy gradient over every "
+                        "action with an action critic")
     p.add_argument("--num-env-runners", type=int, default=None,
                    help="env runners per trial (default 2; smoke 1)")
     p.add_argument("--envs-per-runner", type=int, default=None,

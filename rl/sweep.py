@@ -20,9 +20,13 @@ runner (``--envs-per-runner``). The best trial is the one with the highest valid
 metric averaged over the last :data:`RANK_LAST_N` iterations), then by the trial index (its
 position in the grid).
 
-Training (the REINFORCE settings every trial shares): MeshEnv v1 — every episode a scenario
-drawn from :data:`envs.scenarios.TRAINING` (load shifts, faults, three starts), the SLO
-objective, the :data:`CATALOGUE` catalogue — with the shared-weight policy
+Learners (``--learner``, :class:`Learner`): ``group`` (the default, described next) and
+``critic`` (:data:`CRITIC`: the policy gradient over every action with an action critic,
+rewards against not acting, gamma 0; lr 3e-3 × the late weights, 200 iterations).
+
+Training with ``group`` (the REINFORCE settings every trial shares): MeshEnv v1 — every
+episode a scenario drawn from :data:`envs.scenarios.TRAINING` (load shifts, faults, three
+starts), the SLO objective, the :data:`CATALOGUE` catalogue — with the shared-weight policy
 (:mod:`rl.policies`); the reward is the step's score itself (``reward_mode`` ``absolute``: what
 a controller delivers at every step, not the change a load shift causes), returns-to-go with
 ``gamma`` = :data:`GAMMA`; every run of an episode uses one load seed (``load_seed``
@@ -80,6 +84,67 @@ SMOKE_STEP_S = 2.0
 CPUS_PER_TRIAL = 1.0
 
 
+@dataclass(frozen=True)
+class Learner:
+    """What every trial of a sweep trains with (``--learner``): the action catalogue, the
+    reward, how returns weigh the policy's log-probabilities, and the grid's defaults.
+
+    Attributes:
+        name: the ``--learner`` value.
+        catalogue: the action catalogue (:data:`envs.actions.CATALOGUE_NAMES`).
+        reward_mode: MeshEnv's ``reward_mode`` (``absolute``: the step's score; ``vs_keep``:
+            the step's score against the same run without the action).
+        gamma: discount of the returns-to-go.
+        entropy_coeff: weight of the entropy bonus (in reward units per nat).
+        episodes_per_scenario: default size of the groups of episodes that replay one scenario
+            (1: no group baseline).
+        learning_rates: the Adam learning rates of the grid (``--smoke``: the first only).
+        iterations: training iterations of every trial (``--iterations`` overrides).
+        num_epochs: passes of the learner over each batch.
+        normalize_returns: centred ranks per step and the group / per-step baselines
+            (``ReinforceConfig.normalize_returns`` and ``per_step_baseline``); False weighs the
+            log-probabilities with the returns as they are.
+        action_critic: the policy term over every action with a learned ``Q(s, a)``
+            (``ReinforceConfig.action_critic``).
+        critic_replay: samples the critic refits besides the batch (one-step targets only).
+        explore_mix: ε of the env runners' behaviour policy (:mod:`rl.shared_module`).
+        inert_zero: ``Q`` exactly 0 for actions that change nothing (:func:`rl.policies.
+            inert_acts`; what ``vs_keep`` pays them).
+    """
+
+    name: str
+    catalogue: str
+    reward_mode: str
+    gamma: float
+    entropy_coeff: float
+    episodes_per_scenario: int
+    learning_rates: tuple[float, ...]
+    iterations: int
+    num_epochs: int = 1
+    normalize_returns: bool = True
+    action_critic: bool = False
+    critic_replay: int = 0
+    explore_mix: float = 0.0
+    inert_zero: bool = False
+
+
+#: REINFORCE with the group baseline: each return-to-go of the step's own score against those
+#: of the episodes that replayed the same scenario.
+GROUP = Learner("group", CATALOGUE, "absolute", GAMMA, ENTROPY_COEFF, EPISODES_PER_SCENARIO,
+                LEARNING_RATES, ITERATIONS)
+#: The policy gradient over every action with an action critic (Mean Actor-Critic): the reward
+#: is what the action did against not acting (``vs_keep``), one step (gamma 0), so the critic's
+#: targets are exact one-step effects; it refits the last 30 000 samples, the env runners
+#: explore with a 20 % uniform mixture, ``Q`` is 0 for actions that change nothing, and the
+#: catalogue has a whole-mesh restore. Settings of BENCHMARKS.md's action-critic entries
+#: (Closed-loop evaluation, 2026-12-04 21:40).
+CRITIC = Learner("critic", "setpoint_restore", "vs_keep", 0.0, 0.5, 1, (3e-3,), 200,
+                 num_epochs=4, normalize_returns=False, action_critic=True,
+                 critic_replay=30_000, explore_mix=0.2, inert_zero=True)
+#: ``--learner`` values.
+LEARNERS: dict[str, Learner] = {learner.name: learner for learner in (GROUP, CRITIC)}
+
+
 #: Env-runner restarts a trial tolerates before it fails (RLlib's fault tolerance).
 MAX_ENV_RUNNER_RESTARTS = 5
 #: Floor of the sample timeout, s (RLlib's default).
@@ -101,6 +166,8 @@ def concurrent_trials(num_cpus: int) -> int:
     return max(1, int(num_cpus // CPUS_PER_TRIAL))
 #: Checkpoint every this many iterations (and at the end).
 CHECKPOINT_EVERY = 25
+#: Checkpoints a trial keeps (its latest ones; None: every one).
+CHECKPOINTS_KEPT: int | None = 2
 
 
 class SweepError(RuntimeError):
@@ -116,6 +183,7 @@ class SweepSettings:
     """Everything a sweep run depends on (``--smoke`` shrinks these)."""
 
     backend: str
+    learner: str
     num_env_runners: int
     envs_per_runner: int
     episodes_per_scenario: int
@@ -135,7 +203,7 @@ class SweepSettings:
     resume: bool
 
 
-def sweep_settings(*, smoke: bool = False, backend: str = "sim",
+def sweep_settings(*, smoke: bool = False, backend: str = "sim", learner: str = "group",
                    num_env_runners: int | None = None, envs_per_runner: int | None = None,
                    episodes_per_scenario: int | None = None,
                    samples: int | None = None,
@@ -154,17 +222,21 @@ def sweep_settings(*, smoke: bool = False, backend: str = "sim",
     def pick(value: int | None, full: Any, tiny: Any) -> Any:
         return value if value is not None else (tiny if smoke else full)
 
+    if learner not in LEARNERS:
+        raise SweepError(f"--learner {learner!r}: choose one of {', '.join(LEARNERS)}")
+    preset = LEARNERS[learner]
     runners = pick(num_env_runners, 2, 1)
     batch = pick(episodes_per_batch, 16, 2)
     settings = SweepSettings(
         backend=backend,
+        learner=learner,
         num_env_runners=runners,
         envs_per_runner=(envs_per_runner if envs_per_runner is not None
                          else max(1, math.ceil(batch / max(1, runners)))),
         episodes_per_scenario=0,  # set below: it depends on the envs per runner
         samples=pick(samples, 1, 1),
-        learning_rates=LEARNING_RATES[:1] if smoke else LEARNING_RATES,
-        iterations=pick(iterations, ITERATIONS, 2),
+        learning_rates=preset.learning_rates[:1] if smoke else preset.learning_rates,
+        iterations=pick(iterations, preset.iterations, 2),
         episodes_per_batch=batch,
         episode_len=pick(episode_len, None, MIN_EPISODE_LEN),
         step_s=None if not smoke else SMOKE_STEP_S,
@@ -177,10 +249,15 @@ def sweep_settings(*, smoke: bool = False, backend: str = "sim",
         address=address,
         resume=resume,
     )
-    # Default: the largest group size up to EPISODES_PER_SCENARIO (smoke 2) dividing the envs.
+    # Default: the largest group size up to the learner's (smoke 2) dividing the envs.
+    group = preset.episodes_per_scenario if preset.episodes_per_scenario == 1 or not smoke else 2
     settings = replace(settings, episodes_per_scenario=(
         episodes_per_scenario if episodes_per_scenario is not None
-        else math.gcd(2 if smoke else EPISODES_PER_SCENARIO, settings.envs_per_runner)))
+        else math.gcd(group, settings.envs_per_runner)))
+    if preset.episodes_per_scenario == 1 and settings.episodes_per_scenario != 1:
+        raise SweepError(f"--learner {learner} compares no episodes with each other: "
+                         f"--episodes-per-scenario must be 1, got "
+                         f"{settings.episodes_per_scenario}")
     for name in ("num_env_runners", "envs_per_runner", "episodes_per_scenario", "samples",
                  "iterations",
                  "episodes_per_batch",
@@ -236,11 +313,13 @@ def import_mesh_env() -> Any:
 
 def base_env_config(settings: SweepSettings) -> dict[str, Any]:
     """MeshEnv settings shared by all trials (the late weight is added per trial): v1's
-    defaults (training scenarios, SLO objective) with the :data:`CATALOGUE` catalogue, the
-    step's score as its reward, one load seed per episode."""
+    defaults (training scenarios, SLO objective) with the learner's catalogue and reward
+    (:class:`Learner`; ``group``: :data:`CATALOGUE`, the step's score), one load seed per
+    episode."""
+    learner = LEARNERS[settings.learner]
     config: dict[str, Any] = {"backend": settings.backend, "seed": settings.seed,
-                              "catalogue": CATALOGUE,
-                              "reward_mode": "absolute", "load_seed": "per_episode"}
+                              "catalogue": learner.catalogue,
+                              "reward_mode": learner.reward_mode, "load_seed": "per_episode"}
     if settings.episode_len is not None:
         config["episode_len"] = settings.episode_len
     if settings.step_s is not None:
@@ -253,12 +332,17 @@ def build_param_space(settings: SweepSettings) -> Any:
     from ray import tune
 
     from rl.callbacks import MeshMetricsCallback
-    from rl.policies import policy_spec
+    from rl.policies import inert_acts, policy_spec
     from rl.reinforce import ReinforceConfig
 
     mesh_env = import_mesh_env()
     runners = settings.num_env_runners
+    learner = LEARNERS[settings.learner]
     spec, model_config = policy_spec(POLICY, base_env_config(settings))
+    if learner.explore_mix:
+        model_config = {**model_config, "explore_mix": learner.explore_mix}
+    if learner.inert_zero:
+        model_config = {**model_config, "inert_acts": inert_acts(base_env_config(settings))}
     env_config = {**base_env_config(settings),
                   "late_weight": tune.grid_search(list(LATE_WEIGHTS))}
     return (
@@ -278,15 +362,18 @@ def build_param_space(settings: SweepSettings) -> Any:
                          delay_between_env_runner_restarts_s=1.0)
         .learners(num_learners=0, num_cpus_per_learner=CPUS_PER_TRIAL / 2)
         .resources(num_cpus_for_main_process=CPUS_PER_TRIAL / 2)
-        .training(lr=tune.grid_search(list(settings.learning_rates)), gamma=GAMMA,
+        .training(lr=tune.grid_search(list(settings.learning_rates)), gamma=learner.gamma,
                   num_episodes_per_train_batch=settings.episodes_per_batch,
-                  # Centred ranks per step: the scenarios' hard steps (an overload, a fault)
-                  # must not drown the ordinary ones (rl.connectors).
-                  normalize_returns=True,
+                  # group: centred ranks per step, so the scenarios' hard steps (an overload, a
+                  # fault) do not drown the ordinary ones (rl.connectors); critic: the vs_keep
+                  # returns as they are (already against not acting).
+                  normalize_returns=learner.normalize_returns,
+                  per_step_baseline=learner.normalize_returns,
                   # Each return-to-go against its group's: the episodes that replayed the same
                   # scenario, start and load seed differ only in their actions (rl.connectors).
                   episodes_per_scenario=settings.episodes_per_scenario,
-                  entropy_coeff=ENTROPY_COEFF)
+                  entropy_coeff=learner.entropy_coeff, num_epochs=learner.num_epochs,
+                  action_critic=learner.action_critic, critic_replay=learner.critic_replay)
         .callbacks(MeshMetricsCallback)
         # Training seeds (runner r resets first with seed + r) stay far below the held-out ones.
         .debugging(seed=tune.randint(0, 100_000))
@@ -355,7 +442,8 @@ def run_sweep(settings: SweepSettings, max_concurrent_trials: int) -> Any:
             name=EXPERIMENT_NAME, storage_path=str(storage),
             stop={"training_iteration": settings.iterations},
             checkpoint_config=tune.CheckpointConfig(
-                checkpoint_frequency=CHECKPOINT_EVERY, num_to_keep=2, checkpoint_at_end=True),
+                checkpoint_frequency=CHECKPOINT_EVERY, num_to_keep=CHECKPOINTS_KEPT,
+                checkpoint_at_end=True),
             progress_reporter=progress_reporter(),
             verbose=1,
         ),

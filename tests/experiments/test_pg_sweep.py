@@ -128,3 +128,15 @@ def test_smoke_sweep_writes_everything_and_the_checkpoint_reproduces(tmp_path: P
     proc = _run("--smoke", "--resume", "--output", str(out))
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     check_smoke_outputs(out)
+
+
+@pytest.mark.slow
+def test_smoke_sweep_of_the_critic_learner_writes_everything(tmp_path: Path) -> None:
+    out = tmp_path / "critic"
+    proc = _run("--smoke", "--learner", "critic", "--output", str(out))
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    results = check_smoke_outputs(out)
+    assert results["settings"]["learner"] == "critic"
+    assert results["best"]["env_config"]["reward_mode"] == "vs_keep"
+    assert results["best"]["env_config"]["catalogue"] == "setpoint_restore"
+    assert {t["lr"] for t in results["trials"]} == {3e-3}

@@ -10,7 +10,11 @@ import pytest
 
 import envs.backends.registry
 from rl.sweep import (
+    CRITIC,
+    GROUP,
     SweepError,
+    base_env_config,
+    build_param_space,
     check_backend,
     check_experiment_dir,
     dir_trial_index,
@@ -48,6 +52,42 @@ def test_explicit_flags_override_smoke() -> None:
      "multiple of --envs-per-runner"),  # 3 episodes per runner over 2 envs: unequal quotas
 ])
 def test_bad_numbers_are_named(flags: dict[str, int], message: str) -> None:
+    with pytest.raises(SweepError, match=message):
+        sweep_settings(**flags)
+
+
+def test_the_learners_train_what_their_presets_say() -> None:
+    group = build_param_space(sweep_settings())
+    assert (group.gamma, group.normalize_returns, group.per_step_baseline, group.action_critic,
+            group.num_epochs, group.entropy_coeff) == (0.8, True, True, False, 1, 0.01)
+    assert group.episodes_per_scenario == GROUP.episodes_per_scenario == 4
+    assert "explore_mix" not in group.model_config and "inert_acts" not in group.model_config
+    assert (group.env_config["catalogue"], group.env_config["reward_mode"]) == ("setpoint",
+                                                                                "absolute")
+
+    settings = sweep_settings(learner="critic")
+    assert (settings.learning_rates, settings.iterations, settings.episodes_per_scenario) == (
+        CRITIC.learning_rates, CRITIC.iterations, 1)
+    critic = build_param_space(settings)
+    # the settings of BENCHMARKS.md's action-critic entries (scripts/train_variant.py flags)
+    assert (critic.gamma, critic.normalize_returns, critic.per_step_baseline,
+            critic.rank_returns, critic.action_critic, critic.critic_replay, critic.num_epochs,
+            critic.entropy_coeff) == (0.0, False, False, False, True, 30_000, 4, 0.5)
+    assert critic.model_config["explore_mix"] == 0.2
+    assert critic.model_config["inert_acts"]  # rl.policies.inert_acts of the env config
+    assert base_env_config(settings) == {"backend": "sim", "seed": 0,
+                                         "catalogue": "setpoint_restore",
+                                         "reward_mode": "vs_keep", "load_seed": "per_episode"}
+    smoke = sweep_settings(learner="critic", smoke=True)
+    assert (smoke.iterations, smoke.episodes_per_scenario) == (2, 1)
+
+
+@pytest.mark.parametrize(("flags", "message"), [
+    ({"learner": "ppo"}, "--learner 'ppo': choose one of group, critic"),
+    ({"learner": "critic", "episodes_per_scenario": 2},
+     "--episodes-per-scenario must be 1, got 2"),
+])
+def test_a_learner_that_cannot_work_is_named(flags: dict[str, Any], message: str) -> None:
     with pytest.raises(SweepError, match=message):
         sweep_settings(**flags)
 
