@@ -73,6 +73,7 @@ from rl.evaluation.seeds import VALIDATION_FIRST_SEED, held_out_seeds
 from rl.evaluation.tables import trials_markdown
 from rl.ray_setup import RaySetupError, init_ray
 from rl.sweep import (
+    CHECKPOINTS_KEPT,
     DEFAULT_OUTPUT,
     LEARNERS,
     RANK_LAST_N,
@@ -129,6 +130,9 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     p.add_argument("--seed", type=int, default=0, help="seed of search, training (default 0)")
     p.add_argument("--address", default=None,
                    help="Ray cluster address (default: the job's cluster or a private local one)")
+    p.add_argument("--keep-checkpoints", type=int, default=CHECKPOINTS_KEPT,
+                   help=f"checkpoints each trial keeps, its latest (default {CHECKPOINTS_KEPT}; "
+                        "0: every one, taken every 25 iterations)")
     p.add_argument("--smoke", action="store_true", help="tiny sweep, under a minute")
     p.add_argument("--resume", action="store_true",
                    help="continue the sweep stored in --output instead of starting one")

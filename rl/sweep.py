@@ -166,8 +166,9 @@ def concurrent_trials(num_cpus: int) -> int:
     return max(1, int(num_cpus // CPUS_PER_TRIAL))
 #: Checkpoint every this many iterations (and at the end).
 CHECKPOINT_EVERY = 25
-#: Checkpoints a trial keeps (its latest ones; None: every one).
-CHECKPOINTS_KEPT: int | None = 2
+#: Checkpoints a trial keeps by default, its latest ones (``--keep-checkpoints``; 0 keeps
+#: every one, e.g. to rank them with ``scripts/rank_checkpoints.py``).
+CHECKPOINTS_KEPT = 2
 
 
 class SweepError(RuntimeError):
@@ -201,6 +202,7 @@ class SweepSettings:
     output: Path
     address: str | None
     resume: bool
+    keep_checkpoints: int = CHECKPOINTS_KEPT
 
 
 def sweep_settings(*, smoke: bool = False, backend: str = "sim", learner: str = "group",
@@ -213,7 +215,8 @@ def sweep_settings(*, smoke: bool = False, backend: str = "sim", learner: str = 
                    max_concurrent_trials: int | None = None, num_cpus: int | None = None,
                    seed: int = 0,
                    output: Path = DEFAULT_OUTPUT, address: str | None = None,
-                   resume: bool = False) -> SweepSettings:
+                   resume: bool = False,
+                   keep_checkpoints: int = CHECKPOINTS_KEPT) -> SweepSettings:
     """The settings of a sweep: ``None`` sizes take the full (or ``smoke``) defaults; the
     numbers are checked (:class:`SweepError` names the flag). ``envs_per_runner`` defaults to
     each runner's share of a batch (all its episodes of an iteration side by side: one batched
@@ -248,6 +251,7 @@ def sweep_settings(*, smoke: bool = False, backend: str = "sim", learner: str = 
         output=output.resolve(),
         address=address,
         resume=resume,
+        keep_checkpoints=keep_checkpoints,
     )
     # Default: the largest group size up to the learner's (smoke 2) dividing the envs.
     group = preset.episodes_per_scenario if preset.episodes_per_scenario == 1 or not smoke else 2
@@ -266,6 +270,9 @@ def sweep_settings(*, smoke: bool = False, backend: str = "sim", learner: str = 
         if getattr(settings, name) is not None and getattr(settings, name) < 1:
             raise SweepError(f"--{name.replace('_', '-')} must be >= 1, "
                              f"got {getattr(settings, name)}")
+    if settings.keep_checkpoints < 0:
+        raise SweepError(f"--keep-checkpoints must be >= 0 (0: every one), got "
+                         f"{settings.keep_checkpoints}")
     if settings.episode_len is not None and settings.episode_len < MIN_EPISODE_LEN:
         raise SweepError(f"--episode-len must be >= {MIN_EPISODE_LEN} (the training scenarios' "
                          f"shapes need it), got {settings.episode_len}")
@@ -442,8 +449,8 @@ def run_sweep(settings: SweepSettings, max_concurrent_trials: int) -> Any:
             name=EXPERIMENT_NAME, storage_path=str(storage),
             stop={"training_iteration": settings.iterations},
             checkpoint_config=tune.CheckpointConfig(
-                checkpoint_frequency=CHECKPOINT_EVERY, num_to_keep=CHECKPOINTS_KEPT,
-                checkpoint_at_end=True),
+                checkpoint_frequency=CHECKPOINT_EVERY,
+                num_to_keep=settings.keep_checkpoints or None, checkpoint_at_end=True),
             progress_reporter=progress_reporter(),
             verbose=1,
         ),

@@ -4,6 +4,7 @@ script's settings, then its greedy policy and the references through held-out ca
 from __future__ import annotations
 
 import json
+import math
 import subprocess
 import sys
 from pathlib import Path
@@ -59,6 +60,16 @@ def test_one_iteration_with_the_action_critic_saves_a_checkpoint_evaluate_reads(
         capture_output=True, text=True, timeout=600, check=False)
     assert read.returncode == 0, read.stderr[-2000:]
     assert read.stdout.strip().splitlines()[-1] == result["per_case"][0]["actions"]
+    # scripts/rank_checkpoints.py reads it too: one row, finite numbers, no correlation of one
+    ranked = subprocess.run(
+        [sys.executable, str(REPO / "scripts" / "rank_checkpoints.py"), str(ckpt),
+         "--validation-episodes", "2", "--cases", "1"],
+        cwd=REPO, env=_script_env(), capture_output=True, text=True, timeout=600, check=False)
+    assert ranked.returncode == 0, ranked.stderr[-2000:]
+    rows = [x for x in ranked.stdout.splitlines() if x.startswith("| `")]
+    assert len(rows) == 1 and str(ckpt) in rows[0]
+    assert all(math.isfinite(float(c)) for c in rows[0].split("|")[2:-1])
+    assert "over 1 checkpoints: nan" in ranked.stdout
 
 
 #: Loads a checkpoint with ``rl.evaluation.checkpoint.load_policy`` and prints the greedy

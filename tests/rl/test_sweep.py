@@ -46,6 +46,7 @@ def test_explicit_flags_override_smoke() -> None:
     ({"samples": 0}, "--samples"),
     ({"num_env_runners": 3, "episodes_per_batch": 2}, "--episodes-per-batch"),
     ({"episode_len": 0}, "--episode-len"),
+    ({"keep_checkpoints": -1}, "--keep-checkpoints must be >= 0"),
     ({"episodes_per_scenario": 0}, "--episodes-per-scenario"),
     ({"episodes_per_scenario": 3}, "--episodes-per-scenario"),  # 3 does not divide 8 envs
     ({"envs_per_runner": 2, "episodes_per_scenario": 2, "episodes_per_batch": 6},
