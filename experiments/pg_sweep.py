@@ -103,6 +103,9 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
                    help="what the trials train with (rl.sweep.Learner): group, REINFORCE with "
                         "the group baseline (default); critic, the policy gradient over every "
                         "action with an action critic")
+    p.add_argument("--learning-rates", type=float, nargs="+", default=None, metavar="LR",
+                   help="the Adam learning rates of the grid (default: the learner's, "
+                        "rl.sweep.Learner.learning_rates; smoke: its first)")
     p.add_argument("--num-env-runners", type=int, default=None,
                    help="env runners per trial (default 2; smoke 1)")
     p.add_argument("--envs-per-runner", type=int, default=None,

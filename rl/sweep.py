@@ -39,6 +39,7 @@ not how hard the scenario was); an entropy bonus of :data:`ENTROPY_COEFF`.
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
@@ -216,7 +217,8 @@ def sweep_settings(*, smoke: bool = False, backend: str = "sim", learner: str = 
                    seed: int = 0,
                    output: Path = DEFAULT_OUTPUT, address: str | None = None,
                    resume: bool = False,
-                   keep_checkpoints: int = CHECKPOINTS_KEPT) -> SweepSettings:
+                   keep_checkpoints: int = CHECKPOINTS_KEPT,
+                   learning_rates: Sequence[float] | None = None) -> SweepSettings:
     """The settings of a sweep: ``None`` sizes take the full (or ``smoke``) defaults; the
     numbers are checked (:class:`SweepError` names the flag). ``envs_per_runner`` defaults to
     each runner's share of a batch (all its episodes of an iteration side by side: one batched
@@ -238,7 +240,8 @@ def sweep_settings(*, smoke: bool = False, backend: str = "sim", learner: str = 
                          else max(1, math.ceil(batch / max(1, runners)))),
         episodes_per_scenario=0,  # set below: it depends on the envs per runner
         samples=pick(samples, 1, 1),
-        learning_rates=preset.learning_rates[:1] if smoke else preset.learning_rates,
+        learning_rates=(tuple(learning_rates) if learning_rates is not None
+                        else preset.learning_rates[:1] if smoke else preset.learning_rates),
         iterations=pick(iterations, preset.iterations, 2),
         episodes_per_batch=batch,
         episode_len=pick(episode_len, None, MIN_EPISODE_LEN),
@@ -270,6 +273,10 @@ def sweep_settings(*, smoke: bool = False, backend: str = "sim", learner: str = 
         if getattr(settings, name) is not None and getattr(settings, name) < 1:
             raise SweepError(f"--{name.replace('_', '-')} must be >= 1, "
                              f"got {getattr(settings, name)}")
+    if not settings.learning_rates or not all(
+            math.isfinite(lr) and lr > 0 for lr in settings.learning_rates):
+        raise SweepError(f"--learning-rates must be positive numbers, got "
+                         f"{list(settings.learning_rates)}")
     if settings.keep_checkpoints < 0:
         raise SweepError(f"--keep-checkpoints must be >= 0 (0: every one), got "
                          f"{settings.keep_checkpoints}")

@@ -47,6 +47,8 @@ def test_explicit_flags_override_smoke() -> None:
     ({"num_env_runners": 3, "episodes_per_batch": 2}, "--episodes-per-batch"),
     ({"episode_len": 0}, "--episode-len"),
     ({"keep_checkpoints": -1}, "--keep-checkpoints must be >= 0"),
+    ({"learning_rates": [0.0]}, "--learning-rates must be positive numbers"),
+    ({"learning_rates": []}, "--learning-rates must be positive numbers"),
     ({"episodes_per_scenario": 0}, "--episodes-per-scenario"),
     ({"episodes_per_scenario": 3}, "--episodes-per-scenario"),  # 3 does not divide 8 envs
     ({"envs_per_runner": 2, "episodes_per_scenario": 2, "episodes_per_batch": 6},
@@ -79,6 +81,8 @@ def test_the_learners_train_what_their_presets_say() -> None:
     assert base_env_config(settings) == {"backend": "sim", "seed": 0,
                                          "catalogue": "setpoint_restore",
                                          "reward_mode": "vs_keep", "load_seed": "per_episode"}
+    assert sweep_settings(learner="critic", learning_rates=[1e-3, 3e-4]).learning_rates == (
+        1e-3, 3e-4)
     smoke = sweep_settings(learner="critic", smoke=True)
     assert (smoke.iterations, smoke.episodes_per_scenario) == (2, 1)
 
