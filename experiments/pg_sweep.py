@@ -36,7 +36,7 @@ What it does:
 
 ``--learner critic`` trains every trial with ``rl.sweep.CRITIC`` instead: the policy gradient
 over every action with a learned ``Q(s, a)``, the reward measured against not acting, one step
-(BENCHMARKS.md, Closed-loop evaluation: the action critic); its grid is lr 3e-3 × the late
+(BENCHMARKS.md, Closed-loop evaluation: the action critic); its grid is lr 1e-3 × the late
 weights, 200 iterations each.
 
 Training (the default ``--learner group``, ``rl.sweep``): MeshEnv v1's scenarios and

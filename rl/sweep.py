@@ -22,7 +22,7 @@ position in the grid).
 
 Learners (``--learner``, :class:`Learner`): ``group`` (the default, described next) and
 ``critic`` (:data:`CRITIC`: the policy gradient over every action with an action critic,
-rewards against not acting, gamma 0; lr 3e-3 × the late weights, 200 iterations).
+rewards against not acting, gamma 0; lr 1e-3 × the late weights, 200 iterations).
 
 Training with ``group`` (the REINFORCE settings every trial shares): MeshEnv v1 — every
 episode a scenario drawn from :data:`envs.scenarios.TRAINING` (load shifts, faults, three
@@ -138,8 +138,9 @@ GROUP = Learner("group", CATALOGUE, "absolute", GAMMA, ENTROPY_COEFF, EPISODES_P
 #: targets are exact one-step effects; it refits the last 30 000 samples, the env runners
 #: explore with a 20 % uniform mixture, ``Q`` is 0 for actions that change nothing, and the
 #: catalogue has a whole-mesh restore. Settings of BENCHMARKS.md's action-critic entries
-#: (Closed-loop evaluation, 2026-12-04 21:40).
-CRITIC = Learner("critic", "setpoint_restore", "vs_keep", 0.0, 0.5, 1, (3e-3,), 200,
+#: (Closed-loop evaluation, 2026-12-04 21:40), with lr 1e-3: at 3e-3 the policy flipped between
+#: the cap and restore-only from checkpoint to checkpoint (2026-12-05 entry).
+CRITIC = Learner("critic", "setpoint_restore", "vs_keep", 0.0, 0.5, 1, (1e-3,), 200,
                  num_epochs=4, normalize_returns=False, action_critic=True,
                  critic_replay=30_000, explore_mix=0.2, inert_zero=True)
 #: ``--learner`` values.

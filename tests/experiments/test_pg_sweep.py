@@ -139,4 +139,4 @@ def test_smoke_sweep_of_the_critic_learner_writes_everything(tmp_path: Path) -> 
     assert results["settings"]["learner"] == "critic"
     assert results["best"]["env_config"]["reward_mode"] == "vs_keep"
     assert results["best"]["env_config"]["catalogue"] == "setpoint_restore"
-    assert {t["lr"] for t in results["trials"]} == {3e-3}
+    assert {t["lr"] for t in results["trials"]} == {1e-3}
