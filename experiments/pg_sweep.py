@@ -224,11 +224,17 @@ def run(settings: SweepSettings) -> dict[str, Any]:
         ray.shutdown()
 
 
+#: ``best_destination_rules.yaml`` when the policy's last configuration is Istio's defaults (a
+#: whole-mesh restore, or nothing changed): a YAML comment, so ``kubectl apply`` gets no rule.
+NO_RULES_NOTE = ("# Istio's defaults: the policy's last configuration in the first held-out case "
+                 "sets no DestinationRule\n")
+
+
 def held_out_test(best: dict[str, Any], n_cases: int, output: Path) -> tuple[dict[str, Any], str]:
     """The best trial's greedy policy and the baselines (``standard_methods``) through
     ``n_cases`` held-out scenarios on the simulator; writes ``best_destination_rules.yaml`` (the
-    policy's last configuration in the first case) and ``fault_case.png``. Returns the numbers
-    and the markdown."""
+    policy's last configuration in the first case; :data:`NO_RULES_NOTE` if that is Istio's
+    defaults) and ``fault_case.png``. Returns the numbers and the markdown."""
     from envs.actions import make_catalogue
     from envs.istio import dump_rules, rules_for
     from envs.settings import EnvSettings
@@ -239,8 +245,9 @@ def held_out_test(best: dict[str, Any], n_cases: int, output: Path) -> tuple[dic
     plan = held_out_plan(n_cases, env.episode_len)
     runs, md, numbers = compare_held_out(module, catalogue, plan, env.step_s, env.episode_len,
                                          output, log=lambda line: print(line, flush=True))
+    rules = rules_for(runs["policy"][0].final_config)
     (output / "best_destination_rules.yaml").write_text(
-        dump_rules(rules_for(runs["policy"][0].final_config)))
+        dump_rules(rules) if rules else NO_RULES_NOTE)
     return numbers, "\n".join(md)
 
 
