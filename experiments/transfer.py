@@ -41,10 +41,10 @@ env config (the notebook's closed-loop users), initial and final configuration r
 ``--measure-runs`` times; then for ``--cases`` more held-out seeds (default 6, from 1 000 010)
 the simulator episode's start and end configuration measured on both backends.
 
-Errors the user can fix (a missing checkpoint, an unwritable output, a replica already up,
-flags of the other mode) are one line on stderr and exit status 2; so is a ``--benchmarks``
-file that cannot be written when the tables are appended (printed, and the results files
-written, before).
+Errors the user can fix (a missing checkpoint, an unwritable output or ``--benchmarks`` file,
+found by writing there before the first case, a replica already up, flags of the other mode)
+are one line on stderr and exit status 2; so is a ``--benchmarks`` file that can no longer be
+written when the tables are appended (printed, and the results files written, before).
 """
 
 from __future__ import annotations

@@ -11,6 +11,7 @@ import functools
 import json
 from pathlib import Path
 from types import SimpleNamespace
+from typing import Any
 
 import pytest
 
@@ -62,11 +63,10 @@ def test_classic_cases_need_fresh_measurements() -> None:
     assert "--cases needs --measure-runs" in proc.stderr
 
 
-def test_an_unwritable_benchmarks_file_is_one_line_after_the_tables(
-        tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
-        capsys: pytest.CaptureFixture[str]) -> None:
-    # --quick in-process, the simulator standing in for the local replicas and a tiny policy
-    # for the checkpoint (the whole run: tests/rl/evaluation/test_transfer_closed_loop.py)
+def _quick_transfer(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Any:
+    """``experiments/transfer.py`` loaded for a ``--quick`` run in-process: the simulator
+    standing in for the local replicas and a tiny policy for the checkpoint (the whole run:
+    tests/rl/evaluation/test_transfer_closed_loop.py)."""
     import rl.evaluation.transfer_closed_loop as tc
     from envs.actions import make_catalogue
     from envs.backends import make_backend
@@ -78,8 +78,32 @@ def test_an_unwritable_benchmarks_file_is_one_line_after_the_tables(
         module=ObsHash(n_act), env_config={}, env_steps_trained=7, path=path))
     monkeypatch.setattr(tc, "fresh_local_replica", lambda c, replica: make_backend("sim"))
     monkeypatch.setattr(tc, "listening_ports", lambda replica: [])
+    return load_script(REPO / "experiments" / "transfer.py")
+
+
+def test_an_unwritable_benchmarks_file_is_one_line_before_anything_runs(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+        capsys: pytest.CaptureFixture[str]) -> None:
+    transfer = _quick_transfer(tmp_path, monkeypatch)
     bench, out = unwritable_path(tmp_path), tmp_path / "out"
-    transfer = load_script(REPO / "experiments" / "transfer.py")
+    assert transfer.main(["--quick", "--step-s", "1", "--checkpoint", str(tmp_path / "ckpt"),
+                          "--output", str(out), "--benchmarks", str(bench)]) == 2
+    captured = capsys.readouterr()
+    assert captured.err == (f"transfer: error: benchmarks file {bench} is not writable: "
+                            "Not a directory\n")
+    assert "Summed score per case" not in captured.out  # refused before the first case
+    assert not (out / "results.json").exists()
+
+
+def test_a_benchmarks_file_unwritable_at_the_end_is_one_line_after_the_tables(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+        capsys: pytest.CaptureFixture[str]) -> None:
+    # writable when the run starts (the check passes), not when it ends
+    import rl.evaluation.transfer_closed_loop as tc
+
+    transfer = _quick_transfer(tmp_path, monkeypatch)
+    monkeypatch.setattr(tc, "check_writable_file", lambda path: None)
+    bench, out = unwritable_path(tmp_path), tmp_path / "out"
     assert transfer.main(["--quick", "--step-s", "1", "--checkpoint", str(tmp_path / "ckpt"),
                           "--output", str(out), "--benchmarks", str(bench)]) == 2
     captured = capsys.readouterr()
