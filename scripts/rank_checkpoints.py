@@ -28,10 +28,7 @@ from typing import Any
 
 import numpy as np
 
-#: Columns of the held-out part: StepRecord metric, header, format.
-_METRICS = (("good_pct", "good %", ".2f"), ("goodput_rps", "goodput req/s", ".1f"),
-            ("failure_pct", "failure %", ".2f"), ("latency_mean_ms", "mean ms", ".0f"),
-            ("latency_p99_ms", "p99 ms", ".0f"))
+from rl.evaluation.scenario_tables import METRICS  # imports rl first: Ray stays on 127.0.0.1
 
 
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
@@ -91,17 +88,17 @@ def score_checkpoint(path: Path, validation_seeds: list[int], cases: int) -> dic
     return {"checkpoint": str(path), "validation": row["validation_score"],
             "summed": float(np.mean([r.summed_score for r in runs])),
             **{key: float(np.nanmean([r.metric_mean(key) for r in runs]))
-               for key, _, _ in _METRICS}}
+               for key, _, _ in METRICS}}
 
 
 def table(rows: Sequence[dict[str, Any]]) -> str:
     """Markdown: one row per checkpoint, in the order given."""
     head = ("| checkpoint | validation score | held-out summed score | "
-            + " | ".join(h for _, h, _ in _METRICS) + " |")
-    lines = [head, "|---|" + "---:|" * (2 + len(_METRICS))]
+            + " | ".join(h for _, h, _ in METRICS) + " |")
+    lines = [head, "|---|" + "---:|" * (2 + len(METRICS))]
     for r in rows:
         cells = [f"{r['validation']:.2f}", f"{r['summed']:.1f}"]
-        cells += [format(r[key], spec) for key, _, spec in _METRICS]
+        cells += [format(r[key], spec) for key, _, spec in METRICS]
         lines.append(f"| `{r['checkpoint']}` | " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
@@ -109,7 +106,6 @@ def table(rows: Sequence[dict[str, Any]]) -> str:
 def main(argv: Sequence[str] | None = None) -> int:
     """Score every checkpoint, print the table and the rank correlation."""
     args = parse_args(argv)
-    import rl  # noqa: F401  (keeps any Ray this starts private, on 127.0.0.1)
     from rl.evaluation.checkpoint import CheckpointError
     from rl.evaluation.seeds import VALIDATION_FIRST_SEED, held_out_seeds
 
