@@ -43,7 +43,7 @@ from envs.backends.local import LocalMesh
 from envs.backends.local import envoy_config as ec
 from envs.backends.local.ports import HOST
 from envs.istio import ConnectionPool, DestinationRule, TcpSettings, cluster_name
-from rl.evaluation.benchmarks_md import append_or_report
+from rl.evaluation.benchmarks_md import append_or_report, recorded_command
 
 ROOT = Path(__file__).resolve().parents[1]
 BENCHMARKS_MD = ROOT / "BENCHMARKS.md"
@@ -196,10 +196,6 @@ def sim_table(rows: list[SimRow]) -> str:
     return "\n".join(lines)
 
 
-def recorded_command(argv: list[str]) -> str:
-    """The command line BENCHMARKS.md records for a run with the flags ``argv``."""
-    return " ".join(["python benchmarks/bench_envoy_workers.py", *argv])
-
 
 def main(argv: list[str] | None = None) -> int:
     """Measure 1 and 2 workers, print the table, append it to BENCHMARKS.md (with the command
@@ -226,7 +222,7 @@ def main(argv: list[str] | None = None) -> int:
         text = sim_table([measure_sim(w, load, args.seeds, args.platform) for w in (1, 2)])
         print(text)
         if not args.no_write:
-            command = recorded_command(argv)
+            command = recorded_command("benchmarks/bench_envoy_workers.py", argv)
             entry = (f"### {dt.date.today().isoformat()} — the simulator\n\n"
                      f"`{command.strip()}` — the same configuration (carts `maxConnections: "
                      f"1`) and closed load ({args.users} users, {args.requests} requests) on "
@@ -241,7 +237,7 @@ def main(argv: list[str] | None = None) -> int:
     text = table(results)
     print(text)
     if not args.no_write:
-        command = recorded_command(argv)
+        command = recorded_command("benchmarks/bench_envoy_workers.py", argv)
         entry = (f"### {dt.date.today().isoformat()}\n\n`{command.strip()}` — closed load, "
                  f"{args.users} users, {args.requests} requests, seed {args.seed}; gauges "
                  f"sampled every {args.sample_ms:g} ms over the whole load (hatch, pause and "

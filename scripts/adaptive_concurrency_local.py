@@ -23,7 +23,7 @@ import time
 from pathlib import Path
 
 from rl.controllers import AdaptiveConcurrencyController, StaticController, istio_defaults
-from rl.evaluation.benchmarks_md import append_or_report
+from rl.evaluation.benchmarks_md import append_or_report, recorded_command
 from rl.evaluation.closed_loop import ScenarioRun, run_scenario
 from rl.evaluation.scenario_eval import fresh_local_replica, held_out_plan
 
@@ -71,10 +71,6 @@ def table(runs: dict[str, ScenarioRun]) -> str:
     return "\n".join(lines)
 
 
-def recorded_command(argv: list[str]) -> str:
-    """The command line BENCHMARKS.md records for a run with the flags ``argv``."""
-    return " ".join(["python scripts/adaptive_concurrency_local.py", *argv])
-
 
 def main(argv: list[str] | None = None) -> int:
     """Play both methods, print the table, append it to BENCHMARKS.md (with the command of
@@ -102,7 +98,7 @@ def main(argv: list[str] | None = None) -> int:
     print(case[0].describe())
     print(text)
     if not args.no_write:
-        command = recorded_command(argv)
+        command = recorded_command("scripts/adaptive_concurrency_local.py", argv)
         entry = (f"### {dt.date.today().isoformat()}\n\n`{command.strip()}` — "
                  f"{case[0].describe()}; case seed {case[1]}; {args.step_s:g} s of offered "
                  f"load per run; each method on a fresh replica (2 Envoy workers); "

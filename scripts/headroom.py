@@ -200,7 +200,7 @@ def markdown(args: Args, runs: dict[str, list], plan: list, stats: dict[str, dic
 def main(argv: Sequence[str] | None = None) -> int:
     """Run, print, append to BENCHMARKS.md."""
     from envs.backends.base import BackendError
-    from rl.evaluation.benchmarks_md import append_or_report
+    from rl.evaluation.benchmarks_md import append_or_report, recorded_command
 
     args = parse_args(argv)
     t0 = time.monotonic()
@@ -212,8 +212,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     text = markdown(args, runs, plan, stats)
     print(text)
     if not args.no_write:
-        command = "python scripts/headroom.py " + " ".join(
-            sys.argv[1:] if argv is None else argv)
+        command = recorded_command("scripts/headroom.py",
+                                   sys.argv[1:] if argv is None else argv)
         stamp = dt.datetime.now(dt.UTC).strftime("%Y-%m-%d %H:%M UTC")
         entry = (f"### {stamp} — how much the held-out cases reward reacting: "
                  f"`{command.strip()}` ({time.monotonic() - t0:.0f} s)\n\n{text}")

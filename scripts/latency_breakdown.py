@@ -38,7 +38,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from envs.backends.report import LoadReport
-from rl.evaluation.benchmarks_md import append_or_report
+from rl.evaluation.benchmarks_md import append_or_report, recorded_command
 
 ROOT = Path(__file__).resolve().parents[1]
 BENCHMARKS_MD = ROOT / "BENCHMARKS.md"
@@ -216,8 +216,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     text = markdown(results)
     print(text)
     if not args.no_write:
-        command = "python scripts/latency_breakdown.py " + " ".join(
-            sys.argv[1:] if argv is None else argv)
+        command = recorded_command("scripts/latency_breakdown.py",
+                                   sys.argv[1:] if argv is None else argv)
         stamp = dt.datetime.now(dt.UTC).strftime("%Y-%m-%d %H:%M UTC")
         entry = (f"### {stamp} — where the latency differs: `{command.strip()}` "
                  f"({time.monotonic() - t0:.0f} s; Istio's defaults; simulator on the "

@@ -1,11 +1,14 @@
 """Append a run to its section of BENCHMARKS.md: the one writer the benchmark and experiment
 scripts share; and the checks they make before a long run that its output files can be written
-(:func:`check_writable_dir`, :func:`check_writable_file`)."""
+(:func:`check_writable_dir`, :func:`check_writable_file`); and the command line an entry
+records (:func:`recorded_command`)."""
 
 from __future__ import annotations
 
 import os
+import shlex
 import sys
+from collections.abc import Sequence
 from pathlib import Path
 
 
@@ -82,3 +85,10 @@ def writable_or_report(path: Path, flag: str, prog: str, *, directory: bool = Fa
               file=sys.stderr)
         return False
     return True
+
+
+def recorded_command(script: str, argv: Sequence[str]) -> str:
+    """The command line a BENCHMARKS.md entry records for ``script`` (its path from the
+    repository root, e.g. ``benchmarks/bench_envoy_workers.py``) run with the flags ``argv``
+    (the ``argv`` its ``main`` parsed, not ``sys.argv``), each shell-quoted."""
+    return " ".join(["python", script, *(shlex.quote(a) for a in argv)])

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 
+from rl.evaluation.benchmarks_md import recorded_command
 from tests._unwritable import assert_one_line_append_error, unwritable_path
 from tests.experiments._processes import REPO, load_script
 
@@ -42,4 +43,5 @@ def test_the_recorded_command_is_mains_argv(flags: list[str], tmp_path: Path,
     text = bench.read_text()
     assert f"`python benchmarks/bench_envoy_workers.py {' '.join(flags)}`" in text
     assert "--from-sys-argv" not in text
-    assert bench_envoy_workers.recorded_command([]) == "python benchmarks/bench_envoy_workers.py"
+    assert recorded_command("benchmarks/bench_envoy_workers.py", []) == (
+        "python benchmarks/bench_envoy_workers.py")

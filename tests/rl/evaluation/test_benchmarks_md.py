@@ -11,6 +11,7 @@ import pytest
 from rl.evaluation.benchmarks_md import (
     check_writable_dir,
     check_writable_file,
+    recorded_command,
     writable_or_report,
 )
 from tests._unwritable import unwritable_path
@@ -53,3 +54,9 @@ def test_an_unwritable_flag_is_one_line(tmp_path: Path,
         f"prog: error: --output {path}: cannot write there (Not a directory)\n")
     assert writable_or_report(tmp_path / "ok.json", "--json", "prog")
     assert capsys.readouterr().err == ""
+
+
+def test_the_recorded_command_can_be_pasted_back_into_a_shell() -> None:
+    assert recorded_command("scripts/headroom.py", []) == "python scripts/headroom.py"
+    assert recorded_command("scripts/headroom.py", ["--cases", "4", "--output", "a b"]) == (
+        "python scripts/headroom.py --cases 4 --output 'a b'")
