@@ -45,20 +45,13 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
 
 
 def rank_correlation(a: Sequence[float], b: Sequence[float]) -> float:
-    """Spearman's rank correlation of ``a`` and ``b`` (ties get their mean rank); NaN when
-    either is constant or there are fewer than 2 values."""
-    def ranks(x: Sequence[float]) -> np.ndarray:
-        x = np.asarray(x, dtype=float)
-        order = np.argsort(x, kind="stable")
-        r = np.empty(len(x))
-        r[order] = np.arange(len(x), dtype=float)
-        for value in np.unique(x):  # ties: their mean rank
-            r[x == value] = r[x == value].mean()
-        return r
+    """Spearman's rank correlation of ``a`` and ``b`` (ties get their mean rank:
+    ``scipy.stats.rankdata``); NaN when either is constant or there are fewer than 2 values."""
+    from scipy.stats import rankdata
 
     if len(a) < 2:
         return math.nan
-    ra, rb = ranks(a), ranks(b)
+    ra, rb = rankdata(a), rankdata(b)
     if ra.std() == 0 or rb.std() == 0:
         return math.nan
     return float(np.corrcoef(ra, rb)[0, 1])
