@@ -39,8 +39,9 @@ the action, so the critic may also fit older samples: with ``critic_replay`` N >
 only) the learner keeps the last N ``(obs, action, G)`` samples its loss saw and adds a draw of
 ``critic_replay_batch`` of them (seeded) to every critic loss — every sample trains the critic
 many times instead of once. The loss sees a batch once per epoch, so with ``num_epochs`` k the
-buffer holds k copies of each sample: N / k distinct ones. The buffer lives in the learner's
-memory only (not in checkpoints).
+buffer holds k copies of each sample: N / k distinct ones. The buffer and its draws' generator
+are part of the learner's state (:data:`CRITIC_REPLAY_STATE_KEY`), so a checkpoint carries them
+and a trial resumed from it refits what the uninterrupted trial would (``--resume``).
 
 Automatic entropy coefficient (``ReinforceConfig.entropy_target``, off by default): instead of a
 fixed ``entropy_coeff`` the loss weighs the entropy bonus by ``alpha = exp(log_alpha)``, and after
@@ -77,6 +78,9 @@ EXPLAINED_VARIANCE_KEY = "value_explained_variance"
 ENTROPY_ALPHA_KEY = "entropy_alpha"
 #: Learner state key of the per-module ``log_alpha`` (kept across checkpoints).
 LOG_ALPHA_STATE_KEY = "entropy_log_alpha"
+#: Key of the learner state's per-module action-critic replays (:meth:`CriticReplay.get_state`):
+#: a checkpoint carries them, so a resumed trial refits the samples the interrupted one would.
+CRITIC_REPLAY_STATE_KEY = "critic_replay"
 #: Range of the automatic entropy coefficient ``alpha``.
 ALPHA_MIN, ALPHA_MAX = 1e-4, 10.0
 #: Lower bound of the coefficient's start: ``log(0)`` would not move.
@@ -186,6 +190,35 @@ class CriticReplay:
         self._next = int((self._next + n) % self.capacity)
         self.size = min(self.capacity, self.size + n)
 
+    def get_state(self) -> dict[str, Any]:
+        """The replay as plain data for a checkpoint: the filled samples (numpy arrays), the
+        write position and the draws' generator state."""
+        return {"capacity": self.capacity, "size": self.size, "next": self._next,
+                "data": {key: value[:self.size].numpy().copy()
+                         for key, value in self._data.items()},
+                "generator": self._generator.get_state().numpy().copy()}
+
+    def set_state(self, state: dict[str, Any]) -> None:
+        """Take a :meth:`get_state` back: the same samples, position and next draws.
+
+        Raises:
+            ValueError: the state's capacity is not this replay's (the trial's
+                ``critic_replay`` changed between the checkpoint and the resume).
+        """
+        if int(state["capacity"]) != self.capacity:
+            raise ValueError(
+                f"critic replay of capacity {state['capacity']} in the checkpoint, "
+                f"{self.capacity} configured (critic_replay): resume with the checkpoint's "
+                "settings")
+        self.size, self._next = int(state["size"]), int(state["next"])
+        self._data = {}
+        for key, value in state["data"].items():
+            full = torch.zeros((self.capacity, *value.shape[1:]),
+                               dtype=torch.from_numpy(value).dtype)
+            full[:self.size] = torch.from_numpy(value)
+            self._data[key] = full
+        self._generator.set_state(torch.from_numpy(state["generator"]))
+
     def sample(self, n: int) -> dict[str, torch.Tensor]:
         """``n`` samples drawn uniformly with replacement (empty dict while empty)."""
         if self.size == 0:
@@ -285,16 +318,24 @@ class ReinforceTorchLearner(TorchLearner):
         self._batch_entropy.clear()
 
     def get_state(self, *args: Any, **kwargs: Any) -> dict[str, Any]:
-        """RLlib's learner state plus the per-module ``log_alpha`` (when there is one)."""
+        """RLlib's learner state plus the per-module ``log_alpha`` and action-critic replay
+        (each when there is one)."""
         state = super().get_state(*args, **kwargs)
         if self.log_alpha:
             state[LOG_ALPHA_STATE_KEY] = dict(self.log_alpha)
+        if self.critic_replay:
+            state[CRITIC_REPLAY_STATE_KEY] = {
+                module_id: replay.get_state() for module_id, replay in self.critic_replay.items()}
         return state
 
     def set_state(self, state: dict[str, Any]) -> None:
-        """RLlib's learner state plus the per-module ``log_alpha`` (when the state has one)."""
+        """RLlib's learner state plus the per-module ``log_alpha`` and action-critic replay
+        (each when the state has one)."""
         super().set_state(state)
         self.log_alpha.update(state.get(LOG_ALPHA_STATE_KEY, {}))
+        for module_id, replay_state in state.get(CRITIC_REPLAY_STATE_KEY, {}).items():
+            self._replay(module_id, self.config.get_config_for_module(module_id)).set_state(
+                replay_state)
 
     def compute_loss_for_module(self, *, module_id: ModuleID, config: ReinforceConfig,
                                 batch: dict[str, Any],
@@ -335,14 +376,19 @@ class ReinforceTorchLearner(TorchLearner):
         self.metrics.log_dict(logs, key=module_id, window=1)
         return loss
 
+    def _replay(self, module_id: ModuleID, config: ReinforceConfig) -> CriticReplay:
+        """``module_id``'s action-critic replay, made empty (seeded by ``config.seed``) on first
+        use."""
+        if module_id not in self.critic_replay:
+            seed = 0 if config.seed is None else int(config.seed)
+            self.critic_replay[module_id] = CriticReplay(config.critic_replay, seed)
+        return self.critic_replay[module_id]
+
     def _replayed_critic_loss(self, module_id: ModuleID, module: Any, config: ReinforceConfig,
                               batch: dict[str, Any]) -> torch.Tensor:
         """The critic's MSE on ``critic_replay_batch`` earlier samples (0 before any), then this
         batch joins the replay."""
-        if module_id not in self.critic_replay:
-            seed = 0 if config.seed is None else int(config.seed)
-            self.critic_replay[module_id] = CriticReplay(config.critic_replay, seed)
-        replay = self.critic_replay[module_id]
+        replay = self._replay(module_id, config)
         old = replay.sample(config.critic_replay_batch)
         replay.add(batch[Columns.OBS], batch[Columns.ACTIONS], batch[Columns.RETURNS_TO_GO])
         if not old:
