@@ -7,10 +7,10 @@
 
 What it does:
 
-1. runs a grid over ``lr`` × the objective's late weight (``rl.sweep.LATE_WEIGHTS``: how much a
-   late answer costs against a failed one), ``--samples`` times (each repeat with its own seed,
-   drawn from ``--seed``), every trial for ``--iterations`` iterations (FIFO, no early
-   stopping: the same ``--seed`` gives the same trials, best trial and held-out table,
+1. runs a grid over ``lr`` × the objective's late weight (how much a late answer costs against
+   a failed one; the learner's, ``rl.sweep.Learner``), ``--samples`` times (each repeat with
+   its own seed, drawn from ``--seed``), every trial for ``--iterations`` iterations (FIFO, no
+   early stopping: the same ``--seed`` gives the same trials, best trial and held-out table,
    ``rl.sweep``), checkpointing every few iterations and at the end;
 2. ranks trials by a weight-independent score — never by the return, whose scale depends on the
    weight: the mean per-step evaluation score (``envs.reward.evaluation_score``, good % − 100)
@@ -34,17 +34,18 @@ What it does:
    trial named by its index, with TensorBoard event files). Two runs with the same flags write
    the same files except for wall times, the output path and the dashboard URL.
 
-``--learner critic`` trains every trial with ``rl.sweep.CRITIC`` instead: the policy gradient
-over every action with a learned ``Q(s, a)``, the reward measured against not acting, one step
-(BENCHMARKS.md, Closed-loop evaluation: the action critic); its grid is lr 1e-3 × the late
-weights, 200 iterations each.
+Training (the default ``--learner critic``, ``rl.sweep.CRITIC``): MeshEnv v1's scenarios and
+SLO objective, the ``setpoint_restore`` catalogue (any rung of a knob in one action, or Istio's
+defaults everywhere), the shared-weight policy (``rl.policies``) with a learned ``Q(s, a)``; the
+reward is the step's score against the same run without the action, one step, and the policy
+term follows the critic over every action (BENCHMARKS.md, Closed-loop evaluation: the action
+critic); lr 1e-3 × late weights 0.75 / 1.0, 200 iterations each.
 
-Training (the default ``--learner group``, ``rl.sweep``): MeshEnv v1's scenarios and
-SLO objective, the ``setpoint`` catalogue (any rung of a knob in one action), the shared-weight
-policy (``rl.policies``), the step's score as reward, returns-to-go with ``gamma`` =
-``rl.sweep.GAMMA``, each compared with those of the episodes that replayed the same scenario
-(``--episodes-per-scenario``, the group baseline of ``rl.connectors``), an entropy bonus of
-``rl.sweep.ENTROPY_COEFF``.
+``--learner group`` (``rl.sweep.GROUP``, the default before 2026-12-05): the ``setpoint``
+catalogue, the step's score as reward, returns-to-go with ``gamma`` = ``rl.sweep.GAMMA``, each
+compared with those of the episodes that replayed the same scenario (``--episodes-per-scenario``,
+the group baseline of ``rl.connectors``), an entropy bonus of ``rl.sweep.ENTROPY_COEFF``; lr
+1e-3 / 3e-3 × late weights 0.5 / 1.0, 100 iterations each.
 
 Files are written as soon as their inputs exist, so whatever was produced stays on disk if a
 later step fails. Ray: ``--address`` connects to a running cluster; without it, a job submitted
@@ -74,6 +75,7 @@ from rl.evaluation.tables import trials_markdown
 from rl.ray_setup import RaySetupError, init_ray
 from rl.sweep import (
     CHECKPOINTS_KEPT,
+    DEFAULT_LEARNER,
     DEFAULT_OUTPUT,
     LEARNERS,
     RANK_LAST_N,
@@ -99,13 +101,16 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     p.add_argument("--backend", default="sim",
                    help=f"mesh backend: {', '.join(BACKENDS)} (default sim, the simulator; "
                         "checked by envs.backends.registry)")
-    p.add_argument("--learner", default="group", choices=list(LEARNERS),
-                   help="what the trials train with (rl.sweep.Learner): group, REINFORCE with "
-                        "the group baseline (default); critic, the policy gradient over every "
-                        "action with an action critic")
+    p.add_argument("--learner", default=DEFAULT_LEARNER, choices=list(LEARNERS),
+                   help="what the trials train with (rl.sweep.Learner): critic, the policy "
+                        "gradient over every action with an action critic (default); group, "
+                        "REINFORCE with the group baseline")
     p.add_argument("--learning-rates", type=float, nargs="+", default=None, metavar="LR",
                    help="the Adam learning rates of the grid (default: the learner's, "
                         "rl.sweep.Learner.learning_rates; smoke: its first)")
+    p.add_argument("--late-weights", type=float, nargs="+", default=None, metavar="W",
+                   help="the late weights of the grid: what a late answer costs against a "
+                        "failed one (default: the learner's, rl.sweep.Learner.late_weights)")
     p.add_argument("--num-env-runners", type=int, default=None,
                    help="env runners per trial (default 2; smoke 1)")
     p.add_argument("--envs-per-runner", type=int, default=None,
@@ -113,11 +118,12 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
                         "step (default: its share of a batch, 8; smoke 2)")
     p.add_argument("--episodes-per-scenario", type=int, default=None,
                    help="episodes of a batch that replay the same scenario, compared with each "
-                        "other (default 4; smoke 2)")
+                        "other (default: the learner's, critic 1, group 4; smoke: group 2)")
     p.add_argument("--samples", type=int, default=None,
                    help="repeats of the lr × late-weight grid (default 1; smoke 1)")
     p.add_argument("--iterations", type=int, default=None,
-                   help="training iterations of every trial (default 100; smoke 2)")
+                   help="training iterations of every trial (default: the learner's, critic "
+                        "200, group 100; smoke 2)")
     p.add_argument("--episodes-per-batch", type=int, default=None,
                    help="complete episodes per REINFORCE update (default 16; smoke 2)")
     p.add_argument("--episode-len", type=int, default=None,

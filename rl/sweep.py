@@ -20,11 +20,20 @@ runner (``--envs-per-runner``). The best trial is the one with the highest valid
 metric averaged over the last :data:`RANK_LAST_N` iterations), then by the trial index (its
 position in the grid).
 
-Learners (``--learner``, :class:`Learner`): ``group`` (the default, described next) and
-``critic`` (:data:`CRITIC`: the policy gradient over every action with an action critic,
-rewards against not acting, gamma 0; lr 1e-3 × the late weights, 200 iterations).
+Learners (``--learner``, :class:`Learner`): ``critic`` (the default, :data:`CRITIC`) and
+``group`` (:data:`GROUP`, the default before 2026-12-05).
 
-Training with ``group`` (the REINFORCE settings every trial shares): MeshEnv v1 — every
+Training with ``critic``: MeshEnv v1 — every episode a scenario drawn from
+:data:`envs.scenarios.TRAINING`, the SLO objective — with the ``setpoint_restore`` catalogue
+(any rung of a knob in one action, or Istio's defaults everywhere) and the shared-weight policy
+with an action-value head; the reward is the step's score against the same run without the
+action (``reward_mode`` ``vs_keep``), one step (gamma 0, raw returns), so the critic ``Q(s, a)``
+learns each action's one-step effect in score points and the policy term follows its ranking
+over every action (:mod:`rl.learner`, Mean Actor-Critic); lr 1e-3 × late weights 0.75 / 1.0,
+200 iterations. With the default grid both trials learned to cap the front-end under overload
+(BENCHMARKS.md, Closed-loop evaluation, 2026-12-05); at late weight 0.5 none of 5 trials did.
+
+Training with ``group`` (REINFORCE with a group baseline): MeshEnv v1 — every
 episode a scenario drawn from :data:`envs.scenarios.TRAINING` (load shifts, faults, three
 starts), the SLO objective, the :data:`CATALOGUE` catalogue — with the shared-weight policy
 (:mod:`rl.policies`); the reward is the step's score itself (``reward_mode`` ``absolute``: what
@@ -51,13 +60,16 @@ from envs.settings import DEFAULT_ENV_CONFIG
 from rl.batching import groups_align
 
 DEFAULT_OUTPUT = Path("results/pg_sweep")
+#: The ``--learner`` of the main job.
+DEFAULT_LEARNER = "critic"
 EXPERIMENT_NAME = "pg_sweep"
 #: Training metric of the ranking's tie-break and the progress table (higher is better): the
 #: mean per-step evaluation score of training episodes (``rl.callbacks``).
 RANK_METRIC = "env_runners/eval_score_mean"
 #: Iterations averaged for a trial's training score in the table (its last ones).
 RANK_LAST_N = 3
-#: SLO strictness swept: the cost of a late answer relative to a failed one (``late_weight``).
+#: SLO strictness swept by ``group``: the cost of a late answer relative to a failed one
+#: (``late_weight``).
 LATE_WEIGHTS = (0.5, 1.0)
 #: Training iterations of every trial (16 episodes each).
 ITERATIONS = 100
@@ -111,6 +123,7 @@ class Learner:
         explore_mix: ε of the env runners' behaviour policy (:mod:`rl.shared_module`).
         inert_zero: ``Q`` exactly 0 for actions that change nothing (:func:`rl.policies.
             inert_acts`; what ``vs_keep`` pays them).
+        late_weights: the grid's late weights (``--late-weights`` overrides).
     """
 
     name: str
@@ -127,6 +140,7 @@ class Learner:
     critic_replay: int = 0
     explore_mix: float = 0.0
     inert_zero: bool = False
+    late_weights: tuple[float, ...] = LATE_WEIGHTS
 
 
 #: REINFORCE with the group baseline: each return-to-go of the step's own score against those
@@ -139,10 +153,13 @@ GROUP = Learner("group", CATALOGUE, "absolute", GAMMA, ENTROPY_COEFF, EPISODES_P
 #: explore with a 20 % uniform mixture, ``Q`` is 0 for actions that change nothing, and the
 #: catalogue has a whole-mesh restore. Settings of BENCHMARKS.md's action-critic entries
 #: (Closed-loop evaluation, 2026-12-04 21:40), with lr 1e-3: at 3e-3 the policy flipped between
-#: the cap and restore-only from checkpoint to checkpoint (2026-12-05 entry).
+#: the cap and restore-only from checkpoint to checkpoint (2026-12-05 entries); late weights
+#: 0.75 / 1.0: at 0.5 no trial learned the cap (0 of 5), at 1.0 9 of 10 and at 0.75 two trials
+#: came closer than 0.5 (validation −10.6 and −14.1 against −19 to −25).
 CRITIC = Learner("critic", "setpoint_restore", "vs_keep", 0.0, 0.5, 1, (1e-3,), 200,
                  num_epochs=4, normalize_returns=False, action_critic=True,
-                 critic_replay=30_000, explore_mix=0.2, inert_zero=True)
+                 critic_replay=30_000, explore_mix=0.2, inert_zero=True,
+                 late_weights=(0.75, 1.0))
 #: ``--learner`` values.
 LEARNERS: dict[str, Learner] = {learner.name: learner for learner in (GROUP, CRITIC)}
 
@@ -205,9 +222,11 @@ class SweepSettings:
     address: str | None
     resume: bool
     keep_checkpoints: int = CHECKPOINTS_KEPT
+    late_weights: tuple[float, ...] = LATE_WEIGHTS
 
 
-def sweep_settings(*, smoke: bool = False, backend: str = "sim", learner: str = "group",
+def sweep_settings(*, smoke: bool = False, backend: str = "sim",
+                   learner: str = DEFAULT_LEARNER,
                    num_env_runners: int | None = None, envs_per_runner: int | None = None,
                    episodes_per_scenario: int | None = None,
                    samples: int | None = None,
@@ -219,7 +238,8 @@ def sweep_settings(*, smoke: bool = False, backend: str = "sim", learner: str = 
                    output: Path = DEFAULT_OUTPUT, address: str | None = None,
                    resume: bool = False,
                    keep_checkpoints: int = CHECKPOINTS_KEPT,
-                   learning_rates: Sequence[float] | None = None) -> SweepSettings:
+                   learning_rates: Sequence[float] | None = None,
+                   late_weights: Sequence[float] | None = None) -> SweepSettings:
     """The settings of a sweep: ``None`` sizes take the full (or ``smoke``) defaults; the
     numbers are checked (:class:`SweepError` names the flag). ``envs_per_runner`` defaults to
     each runner's share of a batch (all its episodes of an iteration side by side: one batched
@@ -256,6 +276,8 @@ def sweep_settings(*, smoke: bool = False, backend: str = "sim", learner: str = 
         address=address,
         resume=resume,
         keep_checkpoints=keep_checkpoints,
+        late_weights=(tuple(late_weights) if late_weights is not None
+                      else preset.late_weights),
     )
     # Default: the largest group size up to the learner's (smoke 2) dividing the envs.
     group = preset.episodes_per_scenario if preset.episodes_per_scenario == 1 or not smoke else 2
@@ -278,6 +300,10 @@ def sweep_settings(*, smoke: bool = False, backend: str = "sim", learner: str = 
             math.isfinite(lr) and lr > 0 for lr in settings.learning_rates):
         raise SweepError(f"--learning-rates must be positive numbers, got "
                          f"{list(settings.learning_rates)}")
+    if not settings.late_weights or not all(
+            math.isfinite(w) and w >= 0 for w in settings.late_weights):
+        raise SweepError(f"--late-weights must be numbers >= 0, got "
+                         f"{list(settings.late_weights)}")
     if settings.keep_checkpoints < 0:
         raise SweepError(f"--keep-checkpoints must be >= 0 (0: every one), got "
                          f"{settings.keep_checkpoints}")
@@ -359,7 +385,7 @@ def build_param_space(settings: SweepSettings) -> Any:
     if learner.inert_zero:
         model_config = {**model_config, "inert_acts": inert_acts(base_env_config(settings))}
     env_config = {**base_env_config(settings),
-                  "late_weight": tune.grid_search(list(LATE_WEIGHTS))}
+                  "late_weight": tune.grid_search(list(settings.late_weights))}
     return (
         ReinforceConfig()
         .environment(mesh_env, env_config=env_config)

@@ -11,7 +11,6 @@ from typing import Any
 import pytest
 import yaml
 
-from rl.sweep import LATE_WEIGHTS
 from tests.experiments._processes import run_script
 
 _run = functools.partial(run_script, "pg_sweep", timeout_s=300)
@@ -54,9 +53,9 @@ def check_smoke_outputs(out: Path) -> dict[str, Any]:
     results = json.loads((out / "results.json").read_text())
     settings = results["settings"]
     assert len(results["trials"]) == (settings["samples"] * len(settings["learning_rates"])
-                                      * len(LATE_WEIGHTS))
+                                      * len(settings["late_weights"]))
     assert {(t["lr"], t["late_weight"]) for t in results["trials"]} == {
-        (lr, w) for lr in settings["learning_rates"] for w in LATE_WEIGHTS}
+        (lr, w) for lr in settings["learning_rates"] for w in settings["late_weights"]}
     best = results["trials"][0]
     assert best["trial"] == results["best"]["trial"]
     assert best["validation_score"] == max(t["validation_score"] for t in results["trials"])
@@ -91,6 +90,8 @@ def test_smoke_sweep_writes_everything_and_the_checkpoint_reproduces(tmp_path: P
     proc = _run("--smoke", "--output", str(out))
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     results = check_smoke_outputs(out)
+    assert results["settings"]["learner"] == "critic"  # the default (rl.sweep.DEFAULT_LEARNER)
+    assert results["best"]["env_config"]["catalogue"] == "setpoint_restore"
 
     # A fresh Algorithm.from_checkpoint of the best trial acts as the saved policy did: the
     # same actions through the first held-out case.
@@ -134,12 +135,13 @@ def test_smoke_sweep_writes_everything_and_the_checkpoint_reproduces(tmp_path: P
 
 
 @pytest.mark.slow
-def test_smoke_sweep_of_the_critic_learner_writes_everything(tmp_path: Path) -> None:
-    out = tmp_path / "critic"
-    proc = _run("--smoke", "--learner", "critic", "--output", str(out))
+def test_smoke_sweep_of_the_group_learner_writes_everything(tmp_path: Path) -> None:
+    out = tmp_path / "group"
+    proc = _run("--smoke", "--learner", "group", "--output", str(out))
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     results = check_smoke_outputs(out)
-    assert results["settings"]["learner"] == "critic"
-    assert results["best"]["env_config"]["reward_mode"] == "vs_keep"
-    assert results["best"]["env_config"]["catalogue"] == "setpoint_restore"
+    assert results["settings"]["learner"] == "group"
+    assert results["best"]["env_config"]["reward_mode"] == "absolute"
+    assert results["best"]["env_config"]["catalogue"] == "setpoint"
     assert {t["lr"] for t in results["trials"]} == {1e-3}
+    assert {t["late_weight"] for t in results["trials"]} == {0.5, 1.0}

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import math
 from pathlib import Path
 from typing import Any
@@ -29,9 +30,11 @@ from rl.sweep import (
 def test_smoke_is_smaller_than_the_default() -> None:
     full = sweep_settings()
     smoke = sweep_settings(smoke=True)
-    assert (full.backend, full.num_env_runners, full.address, full.resume) == ("sim", 2, None,
-                                                                              False)
-    assert len(smoke.learning_rates) < len(full.learning_rates)
+    assert (full.backend, full.learner, full.num_env_runners, full.address, full.resume) == (
+        "sim", "critic", 2, None, False)
+    group, group_smoke = sweep_settings(learner="group"), sweep_settings(learner="group",
+                                                                       smoke=True)
+    assert len(group_smoke.learning_rates) < len(group.learning_rates)
     assert smoke.iterations < full.iterations
     assert smoke.eval_episodes < full.eval_episodes
     assert full.output == (Path.cwd() / "results" / "pg_sweep").resolve()
@@ -49,10 +52,14 @@ def test_explicit_flags_override_smoke() -> None:
     ({"keep_checkpoints": -1}, "--keep-checkpoints must be >= 0"),
     ({"learning_rates": [0.0]}, "--learning-rates must be positive numbers"),
     ({"learning_rates": []}, "--learning-rates must be positive numbers"),
-    ({"episodes_per_scenario": 0}, "--episodes-per-scenario"),
-    ({"episodes_per_scenario": 3}, "--episodes-per-scenario"),  # 3 does not divide 8 envs
-    ({"envs_per_runner": 2, "episodes_per_scenario": 2, "episodes_per_batch": 6},
-     "multiple of --envs-per-runner"),  # 3 episodes per runner over 2 envs: unequal quotas
+    ({"late_weights": [-0.5]}, "--late-weights must be numbers >= 0"),
+    ({"late_weights": []}, "--late-weights must be numbers >= 0"),
+    ({"learner": "group", "episodes_per_scenario": 0}, "--episodes-per-scenario must be >= 1"),
+    ({"learner": "group", "episodes_per_scenario": 3},
+     "--episodes-per-scenario"),  # 3 does not divide 8 envs
+    # 3 episodes per runner over 2 envs: unequal quotas
+    ({"learner": "group", "envs_per_runner": 2, "episodes_per_scenario": 2,
+      "episodes_per_batch": 6}, "multiple of --envs-per-runner"),
 ])
 def test_bad_numbers_are_named(flags: dict[str, int], message: str) -> None:
     with pytest.raises(SweepError, match=message):
@@ -60,7 +67,7 @@ def test_bad_numbers_are_named(flags: dict[str, int], message: str) -> None:
 
 
 def test_the_learners_train_what_their_presets_say() -> None:
-    group = build_param_space(sweep_settings())
+    group = build_param_space(sweep_settings(learner="group"))
     assert (group.gamma, group.normalize_returns, group.per_step_baseline, group.action_critic,
             group.num_epochs, group.entropy_coeff) == (0.8, True, True, False, 1, 0.01)
     assert group.episodes_per_scenario == GROUP.episodes_per_scenario == 4
@@ -68,9 +75,10 @@ def test_the_learners_train_what_their_presets_say() -> None:
     assert (group.env_config["catalogue"], group.env_config["reward_mode"]) == ("setpoint",
                                                                                 "absolute")
 
-    settings = sweep_settings(learner="critic")
-    assert (settings.learning_rates, settings.iterations, settings.episodes_per_scenario) == (
-        CRITIC.learning_rates, CRITIC.iterations, 1)
+    settings = sweep_settings()  # the default learner
+    assert settings.learner == "critic"
+    assert (settings.learning_rates, settings.iterations, settings.episodes_per_scenario,
+            settings.late_weights) == (CRITIC.learning_rates, CRITIC.iterations, 1, (0.75, 1.0))
     critic = build_param_space(settings)
     # the settings of BENCHMARKS.md's action-critic entries (scripts/train_variant.py flags)
     assert (critic.gamma, critic.normalize_returns, critic.per_step_baseline,
@@ -83,6 +91,11 @@ def test_the_learners_train_what_their_presets_say() -> None:
                                          "reward_mode": "vs_keep", "load_seed": "per_episode"}
     assert sweep_settings(learner="critic", learning_rates=[1e-3, 3e-4]).learning_rates == (
         1e-3, 3e-4)
+    weights = build_param_space(sweep_settings(learner="group", late_weights=[0.25, 2.0]))
+    assert weights.env_config["late_weight"] == {"grid_search": [0.25, 2.0]}
+    assert build_param_space(sweep_settings(learner="group")).env_config["late_weight"] == {
+        "grid_search": [0.5, 1.0]}
+    assert critic.env_config["late_weight"] == {"grid_search": [0.75, 1.0]}
     smoke = sweep_settings(learner="critic", smoke=True)
     assert (smoke.iterations, smoke.episodes_per_scenario) == (2, 1)
 
@@ -114,10 +127,12 @@ def test_backend_check_is_the_registrys(monkeypatch: pytest.MonkeyPatch) -> None
 
 
 def test_groups_default_to_the_largest_size_that_divides_the_envs() -> None:
-    assert sweep_settings().episodes_per_scenario == 4  # 8 envs per runner: 2 groups of 4
-    assert sweep_settings(smoke=True).episodes_per_scenario == 2
-    assert sweep_settings(episodes_per_batch=12).episodes_per_scenario == 2  # 6 envs
-    assert sweep_settings(episodes_per_batch=6).episodes_per_scenario == 1  # 3 envs: no groups
+    group = functools.partial(sweep_settings, learner="group")
+    assert group().episodes_per_scenario == 4  # 8 envs per runner: 2 groups of 4
+    assert group(smoke=True).episodes_per_scenario == 2
+    assert group(episodes_per_batch=12).episodes_per_scenario == 2  # 6 envs
+    assert group(episodes_per_batch=6).episodes_per_scenario == 1  # 3 envs: no groups
+    assert sweep_settings().episodes_per_scenario == 1  # the critic compares no episodes
 
 
 def test_envs_per_runner_default_to_each_runners_share_of_a_batch() -> None:
