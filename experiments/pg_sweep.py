@@ -115,7 +115,8 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
                    help="env runners per trial (default 2; smoke 1)")
     p.add_argument("--envs-per-runner", type=int, default=None,
                    help="envs each env runner steps side by side, one batched forward pass per "
-                        "step (default: its share of a batch, 8; smoke 2)")
+                        "step (default on sim: its share of a batch, 8; smoke 2; on local and "
+                        "k8s 1: each env drives a replica of its own)")
     p.add_argument("--episodes-per-scenario", type=int, default=None,
                    help="episodes of a batch that replay the same scenario, compared with each "
                         "other (default: the learner's, critic 1, group 4; smoke: group 2)")

@@ -60,6 +60,9 @@ from envs.settings import DEFAULT_ENV_CONFIG
 from rl.batching import groups_align
 
 DEFAULT_OUTPUT = Path("results/pg_sweep")
+#: Backends whose envs are in-process copies (any number per env runner); every env of the
+#: others drives a replica of its own (``envs.backends.lease``).
+IN_PROCESS_BACKENDS = ("sim",)
 #: The ``--learner`` of the main job.
 DEFAULT_LEARNER = "critic"
 EXPERIMENT_NAME = "pg_sweep"
@@ -242,8 +245,10 @@ def sweep_settings(*, smoke: bool = False, backend: str = "sim",
                    late_weights: Sequence[float] | None = None) -> SweepSettings:
     """The settings of a sweep: ``None`` sizes take the full (or ``smoke``) defaults; the
     numbers are checked (:class:`SweepError` names the flag). ``envs_per_runner`` defaults to
-    each runner's share of a batch (all its episodes of an iteration side by side: one batched
-    forward pass per step for all of them)."""
+    each runner's share of a batch on the simulator (all its episodes of an iteration side by
+    side: one batched forward pass per step for all of them), and to 1 on a real mesh
+    (``local``, ``k8s``), where every env leases a replica of its own (a port block, a
+    namespace): 8 envs per runner would ask for 32 replicas at once."""
 
     def pick(value: int | None, full: Any, tiny: Any) -> Any:
         return value if value is not None else (tiny if smoke else full)
@@ -258,7 +263,8 @@ def sweep_settings(*, smoke: bool = False, backend: str = "sim",
         learner=learner,
         num_env_runners=runners,
         envs_per_runner=(envs_per_runner if envs_per_runner is not None
-                         else max(1, math.ceil(batch / max(1, runners)))),
+                         else max(1, math.ceil(batch / max(1, runners)))
+                         if backend in IN_PROCESS_BACKENDS else 1),
         episodes_per_scenario=0,  # set below: it depends on the envs per runner
         samples=pick(samples, 1, 1),
         learning_rates=(tuple(learning_rates) if learning_rates is not None

@@ -140,6 +140,11 @@ def test_envs_per_runner_default_to_each_runners_share_of_a_batch() -> None:
     assert sweep_settings(smoke=True).envs_per_runner == 2
     assert sweep_settings(episodes_per_batch=5, num_env_runners=2).envs_per_runner == 3
     assert sweep_settings(envs_per_runner=1).envs_per_runner == 1
+    # a real mesh: one replica per env, so one env per runner unless asked (2 trials x 2
+    # runners = 4 replicas, not 32)
+    assert sweep_settings(backend="local").envs_per_runner == 1
+    assert sweep_settings(backend="k8s", learner="group").envs_per_runner == 1
+    assert sweep_settings(backend="k8s", envs_per_runner=2).envs_per_runner == 2
     with pytest.raises(SweepError, match="--envs-per-runner"):
         sweep_settings(envs_per_runner=0)
 

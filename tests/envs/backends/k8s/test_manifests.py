@@ -301,10 +301,15 @@ def test_ray_job_runs_the_sweep_on_the_k8s_backend(
 @pytest.mark.parametrize(("namespaces", "trials", "runners"), [(1, 1, 1), (4, 2, 2), (5, 2, 2)])
 def test_sweep_never_runs_more_envs_than_namespaces(namespaces: int, trials: int,
                                                     runners: int) -> None:
+    from rl.sweep import sweep_settings
+
     words = sweep_entrypoint(namespaces).split()
     assert int(words[words.index("--max-concurrent-trials") + 1]) == trials
     assert int(words[words.index("--num-env-runners") + 1]) == runners
-    assert trials * runners <= namespaces
+    assert "--envs-per-runner" not in words
+    # what pg_sweep makes of those flags: one env per runner on k8s (each leases a namespace)
+    envs = sweep_settings(backend="k8s", num_env_runners=runners).envs_per_runner
+    assert trials * runners * envs <= namespaces
 
 
 def test_bad_arguments_exit_2(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
