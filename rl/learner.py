@@ -317,10 +317,16 @@ class ReinforceTorchLearner(TorchLearner):
                 config.entropy_target_lr)
         self._batch_entropy.clear()
 
-    def get_state(self, *args: Any, **kwargs: Any) -> dict[str, Any]:
-        """RLlib's learner state plus the per-module ``log_alpha`` and action-critic replay
-        (each when there is one)."""
-        state = super().get_state(*args, **kwargs)
+    def get_state(self, components: Any = None, *, not_components: Any = None,
+                  **kwargs: Any) -> dict[str, Any]:
+        """RLlib's learner state plus, in the whole state (``components`` None: a checkpoint,
+        ``Algorithm.get_state()``), the per-module ``log_alpha`` and action-critic replay (each
+        when there is one). A request for some components — the module's weights RLlib sends
+        the env runners after every update — gets none of them: the replay is ~44 MB, copied
+        and shipped to every runner each iteration it would be."""
+        state = super().get_state(components, not_components=not_components, **kwargs)
+        if components is not None:
+            return state
         if self.log_alpha:
             state[LOG_ALPHA_STATE_KEY] = dict(self.log_alpha)
         if self.critic_replay:

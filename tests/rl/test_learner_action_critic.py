@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 import torch
 from ray.rllib.algorithms.algorithm import Algorithm
-from ray.rllib.core import DEFAULT_MODULE_ID
+from ray.rllib.core import COMPONENT_RL_MODULE, DEFAULT_MODULE_ID
 from ray.rllib.core.columns import Columns
 from ray.rllib.core.rl_module.rl_module import RLModuleSpec
 from ray.rllib.env.single_agent_episode import SingleAgentEpisode
@@ -409,6 +409,9 @@ def test_a_learner_restored_from_its_state_updates_as_the_uninterrupted_one() ->
         interrupted.update(episodes=episodes)
     state = interrupted.get_state()
     assert state[CRITIC_REPLAY_STATE_KEY][DEFAULT_MODULE_ID]["size"] == 16  # 8 x 2 batches
+    # the weights RLlib sends the env runners after every update do not carry it
+    assert CRITIC_REPLAY_STATE_KEY not in interrupted.get_state(components=COMPONENT_RL_MODULE,
+                                                                inference_only=True)
     resumed = _replay_learner()
     resumed.set_state(state)
     resumed.update(episodes=batches[2])
