@@ -52,8 +52,10 @@ def test_explicit_flags_override_smoke() -> None:
     ({"keep_checkpoints": -1}, "--keep-checkpoints must be >= 0"),
     ({"learning_rates": [0.0]}, "--learning-rates must be positive numbers"),
     ({"learning_rates": []}, "--learning-rates must be positive numbers"),
-    ({"late_weights": [-0.5]}, "--late-weights must be numbers >= 0"),
-    ({"late_weights": []}, "--late-weights must be numbers >= 0"),
+    ({"late_weights": [-0.5]}, r"--late-weights must be numbers in \[0, 1\]"),
+    ({"late_weights": [0.5, 1.5]}, r"--late-weights must be numbers in \[0, 1\]"),
+    ({"late_weights": [float("nan")]}, r"--late-weights must be numbers in \[0, 1\]"),
+    ({"late_weights": []}, r"--late-weights must be numbers in \[0, 1\]"),
     ({"learner": "group", "episodes_per_scenario": 0}, "--episodes-per-scenario must be >= 1"),
     ({"learner": "group", "episodes_per_scenario": 3},
      "--episodes-per-scenario"),  # 3 does not divide 8 envs
@@ -91,8 +93,8 @@ def test_the_learners_train_what_their_presets_say() -> None:
                                          "reward_mode": "vs_keep", "load_seed": "per_episode"}
     assert sweep_settings(learner="critic", learning_rates=[1e-3, 3e-4]).learning_rates == (
         1e-3, 3e-4)
-    weights = build_param_space(sweep_settings(learner="group", late_weights=[0.25, 2.0]))
-    assert weights.env_config["late_weight"] == {"grid_search": [0.25, 2.0]}
+    weights = build_param_space(sweep_settings(learner="group", late_weights=[0.25, 0.0]))
+    assert weights.env_config["late_weight"] == {"grid_search": [0.25, 0.0]}
     assert build_param_space(sweep_settings(learner="group")).env_config["late_weight"] == {
         "grid_search": [0.5, 1.0]}
     assert critic.env_config["late_weight"] == {"grid_search": [0.75, 1.0]}
