@@ -41,7 +41,10 @@ only) the learner keeps the last N ``(obs, action, G)`` samples its loss saw and
 many times instead of once. The loss sees a batch once per epoch, so with ``num_epochs`` k the
 buffer holds k copies of each sample: N / k distinct ones. The buffer and its draws' generator
 are part of the learner's state (:data:`CRITIC_REPLAY_STATE_KEY`), so a checkpoint carries them
-and a trial resumed from it refits what the uninterrupted trial would (``--resume``).
+and a trial resumed from it (``--resume``) refits the samples the interrupted one had, with the
+same draws: given the same batches its updates are the uninterrupted trial's. (The batches
+themselves differ after a resume, for every learner: the env runners' random state is not in
+checkpoints.)
 
 Automatic entropy coefficient (``ReinforceConfig.entropy_target``, off by default): instead of a
 fixed ``entropy_coeff`` the loss weighs the entropy bonus by ``alpha = exp(log_alpha)``, and after
