@@ -129,7 +129,9 @@ def train(args: Args) -> tuple[Any, dict[str, Any]]:
     from rl.policies import inert_acts, policy_spec
     from rl.sweep import POLICY, base_env_config, build_param_space, sweep_settings
 
-    settings = sweep_settings(iterations=args.iterations,
+    # The group learner's trial as the base (every setting of the critic's is a flag here), so
+    # these flags give the numbers they gave before the main job's learner changed.
+    settings = sweep_settings(learner="group", iterations=args.iterations,
                               episodes_per_scenario=args.episodes_per_scenario, seed=args.seed)
     env_config = {**base_env_config(settings), "catalogue": args.catalogue,
                   "late_weight": args.late_weight, "step_s": args.step_s,
