@@ -94,12 +94,14 @@ class MeshEnv(gym.Env):
     |---|---|---|
     | ``delta`` (the notebook's) | ``score_t - score_{t-1}`` (``score_0``: reset's run) | penalty |
     | ``absolute`` | ``score_t`` | penalty × (episode_len - t + 1) |
-    | ``vs_keep`` | ``score_t - keep_t`` | penalty |
+    | ``vs_keep`` | ``score_t - keep_t`` (``- change_cost`` if the rules changed) | penalty |
 
     ``keep_t``: the same run (same load, same load seed) under the configuration before the
     step's action, which the env runs as well (one more run per step that changed the
     configuration; 0 if it changed nothing): what the action did, with the load, the faults and
-    earlier actions cancelled (meant for the simulator, where it is exact).
+    earlier actions cancelled (meant for the simulator, where it is exact). ``change_cost``
+    (score points, default 0) is charged for a step whose action changed the rules: a change
+    must earn more than that against not acting.
 
     ## Starting State
 
@@ -152,6 +154,7 @@ class MeshEnv(gym.Env):
     | ``objective`` / ``late_weight`` | ``"slo"`` / 1.0 | see Rewards (late_weight in [0, 1]) |
     | ``latency_weight`` / ``latency_unit`` | 0.1 / ``"ms"`` | classic objective's weight |
     | ``reward_mode`` / ``unhealthy_penalty`` | ``delta`` / None | see Rewards (<= 0) |
+    | ``change_cost`` | 0.0 | ``vs_keep``: score points per change of the rules (>= 0) |
     | ``episode_len`` | 20 | steps before truncation |
     | ``catalogue`` / ``services`` | ``ladder`` / None | None: the catalogue's own services |
     | ``init`` / ``init_upper`` / ``tuned_config`` | None / 100 / None | see Starting State |
@@ -166,7 +169,7 @@ class MeshEnv(gym.Env):
 
     ## Version History
 
-    * v1 (added, defaults unchanged): ``reward_mode="vs_keep"``.
+    * v1 (added, defaults unchanged): ``reward_mode="vs_keep"``; ``change_cost``.
     * v1: the open, scenario-driven load, the SLO objective, the cause/demand observation (all
       in [0, 1]) and the ``ladder`` catalogue (front-end included) became the defaults; the v0
       behaviour is ``classic_env_config()`` (closed loop, the notebook's score, ``classic``
@@ -206,7 +209,8 @@ class MeshEnv(gym.Env):
         self._t = 0
         self._episode_over = True
         self._scenario: Scenario | None = None
-        self._reward = StepReward(s.reward_mode, s.objective, s.unhealthy_penalty, s.episode_len)
+        self._reward = StepReward(s.reward_mode, s.objective, s.unhealthy_penalty, s.episode_len,
+                                  s.change_cost)
         self._initial_score = self._initial_eval_score = 0.0
         self.last_report: LoadReport | None = None
         self._closed = False

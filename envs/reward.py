@@ -269,7 +269,7 @@ class StepReward:
     |---|---|---|
     | ``delta`` (the notebook's) | ``score_t - score_{t-1}`` (``score_0``: reset's run) | penalty |
     | ``absolute`` | ``score_t`` | penalty × (episode_len - t + 1) |
-    | ``vs_keep`` | ``score_t - keep_t`` | penalty |
+    | ``vs_keep`` | ``score_t - keep_t`` (``- change_cost`` if it changed the rules) | penalty |
 
     An unhealthy step charges the penalty once in delta and vs_keep mode (the steps that will
     not run would have had no change to report) and once per step that will not run in
@@ -283,21 +283,31 @@ class StepReward:
     load, the faults and earlier actions cancel — so an inert action earns exactly 0 and a
     policy gradient moves only towards actions that beat not acting (a state-dependent
     baseline of the COMA kind; with common random numbers it is exact on the simulator).
+    ``change_cost`` (score points, ``vs_keep`` only) is charged for each step whose action
+    changed the rules: a change must earn more than that to be worth making, so a policy has a
+    reason to leave the configuration alone where acting gains nothing (the evaluation's score
+    never charges it).
 
     Args:
         mode: ``"delta"``, ``"absolute"`` or ``"vs_keep"`` (:data:`REWARD_MODES`).
         objective: what a run scores (:class:`SloObjective` or :class:`ClassicObjective`).
         penalty: the reward of an unhealthy step, score points (e.g. ``objective.worst``).
         episode_len: steps before the episode is truncated.
+        change_cost: score points charged per step that changed the rules (``vs_keep`` only).
 
     Raises:
-        ValueError: an unknown ``mode``.
+        ValueError: an unknown ``mode``; a negative ``change_cost``, or one outside ``vs_keep``.
     """
 
     def __init__(self, mode: str, objective: Objective, penalty: float,
-                 episode_len: int) -> None:
+                 episode_len: int, change_cost: float = 0.0) -> None:
         if mode not in REWARD_MODES:
             raise ValueError(f"reward mode must be one of {REWARD_MODES}, got {mode!r}")
+        if not change_cost >= 0:
+            raise ValueError(f"change_cost must be >= 0 score points, got {change_cost!r}")
+        if change_cost and mode != "vs_keep":
+            raise ValueError(f"change_cost needs the vs_keep reward mode, got {mode!r}")
+        self.change_cost = float(change_cost)
         self.mode = mode
         self.objective = objective
         self.penalty = penalty
@@ -319,7 +329,8 @@ class StepReward:
             return float(self.penalty * (remaining if self.mode == "absolute" else 1))
         new_score = self.objective.score(report)
         if self.mode == "vs_keep":
-            reward = 0.0 if keep is None else new_score - self.objective.score(keep)
+            reward = (0.0 if keep is None
+                      else new_score - self.objective.score(keep) - self.change_cost)
         elif self.mode == "delta":
             reward = new_score - self.previous_score
         else:

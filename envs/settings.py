@@ -63,6 +63,7 @@ DEFAULT_ENV_CONFIG: dict[str, Any] = {
     "latency_weight": 0.1,
     "latency_unit": "ms",
     "reward_mode": "delta",
+    "change_cost": 0.0,
     "episode_len": 20,
     "catalogue": "ladder",
     "services": None,
@@ -115,6 +116,7 @@ class EnvSettings:
     load_seed: str
     objective: Objective
     reward_mode: str
+    change_cost: float
     episode_len: int
     catalogue: str
     services: tuple[str, ...] | None
@@ -193,6 +195,15 @@ class EnvSettings:
         elif tuned is not None and not isinstance(tuned, Mapping):
             raise ValueError("env_config['tuned_config'] must be a mapping service -> "
                              f"ConnectionPool, a DestinationRule YAML path or None, got {tuned!r}")
+        reward_mode = _choice(c, "reward_mode", REWARD_MODES)
+        change_cost = c["change_cost"]
+        if (isinstance(change_cost, bool) or not isinstance(change_cost, int | float)
+                or not math.isfinite(change_cost) or change_cost < 0):
+            raise ValueError(f"env_config['change_cost'] must be a finite number >= 0 (score "
+                             f"points), got {change_cost!r}")
+        if change_cost and reward_mode != "vs_keep":
+            raise ValueError(f"env_config['change_cost'] is charged against not acting: it "
+                             f"needs reward_mode 'vs_keep', got {reward_mode!r}")
         load = _choice(c, "load", LOADS)
         scenarios = _scenarios(c["scenarios"])
         episode_len = _int(c, "episode_len", 1)
@@ -212,7 +223,8 @@ class EnvSettings:
             load_draw=_choice(c, "load_draw", LOAD_DRAWS),
             load_seed=_choice(c, "load_seed", LOAD_SEEDS),
             objective=objective,
-            reward_mode=_choice(c, "reward_mode", REWARD_MODES),
+            reward_mode=reward_mode,
+            change_cost=float(change_cost),
             episode_len=episode_len,
             catalogue=str(c["catalogue"]),
             services=services,

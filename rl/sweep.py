@@ -55,6 +55,7 @@ from typing import Any
 
 from envs.backends.base import BackendError
 from envs.backends.registry import TYPICAL_STEP_S, backend_factory
+from envs.reward import SloObjective
 from envs.scenarios import MIN_EPISODE_LEN
 from envs.settings import DEFAULT_ENV_CONFIG
 from rl.batching import groups_align
@@ -306,10 +307,14 @@ def sweep_settings(*, smoke: bool = False, backend: str = "sim",
             math.isfinite(lr) and lr > 0 for lr in settings.learning_rates):
         raise SweepError(f"--learning-rates must be positive numbers, got "
                          f"{list(settings.learning_rates)}")
-    if not settings.late_weights or not all(0.0 <= w <= 1.0 for w in settings.late_weights):
-        raise SweepError(f"--late-weights must be numbers in [0, 1] (a late answer costs at "
-                         f"most a failed one: envs.reward.SloObjective), got "
-                         f"{list(settings.late_weights)}")
+    if not settings.late_weights:
+        raise SweepError("--late-weights needs at least one weight")
+    for weight in settings.late_weights:
+        try:
+            SloObjective(weight)  # the objective owns the range
+        except ValueError as e:
+            raise SweepError(f"--late-weights: {e} (a late answer costs at most a failed "
+                             "one)") from None
     if settings.keep_checkpoints < 0:
         raise SweepError(f"--keep-checkpoints must be >= 0 (0: every one), got "
                          f"{settings.keep_checkpoints}")

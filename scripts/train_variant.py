@@ -50,6 +50,9 @@ class Args:
     ``vs_keep``) — the shared module's keys of the same names (:mod:`rl.shared_module`) —
     and ``critic_scale`` (``ReinforceConfig.critic_scale_advantages``).
 
+    ``change_cost`` (score points, ``--change-cost``; ``vs_keep`` only): charged per step whose
+    action changed the rules (MeshEnv's ``change_cost``).
+
     ``save`` (``--save DIR``): where to write the trained Algorithm's checkpoint ("" = none);
     the directory must be creatable, and is checked before training.
     """
@@ -76,6 +79,7 @@ class Args:
     raw_returns: bool = False
     scenarios: str = "training"
     reward_mode: str = "absolute"
+    change_cost: float = 0.0
     step_s: float = 10.0
     seed: int = 7
     cases: int = 18
@@ -102,6 +106,11 @@ def parse_args(argv: list[str] | None = None) -> Args:
     if args.inert_zero and args.reward_mode != "vs_keep":
         p.error("--inert-zero sets Q to 0 where an action changes nothing, which only the "
                 "vs_keep reward pays: add --reward-mode vs_keep")
+    if args.change_cost and args.reward_mode != "vs_keep":
+        p.error("--change-cost is charged against not acting: add --reward-mode vs_keep")
+    if not 0 <= args.change_cost < float("inf"):
+        p.error(f"--change-cost must be a finite number >= 0 (score points), got "
+                f"{args.change_cost}")
     if args.critic_replay and args.gamma != 0:
         p.error("--critic-replay needs --gamma 0 (one-step targets)")
     if args.save:
@@ -135,7 +144,8 @@ def train(args: Args) -> tuple[Any, dict[str, Any]]:
                               episodes_per_scenario=args.episodes_per_scenario, seed=args.seed)
     env_config = {**base_env_config(settings), "catalogue": args.catalogue,
                   "late_weight": args.late_weight, "step_s": args.step_s,
-                  "scenarios": args.scenarios, "reward_mode": args.reward_mode}
+                  "scenarios": args.scenarios, "reward_mode": args.reward_mode,
+                  "change_cost": args.change_cost}
     spec, model_config = policy_spec(POLICY, env_config, act_groups=args.act_groups,
                                      factored=args.factored)
     config = (build_param_space(settings).copy(copy_frozen=False)

@@ -126,16 +126,17 @@ def test_vs_keep_reward_is_what_the_action_did_to_the_same_run():
     cap = next(i for i, a in enumerate(catalogue.actions) if a.service == "front-end"
                and a.knob is Knob.HTTP2_MAX_REQUESTS and a.change_text() == "set 16")
     played: dict[str, list[tuple[float, float]]] = {}
-    for mode in ("vs_keep", "absolute"):
+    for name, mode, cost in (("vs_keep", "vs_keep", 0.0), ("absolute", "absolute", 0.0),
+                             ("vs_keep cost 2.5", "vs_keep", 2.5)):
         env = MeshEnv({"catalogue": "setpoint_restore", "reward_mode": mode, "episode_len": 8,
-                       "load_seed": "per_episode", "step_s": 5.0})
+                       "load_seed": "per_episode", "step_s": 5.0, "change_cost": cost})
         try:
             env.reset(seed=3, options={"scenario": scenario})
-            played[mode] = []
+            played[name] = []
             for action in (noop, cap, noop, restore):
                 _, reward, terminated, _, info = env.step(action)
                 assert not terminated
-                played[mode].append((reward, info["score"]))
+                played[name].append((reward, info["score"]))
             assert env.config == {}  # the counterfactual runs left the mesh as the steps did
         finally:
             env.close()
@@ -145,6 +146,10 @@ def test_vs_keep_reward_is_what_the_action_did_to_the_same_run():
     assert rewards[0] == 0.0 and rewards[2] == 0.0
     assert rewards[1] == pytest.approx(scores[1] - scores[0]) and rewards[1] > 10.0
     assert rewards[3] == pytest.approx(scores[3] - scores[2]) and rewards[3] < -10.0
+    # change_cost: charged on the two steps that changed the rules, never on the no-ops.
+    assert [s for _, s in played["vs_keep cost 2.5"]] == scores
+    assert [r for r, _ in played["vs_keep cost 2.5"]] == pytest.approx(
+        [0.0, rewards[1] - 2.5, 0.0, rewards[3] - 2.5])
 
 
 def test_episode_truncates_at_episode_len():

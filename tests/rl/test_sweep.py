@@ -52,10 +52,13 @@ def test_explicit_flags_override_smoke() -> None:
     ({"keep_checkpoints": -1}, "--keep-checkpoints must be >= 0"),
     ({"learning_rates": [0.0]}, "--learning-rates must be positive numbers"),
     ({"learning_rates": []}, "--learning-rates must be positive numbers"),
-    ({"late_weights": [-0.5]}, r"--late-weights must be numbers in \[0, 1\]"),
-    ({"late_weights": [0.5, 1.5]}, r"--late-weights must be numbers in \[0, 1\]"),
-    ({"late_weights": [float("nan")]}, r"--late-weights must be numbers in \[0, 1\]"),
-    ({"late_weights": []}, r"--late-weights must be numbers in \[0, 1\]"),
+    ({"late_weights": [-0.5]}, r"--late-weights: late_weight must be a number in \[0, 1\], "
+                               r"got -0.5"),
+    ({"late_weights": [0.5, 1.5]}, r"--late-weights: late_weight must be a number in "
+                                   r"\[0, 1\], got 1.5"),
+    ({"late_weights": [float("nan")]}, r"--late-weights: late_weight must be a number in "
+                                       r"\[0, 1\], got nan"),
+    ({"late_weights": []}, r"--late-weights needs at least one weight"),
     ({"learner": "group", "episodes_per_scenario": 0}, "--episodes-per-scenario must be >= 1"),
     ({"learner": "group", "episodes_per_scenario": 3},
      "--episodes-per-scenario"),  # 3 does not divide 8 envs
