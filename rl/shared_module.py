@@ -52,7 +52,10 @@ not weigh the drawn action and whose one-step targets do not depend on the polic
 * ``hidden`` — widths of ``phi``'s hidden layers (default ``[64, 64]``);
 * optional: ``activation`` (``relu`` | ``tanh`` | ``elu``, default ``relu``), ``value_head``,
   ``q_head`` (the action critic, above), ``explore_mix`` and ``explore_global_share`` (its
-  behaviour policy, above; default 0 and 0.5), ``inert_acts`` (above),
+  behaviour policy, above; default 0 and 0.5), ``inert_acts`` (above), ``q_scale``
+  (positive, default 1: the critic's heads' output times ``q_scale`` is ``Q`` in return units,
+  so that with Adam's bounded steps the critic can reach one-step effects of tens of points
+  within a trial),
   ``act_groups`` — A ints, the group of each act (e.g. the knob it sets): then a second linear
   head scores each service's groups and every act's logit adds its group's score. The function
   class is the same (a sum of two linear maps is one), but what is learnt about one act moves
@@ -117,6 +120,7 @@ class SharedModuleSettings:
         q_head: build ``Q(s, a)`` for the all-action policy gradient (action critic).
         explore_mix: ε of the env runners' behaviour policy (module docstring).
         explore_global_share: the share of ε's mass on the global actions.
+        q_scale: the critic's output scale, return units per unit of its heads' output.
         inert_acts: what tells the inert actions (module docstring), or None.
         act_groups: the group of each of the ``A`` acts, or None (no group head).
         global_actions: how many global actions end the action space.
@@ -136,6 +140,7 @@ class SharedModuleSettings:
     q_head: bool = False
     explore_mix: float = 0.0
     explore_global_share: float = 0.5
+    q_scale: float = 1.0
     inert_acts: Mapping[str, Any] | None = None
 
     @property
@@ -217,6 +222,10 @@ def shared_module_settings(model_config: Mapping[str, Any] | None, obs_dim: int,
     factored = config.get("factored", False)
     if not isinstance(factored, bool):
         raise ValueError(f"model_config['factored'] must be a bool, got {factored!r}")
+    q_scale = config.get("q_scale", 1.0)
+    if (isinstance(q_scale, bool) or not isinstance(q_scale, int | float)
+            or not 0 < q_scale < float("inf")):
+        raise ValueError(f"model_config['q_scale'] must be a positive number, got {q_scale!r}")
     settings = SharedModuleSettings(
         service_features=services, global_features=global_features, acts_per_service=acts,
         noop_action=noop, hidden=tuple(hidden), activation=activation_name(config),
@@ -224,7 +233,8 @@ def shared_module_settings(model_config: Mapping[str, Any] | None, obs_dim: int,
         global_actions=n_global, factored=factored,
         q_head=value_head_flag(config.get("q_head", False), key="q_head"),
         explore_mix=_fraction(config, "explore_mix", 0.0, upper_open=True),
-        explore_global_share=_fraction(config, "explore_global_share", 0.5))
+        explore_global_share=_fraction(config, "explore_global_share", 0.5),
+        q_scale=float(q_scale))
     inert = config.get("inert_acts")
     if inert is not None:
         settings = _with_inert_acts(settings, inert)
@@ -435,6 +445,7 @@ class SharedServiceModule(TorchRLModule, ValueFunctionAPI, InferenceOnlyAPI):
         if self.q_global_head is not None:
             pooled = torch.cat([embeddings.mean(dim=-2), shared], dim=-1)
             values = torch.cat([values, self.q_global_head(pooled)], dim=-1)
+        values = values * self.settings.q_scale
         if self.settings.inert_acts is not None:
             values = values.masked_fill(self.inert_mask(batch[Columns.OBS]), 0.0)
         return values

@@ -48,7 +48,8 @@ class Args:
     critic refits; gamma 0 only), ``explore_mix`` (ε of the env runners' behaviour policy) and
     ``inert_zero`` (``Q`` exactly 0 for actions that change nothing; meant for ``reward_mode``
     ``vs_keep``) — the shared module's keys of the same names (:mod:`rl.shared_module`) —
-    and ``critic_scale`` (``ReinforceConfig.critic_scale_advantages``).
+    ``critic_scale`` (``ReinforceConfig.critic_scale_advantages``) and ``q_scale`` (the
+    critic's output scale, the shared module's ``q_scale``).
 
     ``change_cost`` (score points, ``--change-cost``; ``vs_keep`` only): charged per step whose
     action changed the rules (MeshEnv's ``change_cost``).
@@ -76,6 +77,7 @@ class Args:
     explore_mix: float = 0.0
     inert_zero: bool = False
     critic_scale: bool = False
+    q_scale: float = 1.0
     raw_returns: bool = False
     scenarios: str = "training"
     reward_mode: str = "absolute"
@@ -99,10 +101,12 @@ def parse_args(argv: list[str] | None = None) -> Args:
     if args.raw_returns and args.episodes_per_scenario != 1:
         p.error("--raw-returns uses no baseline: it needs --episodes-per-scenario 1 (a group "
                 "of tries is a baseline)")
-    if (args.critic_replay or args.explore_mix or args.inert_zero or args.critic_scale) \
-            and not args.action_critic:
-        p.error("--critic-replay, --explore-mix, --inert-zero and --critic-scale are the action "
-                "critic's: add --action-critic")
+    if (args.critic_replay or args.explore_mix or args.inert_zero or args.critic_scale
+            or args.q_scale != 1.0) and not args.action_critic:
+        p.error("--critic-replay, --explore-mix, --inert-zero, --critic-scale and --q-scale are "
+                "the action critic's: add --action-critic")
+    if not 0 < args.q_scale < float("inf"):
+        p.error(f"--q-scale must be a positive number, got {args.q_scale}")
     if args.inert_zero and args.reward_mode != "vs_keep":
         p.error("--inert-zero sets Q to 0 where an action changes nothing, which only the "
                 "vs_keep reward pays: add --reward-mode vs_keep")
@@ -155,7 +159,9 @@ def train(args: Args) -> tuple[Any, dict[str, Any]]:
                                        **({"explore_mix": args.explore_mix}
                                           if args.explore_mix else {}),
                                        **({"inert_acts": inert_acts(env_config)}
-                                          if args.inert_zero else {})})
+                                          if args.inert_zero else {}),
+                                       **({"q_scale": args.q_scale}
+                                          if args.q_scale != 1.0 else {})})
               .training(lr=args.lr, gamma=args.gamma,
                         rank_returns=args.episodes_per_scenario == 1 and not args.raw_returns,
                         normalize_returns=not args.raw_returns,

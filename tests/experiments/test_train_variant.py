@@ -108,6 +108,8 @@ def test_an_unwritable_save_directory_is_one_line_before_training(tmp_path: Path
     (["--action-critic", "--inert-zero"], "add --reward-mode vs_keep"),
     (["--action-critic", "--critic-replay", "100"], "needs --gamma 0"),
     (["--change-cost", "1"], "add --reward-mode vs_keep"),
+    (["--q-scale", "10"], "add --action-critic"),
+    (["--action-critic", "--q-scale", "0"], "--q-scale must be a positive number"),
     (["--reward-mode", "vs_keep", "--change-cost", "-1"], "--change-cost must be a finite"),
 ])
 def test_critic_flags_that_cannot_work_are_one_line(flags: list[str], message: str) -> None:

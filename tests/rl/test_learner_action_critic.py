@@ -354,6 +354,32 @@ def test_bad_inert_acts_raise_naming_the_key() -> None:
                          "act_value": [0.5, 0.5], "global_kinds": ["noop"]}}).build()
 
 
+def test_q_scale_multiplies_the_critics_output_and_bad_values_are_named() -> None:
+    """``q_scale`` k: the same weights give k times the action values (the logits unchanged),
+    so the critic reaches effects of tens of points with k times smaller head weights."""
+    services = [[0, 1], [2, 3], [4, 5]]
+    torch.manual_seed(0)
+    plain = _shared(services, 7)
+    spec = RLModuleSpec(
+        module_class=SharedServiceModule, observation_space=plain.observation_space,
+        action_space=plain.action_space,
+        model_config={**plain.model_config, "q_scale": 20.0})
+    scaled = spec.build()
+    scaled.load_state_dict(plain.state_dict())
+    obs = {Columns.OBS: torch.rand(5, 7)}
+    with torch.no_grad():
+        torch.testing.assert_close(scaled.compute_action_values(obs),
+                                   20.0 * plain.compute_action_values(obs))
+        torch.testing.assert_close(scaled._forward(obs)[Columns.ACTION_DIST_INPUTS],
+                                   plain._forward(obs)[Columns.ACTION_DIST_INPUTS])
+    for bad in (0.0, -1.0, float("inf"), True, "10"):
+        with pytest.raises(ValueError, match=r"model_config\['q_scale'\] must be a positive"):
+            RLModuleSpec(module_class=SharedServiceModule,
+                         observation_space=plain.observation_space,
+                         action_space=plain.action_space,
+                         model_config={**plain.model_config, "q_scale": bad}).build()
+
+
 def test_scaled_advantages_make_the_policy_term_independent_of_the_rewards_units() -> None:
     """With scale_advantages, multiplying every Q by 100 leaves the policy term's gradient
     unchanged; without it the gradient grows 100-fold."""
