@@ -127,6 +127,7 @@ class Learner:
         explore_mix: ε of the env runners' behaviour policy (:mod:`rl.shared_module`).
         inert_zero: ``Q`` exactly 0 for actions that change nothing (:func:`rl.policies.
             inert_acts`; what ``vs_keep`` pays them).
+        q_scale: the critic's output scale (the shared module's ``q_scale``; 1: none).
         late_weights: the grid's late weights (``--late-weights`` overrides).
     """
 
@@ -144,6 +145,7 @@ class Learner:
     critic_replay: int = 0
     explore_mix: float = 0.0
     inert_zero: bool = False
+    q_scale: float = 1.0
     late_weights: tuple[float, ...] = LATE_WEIGHTS
 
 
@@ -395,6 +397,8 @@ def build_param_space(settings: SweepSettings) -> Any:
         model_config = {**model_config, "explore_mix": learner.explore_mix}
     if learner.inert_zero:
         model_config = {**model_config, "inert_acts": inert_acts(base_env_config(settings))}
+    if learner.q_scale != 1.0:
+        model_config = {**model_config, "q_scale": learner.q_scale}
     env_config = {**base_env_config(settings),
                   "late_weight": tune.grid_search(list(settings.late_weights))}
     return (
