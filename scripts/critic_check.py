@@ -141,6 +141,19 @@ def table(rows: Sequence[Row]) -> str:
     return "\n".join(lines)
 
 
+def agreement(rows: Sequence[Row]) -> tuple[int, float, float]:
+    """How well Q follows the true effect over every (state, shown action) pair, the greedy
+    column left out (it repeats one of the others or adds one action per state): ``(pairs,
+    Pearson r, mean |Q - true|)`` in score points; r is NaN if either side is constant."""
+    import numpy as np
+
+    pairs = [v for r in rows for name, v in r.values.items() if name != "greedy"]
+    q, true = np.array([p[0] for p in pairs]), np.array([p[1] for p in pairs])
+    r = float(np.corrcoef(q, true)[0, 1]) if len(pairs) > 1 and q.std() and true.std() \
+        else float("nan")
+    return len(pairs), r, float(np.mean(np.abs(q - true))) if pairs else float("nan")
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Load the checkpoint, check the states, print the table."""
     args = parse_args(argv)
@@ -154,6 +167,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"critic_check: error: {exc}", file=sys.stderr)
         return 2
     print(table(rows))
+    n, r, mae = agreement(rows)
+    print(f"\nQ against the true effect over {n} (state, action) pairs (the greedy column left "
+          f"out): Pearson r {r:.2f}, mean |Q - true| {mae:.1f} points")
     return 0
 
 

@@ -60,6 +60,14 @@ def test_q_beside_the_true_effect_at_calm_and_at_overload() -> None:
     with torch.no_grad():
         q = module.compute_action_values({Columns.OBS: torch.as_tensor(obs[None])})[0]
     assert overload.values["front-end cap"][0] == pytest.approx(float(q[index]))
+    n, r, mae = critic_check.agreement(rows)
+    pairs = [v for row in rows for k, v in row.values.items() if k != "greedy"]
+    assert n == len(pairs) == 4
+    assert mae == pytest.approx(sum(abs(q - t) for q, t in pairs) / 4)
+    assert -1.0 <= r <= 1.0
+    exact = [critic_check.Row("s", 1.0, 1, {"a": (2.0 * t, t), "greedy": (9.0, 0.0)}, "x")
+             for t in (0.0, 1.0, 5.0)]
+    assert critic_check.agreement(exact)[1] == pytest.approx(1.0)  # linear in the truth
     table = critic_check.table(rows)
     assert table.count("\n") == 3 and "| istio_default | 180 | 1 |" in table
 
