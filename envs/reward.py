@@ -262,6 +262,20 @@ DEFAULT_UNHEALTHY_PENALTY = -100.0 * N_ENDPOINTS
 REWARD_MODES: tuple[str, ...] = ("delta", "absolute", "vs_keep")
 
 
+def check_change_cost(change_cost: object, mode: str) -> float:
+    """``change_cost`` (score points per step that changed the rules) as a float, checked for
+    reward mode ``mode``; ``ValueError`` (one line) if it is not a finite number >= 0, or is
+    not 0 outside ``vs_keep``."""
+    if (isinstance(change_cost, bool) or not isinstance(change_cost, int | float)
+            or not math.isfinite(change_cost) or change_cost < 0):
+        raise ValueError(f"change_cost must be a finite number >= 0 (score points), got "
+                         f"{change_cost!r}")
+    if change_cost and mode != "vs_keep":
+        raise ValueError(f"change_cost is charged against not acting: it needs reward mode "
+                         f"'vs_keep', got {mode!r}")
+    return float(change_cost)
+
+
 class StepReward:
     """The per-step reward of an episode; it owns the previous run's score (for the delta).
 
@@ -296,18 +310,14 @@ class StepReward:
         change_cost: score points charged per step that changed the rules (``vs_keep`` only).
 
     Raises:
-        ValueError: an unknown ``mode``; a negative ``change_cost``, or one outside ``vs_keep``.
+        ValueError: an unknown ``mode``; a bad ``change_cost`` (:func:`check_change_cost`).
     """
 
     def __init__(self, mode: str, objective: Objective, penalty: float,
                  episode_len: int, change_cost: float = 0.0) -> None:
         if mode not in REWARD_MODES:
             raise ValueError(f"reward mode must be one of {REWARD_MODES}, got {mode!r}")
-        if not change_cost >= 0:
-            raise ValueError(f"change_cost must be >= 0 score points, got {change_cost!r}")
-        if change_cost and mode != "vs_keep":
-            raise ValueError(f"change_cost needs the vs_keep reward mode, got {mode!r}")
-        self.change_cost = float(change_cost)
+        self.change_cost = check_change_cost(change_cost, mode)
         self.mode = mode
         self.objective = objective
         self.penalty = penalty
@@ -353,6 +363,7 @@ __all__ = [
     "RewardWeights",
     "SloObjective",
     "StepReward",
+    "check_change_cost",
     "classic_evaluation_score",
     "classic_score",
     "evaluation_score",

@@ -29,6 +29,7 @@ from envs.reward import (
     Objective,
     RewardWeights,
     SloObjective,
+    check_change_cost,
 )
 from envs.scenarios import DISTRIBUTIONS, MIN_EPISODE_LEN, Scenario, load_scenarios
 
@@ -196,14 +197,10 @@ class EnvSettings:
             raise ValueError("env_config['tuned_config'] must be a mapping service -> "
                              f"ConnectionPool, a DestinationRule YAML path or None, got {tuned!r}")
         reward_mode = _choice(c, "reward_mode", REWARD_MODES)
-        change_cost = c["change_cost"]
-        if (isinstance(change_cost, bool) or not isinstance(change_cost, int | float)
-                or not math.isfinite(change_cost) or change_cost < 0):
-            raise ValueError(f"env_config['change_cost'] must be a finite number >= 0 (score "
-                             f"points), got {change_cost!r}")
-        if change_cost and reward_mode != "vs_keep":
-            raise ValueError(f"env_config['change_cost'] is charged against not acting: it "
-                             f"needs reward_mode 'vs_keep', got {reward_mode!r}")
+        try:
+            change_cost = check_change_cost(c["change_cost"], reward_mode)
+        except ValueError as e:
+            raise ValueError(f"env_config['change_cost']: {e}") from None
         load = _choice(c, "load", LOADS)
         scenarios = _scenarios(c["scenarios"])
         episode_len = _int(c, "episode_len", 1)
@@ -224,7 +221,7 @@ class EnvSettings:
             load_seed=_choice(c, "load_seed", LOAD_SEEDS),
             objective=objective,
             reward_mode=reward_mode,
-            change_cost=float(change_cost),
+            change_cost=change_cost,
             episode_len=episode_len,
             catalogue=str(c["catalogue"]),
             services=services,

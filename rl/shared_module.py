@@ -222,10 +222,10 @@ def shared_module_settings(model_config: Mapping[str, Any] | None, obs_dim: int,
     factored = config.get("factored", False)
     if not isinstance(factored, bool):
         raise ValueError(f"model_config['factored'] must be a bool, got {factored!r}")
-    q_scale = config.get("q_scale", 1.0)
-    if (isinstance(q_scale, bool) or not isinstance(q_scale, int | float)
-            or not 0 < q_scale < float("inf")):
-        raise ValueError(f"model_config['q_scale'] must be a positive number, got {q_scale!r}")
+    try:
+        q_scale = check_q_scale(config.get("q_scale", 1.0))
+    except ValueError as e:
+        raise ValueError(f"model_config['q_scale']: {e}") from None
     settings = SharedModuleSettings(
         service_features=services, global_features=global_features, acts_per_service=acts,
         noop_action=noop, hidden=tuple(hidden), activation=activation_name(config),
@@ -234,7 +234,7 @@ def shared_module_settings(model_config: Mapping[str, Any] | None, obs_dim: int,
         q_head=value_head_flag(config.get("q_head", False), key="q_head"),
         explore_mix=_fraction(config, "explore_mix", 0.0, upper_open=True),
         explore_global_share=_fraction(config, "explore_global_share", 0.5),
-        q_scale=float(q_scale))
+        q_scale=q_scale)
     inert = config.get("inert_acts")
     if inert is not None:
         settings = _with_inert_acts(settings, inert)
@@ -248,6 +248,15 @@ def shared_module_settings(model_config: Mapping[str, Any] | None, obs_dim: int,
             f"(acts_per_service) + {n_global} global_actions (noop_action={noop}) = "
             f"{settings.num_actions}")
     return settings
+
+
+def check_q_scale(q_scale: object) -> float:
+    """The critic's output scale (``model_config['q_scale']``) as a float; ``ValueError`` (one
+    line) unless it is a finite number > 0."""
+    if (isinstance(q_scale, bool) or not isinstance(q_scale, int | float)
+            or not 0 < q_scale < float("inf")):
+        raise ValueError(f"q_scale must be a finite number > 0, got {q_scale!r}")
+    return float(q_scale)
 
 
 def _with_inert_acts(settings: SharedModuleSettings, inert: Any) -> SharedModuleSettings:

@@ -105,16 +105,19 @@ def parse_args(argv: list[str] | None = None) -> Args:
             or args.q_scale != 1.0) and not args.action_critic:
         p.error("--critic-replay, --explore-mix, --inert-zero, --critic-scale and --q-scale are "
                 "the action critic's: add --action-critic")
-    if not 0 < args.q_scale < float("inf"):
-        p.error(f"--q-scale must be a positive number, got {args.q_scale}")
+    from envs.reward import check_change_cost
+    from rl.shared_module import check_q_scale
+
+    for flag, check in (("--q-scale", lambda: check_q_scale(args.q_scale)),
+                        ("--change-cost",
+                         lambda: check_change_cost(args.change_cost, args.reward_mode))):
+        try:
+            check()
+        except ValueError as e:
+            p.error(f"{flag}: {e}")
     if args.inert_zero and args.reward_mode != "vs_keep":
         p.error("--inert-zero sets Q to 0 where an action changes nothing, which only the "
                 "vs_keep reward pays: add --reward-mode vs_keep")
-    if args.change_cost and args.reward_mode != "vs_keep":
-        p.error("--change-cost is charged against not acting: add --reward-mode vs_keep")
-    if not 0 <= args.change_cost < float("inf"):
-        p.error(f"--change-cost must be a finite number >= 0 (score points), got "
-                f"{args.change_cost}")
     if args.critic_replay and args.gamma != 0:
         p.error("--critic-replay needs --gamma 0 (one-step targets)")
     if args.save:

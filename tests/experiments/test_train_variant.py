@@ -107,10 +107,12 @@ def test_an_unwritable_save_directory_is_one_line_before_training(tmp_path: Path
     (["--explore-mix", "0.1"], "add --action-critic"),
     (["--action-critic", "--inert-zero"], "add --reward-mode vs_keep"),
     (["--action-critic", "--critic-replay", "100"], "needs --gamma 0"),
-    (["--change-cost", "1"], "add --reward-mode vs_keep"),
+    (["--change-cost", "1"], "--change-cost: change_cost is charged against not acting: it "
+                             "needs reward mode 'vs_keep', got 'absolute'"),
     (["--q-scale", "10"], "add --action-critic"),
-    (["--action-critic", "--q-scale", "0"], "--q-scale must be a positive number"),
-    (["--reward-mode", "vs_keep", "--change-cost", "-1"], "--change-cost must be a finite"),
+    (["--action-critic", "--q-scale", "0"], "--q-scale: q_scale must be a finite number > 0"),
+    (["--reward-mode", "vs_keep", "--change-cost", "-1"],
+     "--change-cost: change_cost must be a finite number >= 0"),
 ])
 def test_critic_flags_that_cannot_work_are_one_line(flags: list[str], message: str) -> None:
     out = subprocess.run([sys.executable, str(REPO / "scripts" / "train_variant.py"), *flags],

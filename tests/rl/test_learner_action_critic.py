@@ -373,7 +373,8 @@ def test_q_scale_multiplies_the_critics_output_and_bad_values_are_named() -> Non
         torch.testing.assert_close(scaled._forward(obs)[Columns.ACTION_DIST_INPUTS],
                                    plain._forward(obs)[Columns.ACTION_DIST_INPUTS])
     for bad in (0.0, -1.0, float("inf"), True, "10"):
-        with pytest.raises(ValueError, match=r"model_config\['q_scale'\] must be a positive"):
+        with pytest.raises(ValueError, match=r"model_config\['q_scale'\]: q_scale must be a "
+                                             r"finite number > 0"):
             RLModuleSpec(module_class=SharedServiceModule,
                          observation_space=plain.observation_space,
                          action_space=plain.action_space,
