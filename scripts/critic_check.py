@@ -3,9 +3,10 @@ effect, state by state.
 
 For each start (``--starts``: Istio's defaults, the notebook's random draw, ...), steady offered
 rate (``--rates``, req/s) and episode seed (``--seeds``): the checkpoint's env at its reset
-state, the critic's ``Q`` of a few actions (the whole-mesh restore, and ``http2MaxRequests``
-16 on each ``--cap-services`` service: the admission cap the main job's policy takes) and of
-the greedy policy's action, beside what each action really did on that step: MeshEnv's
+state, the critic's ``Q`` of a few actions (the whole-mesh restore if the catalogue has one, and
+``http2MaxRequests`` 16 on each ``--cap-services`` service: the admission cap the main job's
+policy takes) and of the greedy policy's action, beside what each action really did on that
+step: MeshEnv's
 ``vs_keep`` reward, the step's score minus the same run (same load, same load seed) without
 the action — exact on the simulator, 0 for an action that changes nothing. A critic whose
 ``Q`` does not follow the true effect across states gives a policy that cannot either.
@@ -89,8 +90,8 @@ def check_states(module: Any, env_config: Mapping[str, Any], starts: Sequence[st
     catalogue = probe.catalogue
     probe.close()
     descriptions = [catalogue.describe(a) for a in range(len(catalogue))]
-    shown = {"restore": descriptions.index(
-        "restore Istio's defaults (every tuned service's DestinationRule removed)")}
+    restore = "restore Istio's defaults (every tuned service's DestinationRule removed)"
+    shown = {"restore": descriptions.index(restore)} if restore in descriptions else {}
     for service in cap_services:
         text = f"{service}: {CAP_TEXT}"
         if text not in descriptions:
