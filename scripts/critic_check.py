@@ -6,10 +6,10 @@ rate (``--rates``, req/s) and episode seed (``--seeds``): the checkpoint's env a
 state, the critic's ``Q`` of a few actions (the whole-mesh restore if the catalogue has one, and
 ``http2MaxRequests`` 16 on each ``--cap-services`` service: the admission cap the main job's
 policy takes) and of the greedy policy's action, beside what each action really did on that
-step: MeshEnv's
-``vs_keep`` reward, the step's score minus the same run (same load, same load seed) without
-the action — exact on the simulator, 0 for an action that changes nothing. A critic whose
-``Q`` does not follow the true effect across states gives a policy that cannot either.
+step: MeshEnv's ``vs_keep`` reward, the step's score minus the same run (same load, same load
+seed) without the action — exact on the simulator, 0 for an action that changes nothing. A
+critic whose ``Q`` does not follow the true effect across states gives a policy that cannot
+either.
 
     python scripts/critic_check.py CHECKPOINT --rates 30 60 90 120 180 240 --seeds 1 2
 
@@ -31,8 +31,9 @@ from typing import Any
 import rl  # noqa: F401  (keeps a private local Ray on 127.0.0.1; before Ray is imported)
 from envs.scenarios import STARTS
 
-#: The knob and value of the admission cap whose Q is shown per service.
+#: The admission cap whose Q is shown per service: its knob's ``set`` value.
 CAP_TEXT = "http.http2MaxRequests set 16"
+CAP_SET = "set 16"
 
 
 @dataclass(frozen=True)
@@ -79,24 +80,28 @@ def check_states(module: Any, env_config: Mapping[str, Any], starts: Sequence[st
     import torch
     from ray.rllib.core.columns import Columns
 
+    from envs.actions import ActionKind, make_catalogue
+    from envs.knobs import Knob
     from envs.mesh_env import MeshEnv
     from envs.scenarios import steady
+    from envs.settings import EnvSettings
 
     if not getattr(module, "has_q_head", False):
         raise ValueError("the checkpoint's module has no action critic (q_head): train it "
                          "with --learner critic or train_variant.py --action-critic")
     config = {**env_config, "reward_mode": "vs_keep", "load_seed": "per_episode"}
-    probe = MeshEnv(config)
-    catalogue = probe.catalogue
-    probe.close()
-    descriptions = [catalogue.describe(a) for a in range(len(catalogue))]
-    restore = "restore Istio's defaults (every tuned service's DestinationRule removed)"
-    shown = {"restore": descriptions.index(restore)} if restore in descriptions else {}
+    settings = EnvSettings.from_config(config)
+    catalogue = make_catalogue(settings.catalogue, settings.services)  # type: ignore[arg-type]
+    actions = list(catalogue.actions)
+    restore = [i for i, a in enumerate(actions) if a.kind is ActionKind.RESTORE]
+    shown = {"restore": restore[0]} if restore else {}
     for service in cap_services:
-        text = f"{service}: {CAP_TEXT}"
-        if text not in descriptions:
-            raise ValueError(f"no action {text!r} in the {config.get('catalogue')!r} catalogue")
-        shown[f"{service} cap"] = descriptions.index(text)
+        cap = [i for i, a in enumerate(actions) if a.service == service
+               and a.knob is Knob.HTTP2_MAX_REQUESTS and a.change_text() == CAP_SET]
+        if not cap:
+            raise ValueError(f"no action '{service}: {CAP_TEXT}' in the "
+                             f"{settings.catalogue!r} catalogue")
+        shown[f"{service} cap"] = cap[0]
 
     def effect(scenario: Any, seed: int, action: int) -> float:
         env = MeshEnv(config)
@@ -122,10 +127,11 @@ def check_states(module: Any, env_config: Mapping[str, Any], starts: Sequence[st
                     q = module.compute_action_values(batch)[0].numpy()
                     logits = module.forward_inference(batch)[Columns.ACTION_DIST_INPUTS][0]
                 greedy = int(np.argmax(logits.numpy()))
-                actions = {**shown, "greedy": greedy}
+                columns = {**shown, "greedy": greedy}
+                effects = {a: effect(scenario, seed, a) for a in set(columns.values())}
                 rows.append(Row(start, float(rate), seed,
-                                {name: (float(q[a]), effect(scenario, seed, a))
-                                 for name, a in actions.items()}, descriptions[greedy]))
+                                {name: (float(q[a]), effects[a]) for name, a in columns.items()},
+                                catalogue.describe(greedy)))
     return rows
 
 
