@@ -4,14 +4,18 @@
 front-end of a SockShop namespace (the locustfile is the ConfigMap ``locustfile`` that
 ``meshtune cluster render`` writes). The Job's pod has a sidecar, like the ingress gateway it
 stands in for, so the front-end's rule acts on its calls and every hop is reported by a source
-sidecar. The locustfile prints one ``MESHTUNE_LOCUST_REPORT {json}`` line;
-:func:`parse_locust_report` reads it from the pod's log and :func:`endpoint_stats` turns its rows
-into :class:`~envs.backends.report.EndpointStats`.
+sidecar. The load is closed-loop (users) or open-loop (Poisson sessions, ``MESHTUNE_RATE_RPS``),
+as on the other backends. The locustfile prints one ``MESHTUNE_LOCUST_REPORT {json}`` line;
+:func:`parse_locust_report` reads it from the pod's log, :func:`endpoint_stats` turns its rows
+into :class:`~envs.backends.report.EndpointStats` and :func:`run_figures` checks the run and
+returns the rest of the :class:`~envs.backends.report.LoadReport` (abandoned requests, latency
+over all requests, the open loop's arrivals).
 """
 
 from __future__ import annotations
 
 import json
+import math
 from collections.abc import Mapping
 from typing import Any
 
@@ -19,6 +23,7 @@ from envs.backends.base import BackendError
 from envs.backends.k8s.metrics import PROXY_STATS_ANNOTATION, PROXY_STATS_CONFIG
 from envs.backends.report import EndpointStats
 from envs.sockshop import ENTRY_SERVICE
+from envs.sockshop.slo import ROUTE_SLO_MS
 
 LOCUST_IMAGE = "locustio/locust:2.47.0"
 LOCUSTFILE_CONFIGMAP = "locustfile"
@@ -33,23 +38,52 @@ REPORT_MARKER = "MESHTUNE_LOCUST_REPORT "
 
 
 def locust_job_manifest(namespace: str, users: int, requests: int, seed: int,
-                        hatch_rate_per_s: float, *, image: str = LOCUST_IMAGE,
+                        hatch_rate_per_s: float, *, mode: str = "closed",
+                        arrival_rate_rps: float | None = None, image: str = LOCUST_IMAGE,
                         run_time_limit_s: int = 900, sidecar_drain_s: int = 15,
                         generate_name: str = "locust-",
                         name: str | None = None) -> dict[str, Any]:
     """The ``batch/v1`` Job that runs the reference load test once against the front-end.
 
-    ``users`` concurrent users, ``requests`` requests in total (the locustfile stops the runner
-    there), item choices seeded with ``seed``. Locust's own ``--run-time`` and the Job's
-    ``activeDeadlineSeconds`` bound a run that never reaches ``requests``. The pod carries the
-    Istio sidecar; the proxy is up before Locust starts (``holdApplicationUntilProxyStarts``) and
-    the locustfile asks it to exit at the end so the Job completes — ``sidecar_drain_s`` after
-    the load, so that Prometheus scrapes the sidecar's final counters first.
+    ``mode`` is the load's shape (:class:`~envs.backends.base.LoadSpec`): ``closed``, ``users``
+    concurrent users started at ``hatch_rate_per_s`` per second; ``open``, sessions of the
+    9-request loop arriving as a Poisson process at ``arrival_rate_rps / 9`` per second
+    (``arrival_rate_rps``: offered requests per second, passed as ``MESHTUNE_RATE_RPS``; Locust
+    runs the one user that drives the arrivals, and ``users`` and ``hatch_rate_per_s`` are not
+    used). Either way ``requests`` requests in total (the locustfile stops the runner there),
+    item choices (and arrivals) seeded with ``seed``, and every request counted against its
+    route's latency objective (:data:`envs.sockshop.slo.ROUTE_SLO_MS`, passed as
+    ``MESHTUNE_SLO_MS``). Locust's own ``--run-time`` (``run_time_limit_s``, seconds) and the
+    Job's ``activeDeadlineSeconds`` bound a run that never reaches ``requests``. The pod carries
+    the Istio sidecar; the proxy is up before Locust starts (``holdApplicationUntilProxyStarts``)
+    and the locustfile asks it to exit at the end so the Job completes — ``sidecar_drain_s``
+    seconds after the load, so that Prometheus scrapes the sidecar's final counters first.
+
+    Raises:
+        ValueError: an unknown ``mode``; a non-positive ``requests`` or ``run_time_limit_s``;
+            closed, a non-positive ``users`` or ``hatch_rate_per_s`` or an
+            ``arrival_rate_rps``; open, an ``arrival_rate_rps`` that is not a positive number.
     """
-    if users <= 0 or requests <= 0 or hatch_rate_per_s <= 0 or run_time_limit_s <= 0:
-        raise ValueError("users, requests, hatch_rate_per_s and run_time_limit_s must be "
-                         f"positive, got {users}, {requests}, {hatch_rate_per_s}, "
-                         f"{run_time_limit_s}")
+    if requests <= 0 or run_time_limit_s <= 0:
+        raise ValueError("requests and run_time_limit_s must be positive, got "
+                         f"{requests}, {run_time_limit_s}")
+    if mode == "closed":
+        if users <= 0 or hatch_rate_per_s <= 0:
+            raise ValueError("a closed load's users and hatch_rate_per_s must be positive, got "
+                             f"{users}, {hatch_rate_per_s}")
+        if arrival_rate_rps is not None:
+            raise ValueError(f"a closed load has no arrival rate, got {arrival_rate_rps}")
+        shape = ["-u", str(users), "-r", _number(hatch_rate_per_s)]
+        shape_env: list[dict[str, str]] = []
+    elif mode == "open":
+        if (isinstance(arrival_rate_rps, bool) or not isinstance(arrival_rate_rps, int | float)
+                or not math.isfinite(arrival_rate_rps) or arrival_rate_rps <= 0):
+            raise ValueError("an open load's arrival_rate_rps (offered requests per second) "
+                             f"must be a positive number, got {arrival_rate_rps!r}")
+        shape = ["-u", "1", "-r", "1"]  # the one user that drives the arrivals
+        shape_env = [{"name": "MESHTUNE_RATE_RPS", "value": repr(float(arrival_rate_rps))}]
+    else:
+        raise ValueError(f"mode must be 'closed' or 'open', got {mode!r}")
     proxy_config = {"holdApplicationUntilProxyStarts": True, **PROXY_STATS_CONFIG}
     meta: dict[str, Any] = {"namespace": namespace,
                             "labels": {"app": "locust", LOAD_JOB_LABEL: "true"}}
@@ -80,13 +114,15 @@ def locust_job_manifest(namespace: str, users: int, requests: int, seed: int,
                         "args": [
                             "-f", f"/mnt/locust/{LOCUSTFILE_KEY}", "--headless",
                             "--host", f"http://{ENTRY_SERVICE}.{namespace}.svc.cluster.local",
-                            "-u", str(users), "-r", _number(hatch_rate_per_s),
+                            *shape,
                             "--run-time", f"{run_time_limit_s}s",
                             "--exit-code-on-error", "0", "--only-summary",
                         ],
                         "env": [
                             {"name": "MESHTUNE_TOTAL_REQUESTS", "value": str(requests)},
                             {"name": "MESHTUNE_SEED", "value": str(seed)},
+                            *shape_env,
+                            {"name": "MESHTUNE_SLO_MS", "value": json.dumps(ROUTE_SLO_MS)},
                             {"name": "MESHTUNE_QUIT_SIDECAR", "value": "1"},
                             {"name": "MESHTUNE_DRAIN_S", "value": str(sidecar_drain_s)},
                         ],
@@ -143,6 +179,69 @@ def endpoint_stats(report: Mapping[str, Any]) -> tuple[dict[str, EndpointStats],
             if n > 0 and value is None:
                 raise BackendError(f"Locust row {key!r} has {n} requests but no {field}")
             times[field] = float(value) if n > 0 else None
-        out[key] = EndpointStats(name=key, num_requests=n, num_failures=int(row["num_failures"]),
-                                 rps=n / duration_s, **times)
+        failures = int(row["num_failures"])
+        good = row.get("num_good")
+        if good is not None:
+            good = int(good)
+            if not 0 <= good <= n - failures:
+                raise BackendError(f"Locust row {key!r} counts {good} requests within their SLO "
+                                   f"of {n - failures} successful ones")
+        out[key] = EndpointStats(name=key, num_requests=n, num_failures=failures,
+                                 rps=n / duration_s, num_good=good, **times)
     return out, duration_s
+
+
+def run_figures(report: Mapping[str, Any], mode: str, requests: int) -> dict[str, Any]:
+    """Check a Locust report of a ``mode`` load of ``requests`` requests and return the
+    :class:`~envs.backends.report.LoadReport` fields beyond the endpoint rows:
+    ``num_abandoned`` (requests), ``latency_mean_ms`` and ``latency_p99_ms`` (ms, None when the
+    report has none) and ``extra`` (open loop: ``rate_rps``, ``sessions_arrived``,
+    ``max_lag_ms``), as the local backend reports them.
+
+    Raises:
+        BackendError: the report is of the other mode (a locustfile ConfigMap from before open
+            loads: it ignores ``MESHTUNE_RATE_RPS``), it lists errors of the run, or, open loop,
+            the run stopped before ``requests`` requests, an endpoint row does not count its
+            requests within their SLO, or a figure is missing.
+    """
+    shown = report.get("mode", "closed")
+    if shown != mode:
+        hint = (": the namespace's locustfile ConfigMap predates open loads (it ignores "
+                "MESHTUNE_RATE_RPS); apply the output of `meshtune cluster render` again"
+                if mode == "open" and "mode" not in report else "")
+        raise BackendError(f"asked for a load of mode {mode!r}, the Locust report is of mode "
+                           f"{shown!r}{hint}")
+    errors = report.get("errors") or []
+    if errors:
+        raise BackendError(f"the Locust run reported {len(errors)} error(s): {errors[:3]}")
+    try:
+        figures: dict[str, Any] = {
+            "num_abandoned": int(report.get("abandoned", 0)),
+            "latency_mean_ms": _optional_float(report.get("latency_mean_ms")),
+            "latency_p99_ms": _optional_float(report.get("latency_p99_ms")),
+            "extra": {},
+        }
+        if mode == "open":
+            if not report["reached_total"]:
+                raise BackendError(f"the open load did not reach {requests} requests within the "
+                                   f"run-time limit (counted {report.get('total_requests')})")
+            missing = sorted(f"{r['method']} {r['name']}" for r in report["endpoints"]
+                             if int(r["num_requests"]) and r.get("num_good") is None)
+            if missing:
+                raise BackendError(f"the open load's report does not count requests within "
+                                   f"their SLO for {missing}")
+            figures["extra"] = {"rate_rps": float(report["rate_rps"]),
+                                "sessions_arrived": int(report["sessions_arrived"]),
+                                "max_lag_ms": float(report["max_lag_ms"])}
+    except (KeyError, TypeError, ValueError) as exc:
+        raise BackendError(f"the Locust report of the {mode} load lacks a figure or has a "
+                           f"malformed one: {exc!r}") from exc
+    if figures["num_abandoned"] < 0 or (mode == "closed" and figures["num_abandoned"]):
+        raise BackendError(f"the Locust report of the {mode} load counts "
+                           f"{figures['num_abandoned']} abandoned requests")
+    return figures
+
+
+def _optional_float(value: Any) -> float | None:
+    """``value`` as a float, None as None."""
+    return None if value is None else float(value)

@@ -24,7 +24,7 @@ import pytest
 import yaml
 
 from envs import cli, istio
-from envs.backends.k8s.loadjob import endpoint_stats, locust_job_manifest, parse_locust_report
+from envs.backends.k8s.loadjob import locust_job_manifest
 from envs.backends.k8s.manifests import (
     BACKEND_RULES,
     DEFAULT_LOCUSTFILE,
@@ -33,6 +33,7 @@ from envs.backends.k8s.manifests import (
 )
 from envs.backends.k8s.metrics import PROXY_STATS_ANNOTATION
 from envs.sockshop import SERVICES, Protocol
+from envs.sockshop.slo import ROUTE_SLO_MS
 
 ROOT = Path(__file__).resolve().parents[4]
 DATA = Path(__file__).resolve().parents[4] / "tests" / "data"
@@ -277,10 +278,38 @@ def test_backend_load_job_validates() -> None:
                               hatch_rate_per_s=2.5)
     job["metadata"]["name"] = job["metadata"].pop("generateName") + "x"
     validate(job)
-    args = job["spec"]["template"]["spec"]["containers"][0]["args"]
+    container = job["spec"]["template"]["spec"]["containers"][0]
+    args = container["args"]
     assert args[args.index("-r") + 1] == "2.5"
+    env = {e["name"]: e["value"] for e in container["env"]}
+    assert "MESHTUNE_RATE_RPS" not in env  # closed loop
+    assert json.loads(env["MESHTUNE_SLO_MS"]) == ROUTE_SLO_MS
     with pytest.raises(ValueError, match="positive"):
         locust_job_manifest("sockshop-3", users=0, requests=10, seed=0, hatch_rate_per_s=5.0)
+    with pytest.raises(ValueError, match="closed load has no arrival rate"):
+        locust_job_manifest("sockshop-3", users=2, requests=10, seed=0, hatch_rate_per_s=5.0,
+                            arrival_rate_rps=6.0)
+    with pytest.raises(ValueError, match="mode must be 'closed' or 'open'"):
+        locust_job_manifest("sockshop-3", users=2, requests=10, seed=0, hatch_rate_per_s=5.0,
+                            mode="burst")
+
+
+def test_open_load_job_carries_the_rate() -> None:
+    job = locust_job_manifest("sockshop-3", users=0, requests=1600, seed=4, hatch_rate_per_s=5.0,
+                              mode="open", arrival_rate_rps=60)
+    job["metadata"]["name"] = job["metadata"].pop("generateName") + "x"
+    validate(job)
+    container = job["spec"]["template"]["spec"]["containers"][0]
+    args = container["args"]
+    assert args[args.index("-u") + 1] == "1"  # the one user that drives the arrivals
+    env = {e["name"]: e["value"] for e in container["env"]}
+    assert env["MESHTUNE_RATE_RPS"] == "60.0"
+    assert env["MESHTUNE_TOTAL_REQUESTS"] == "1600" and env["MESHTUNE_SEED"] == "4"
+    assert json.loads(env["MESHTUNE_SLO_MS"]) == ROUTE_SLO_MS
+    for bad in (0, -1.0, float("nan"), float("inf"), None, True, "60"):
+        with pytest.raises(ValueError, match=r"arrival_rate_rps .* must be a positive number"):
+            locust_job_manifest("sockshop-3", users=0, requests=10, seed=0,
+                                hatch_rate_per_s=5.0, mode="open", arrival_rate_rps=bad)
 
 
 def test_ray_job_runs_the_sweep_on_the_k8s_backend(
@@ -324,71 +353,3 @@ def test_bad_arguments_exit_2(tmp_path: Path, capsys: pytest.CaptureFixture[str]
     assert not list(tmp_path.iterdir())
     with pytest.raises(ValueError, match="positive integer"):
         render(-1, locustfile_text="")
-
-
-def test_locustfile_runs_the_reference_loop(tmp_path: Path) -> None:
-    """The shipped locustfile, run by real Locust against a fake front-end on 127.0.0.1: the
-    reference loop in order, seeded item choices, the stop at the total, the report line."""
-    import base64
-    import os
-    import random
-    import subprocess
-    import sys
-    import threading
-    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-
-    from envs.sockshop import CATALOGUE, LOAD_TEST_LOOP
-
-    seen: list[tuple[str, str, str, bytes]] = []
-    items = [{"id": i.item_id, "price": i.price} for i in CATALOGUE]
-
-    class FrontEnd(BaseHTTPRequestHandler):
-        def _serve(self) -> None:
-            body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
-            seen.append((self.command, self.path, self.headers.get("Authorization", ""), body))
-            status = {"DELETE": 202, "POST": 201}.get(self.command, 200)
-            if self.path == "/orders":
-                status = 406  # a declined payment: a failure Locust must count
-            data = json.dumps(items if self.path == "/catalogue" else {}).encode()
-            self.send_response(status)
-            self.send_header("Content-Length", str(len(data)))
-            self.end_headers()
-            self.wfile.write(data)
-
-        def log_message(self, *args: Any) -> None:
-            pass
-
-    for verb in ("GET", "POST", "DELETE"):
-        setattr(FrontEnd, f"do_{verb}", FrontEnd._serve)
-    httpd = ThreadingHTTPServer(("127.0.0.1", 0), FrontEnd)
-    threading.Thread(target=httpd.serve_forever, kwargs={"poll_interval": 0.05},
-                     daemon=True).start()
-    loops, seed = 3, 11
-    env = {**os.environ, "MESHTUNE_TOTAL_REQUESTS": str(9 * loops), "MESHTUNE_SEED": str(seed),
-           "MESHTUNE_QUIT_SIDECAR": "0"}
-    try:
-        run = subprocess.run(
-            [sys.executable, "-m", "locust", "-f", str(DEFAULT_LOCUSTFILE), "--headless",
-             "-u", "1", "-r", "1", "--host", f"http://127.0.0.1:{httpd.server_port}",
-             "--run-time", "60s", "--exit-code-on-error", "0", "--only-summary"],
-            env=env, capture_output=True, text=True, timeout=120, cwd=tmp_path)
-    finally:
-        httpd.shutdown()
-        httpd.server_close()
-    assert run.returncode == 0, run.stderr[-2000:]
-    endpoints, duration_s = endpoint_stats(parse_locust_report(run.stdout))
-    assert 0 < duration_s < 60  # stopped at the total, not by --run-time
-    assert sum(e.num_requests for e in endpoints.values()) == 9 * loops
-    assert endpoints["POST /orders"].num_failures == loops
-    assert sum(e.num_failures for e in endpoints.values()) == loops
-    rng = random.Random(seed * 1_000_003)
-    expected: list[str] = []
-    for _ in range(loops):
-        item = rng.choice(items)["id"]
-        expected += [s.name.format(item=item) for s in LOAD_TEST_LOOP]
-    assert [f"{m} {p}" for m, p, _, _ in seen[:9 * loops]] == expected
-    logins = [a for m, p, a, _ in seen if p == "/login"]
-    assert logins and all(a == "Basic " + base64.b64encode(b"user:password").decode()
-                          for a in logins)
-    carts = [json.loads(b) for m, p, _, b in seen if (m, p) == ("POST", "/cart")]
-    assert carts[0] == {"id": expected[4].split("=", 1)[1], "quantity": 1}

@@ -17,6 +17,7 @@ from envs.backends.k8s.mesh import K8sMesh
 from envs.backends.report import LoadReport
 from envs.istio import DestinationRule
 from envs.sockshop import SERVICES, endpoint_names
+from envs.sockshop.slo import ROUTE_SLO_MS
 from tests.envs.backends.k8s._fakes import (
     CARTS_POOL,
     DR_PATH,
@@ -165,8 +166,9 @@ def test_run_load_creates_a_job_and_reads_istio_metrics(load_setup: Any) -> None
     assert args[args.index("-u") + 1] == "10" and args[args.index("-r") + 1] == "5"
     assert args[args.index("--host") + 1] == f"http://front-end.{NS}.svc.cluster.local"
     env = {e["name"]: e["value"] for e in container["env"]}
+    assert json.loads(env.pop("MESHTUNE_SLO_MS")) == ROUTE_SLO_MS
     assert env == {"MESHTUNE_TOTAL_REQUESTS": "180", "MESHTUNE_SEED": "7",
-                   "MESHTUNE_QUIT_SIDECAR": "1", "MESHTUNE_DRAIN_S": "15"}
+                   "MESHTUNE_QUIT_SIDECAR": "1", "MESHTUNE_DRAIN_S": "15"}  # closed: no rate
     # polled until done, then waited for the metrics to settle: END + 10 s lag
     assert sleeps.calls[:2] == [2.0, 2.0]
     assert prom.seen and set(prom.seen) == {
