@@ -32,6 +32,7 @@ from envs.backends.k8s.loadjob import (
     endpoint_stats,
     locust_job_manifest,
     parse_locust_report,
+    run_figures,
 )
 from envs.backends.k8s.metrics import istio_queries, service_stats
 from envs.backends.k8s.retry import (
@@ -65,6 +66,8 @@ DEFAULT_INGRESS_URL = "http://front-end.{namespace}.svc.cluster.local"
 
 class K8sMesh:
     """One SockShop replica: the namespace ``{namespace_prefix}{replica}`` of a cluster.
+
+    Runs closed- and open-loop loads (:meth:`run_load`) as a Locust Job; faults are refused.
 
     Args:
         replica: the replica index K (namespace ``sockshop-K``), leased by the env.
@@ -257,19 +260,24 @@ class K8sMesh:
     def run_load(self, load: LoadSpec, seed: int) -> LoadReport:
         """Run the reference load test as a Job in the namespace, then read Prometheus.
 
+        Closed loop: ``load.users`` users; open loop: sessions arriving at
+        ``load.arrival_rate_rps / 9`` per second, a session whose catalogue fails abandoning its
+        other 8 requests (``num_abandoned``), as on the local backend. Either way until
+        ``load.requests`` requests, with every endpoint's requests within their SLO counted.
+
         Raises:
-            BackendError: an open-loop load or faults (not supported here), the Job failed or
-                timed out, its report is missing, or a metric query failed.
+            BackendError: faults (not supported here), the Job failed or timed out, its report
+                is missing, of the other mode or lists errors, an open load stopped before
+                ``load.requests``, or a metric query failed.
         """
         self._check_open()
-        if load.mode != "closed":
-            raise BackendError("the k8s backend runs closed-loop loads only (Locust users); "
-                               f"got mode={load.mode!r}")
         if load.faults:
             raise BackendError(f"the k8s backend cannot inject faults, got {list(load.faults)}")
-        body = locust_job_manifest(self.namespace, load.users, load.requests, seed,
-                                   load.hatch_rate_per_s, image=self.locust_image,
-                                   run_time_limit_s=math.ceil(self.load_timeout_s))
+        body = locust_job_manifest(
+            self.namespace, load.users, load.requests, seed, load.hatch_rate_per_s,
+            mode=load.mode,
+            arrival_rate_rps=load.arrival_rate_rps if load.mode == "open" else None,
+            image=self.locust_image, run_time_limit_s=math.ceil(self.load_timeout_s))
         created = self._kube(f"creating the Locust Job in {self.namespace}",
                              lambda: self._batch.create_namespaced_job(
                                  self.namespace, body,
@@ -279,12 +287,16 @@ class K8sMesh:
         self._wait_for_job(job)
         report = parse_locust_report(self._job_log(job))
         endpoints, duration_s = endpoint_stats(report)
+        figures = run_figures(report, load.mode, load.requests)
         start, end = float(report["start_time"]), float(report["end_time"])
         services, eval_time = self._query_services(start, end)
         return LoadReport(endpoints=endpoints, services=services, duration_s=duration_s,
-                          users=load.users, backend=self.name,
+                          users=load.users if load.mode == "closed" else 0, backend=self.name,
                           extra={"namespace": self.namespace, "job": job,
-                                 "prometheus_eval_time": eval_time})
+                                 "prometheus_eval_time": eval_time, **figures["extra"]},
+                          num_abandoned=figures["num_abandoned"],
+                          latency_mean_ms=figures["latency_mean_ms"],
+                          latency_p99_ms=figures["latency_p99_ms"])
 
     def _wait_for_job(self, job: str) -> None:
         limit_s = self.load_timeout_s + JOB_SLACK_S

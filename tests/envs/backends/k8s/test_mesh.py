@@ -12,10 +12,12 @@ import pytest
 import yaml
 
 from envs.backends.base import BackendError, LatencySpike, LoadSpec
+from envs.backends.k8s.loadjob import REPORT_MARKER
 from envs.backends.k8s.manifests import BACKEND_RULES
 from envs.backends.k8s.mesh import K8sMesh
 from envs.backends.report import LoadReport
 from envs.istio import DestinationRule
+from envs.reward import SloObjective, slo_score
 from envs.sockshop import SERVICES, endpoint_names
 from envs.sockshop.slo import ROUTE_SLO_MS
 from tests.envs.backends.k8s._fakes import (
@@ -24,6 +26,7 @@ from tests.envs.backends.k8s._fakes import (
     END,
     FAST,
     LOCUST_LOG,
+    LOCUST_REPORT,
     NS,
     Answer,
     Clock,
@@ -177,6 +180,7 @@ def test_run_load_creates_a_job_and_reads_istio_metrics(load_setup: Any) -> None
         "tcp_requests", "tcp_failed", "tcp_uo", "tcp_uf", "tcp_ut", "tcp_reset", "retries",
         "retry_overflow"}
     assert report.backend == "k8s" and report.users == 10
+    assert report.num_abandoned == 0 and report.latency_mean_ms is None  # not in this report
     assert report.duration_s == pytest.approx(40.4)
     orders = report.endpoints["POST /orders"]
     assert (orders.num_requests, orders.num_failures, orders.p99_ms) == (20, 5, 880.0)
@@ -208,15 +212,97 @@ def test_run_load_creates_a_job_and_reads_istio_metrics(load_setup: Any) -> None
     assert LoadReport.from_dict(json.loads(report.to_json())) == report  # no NaN, round-trips
 
 
-def test_unsupported_loads_are_refused(kube: Any) -> None:
+def test_faults_are_refused(kube: Any) -> None:
     server = kube(FakeKube([]))
     m = mesh(server.url)
-    with pytest.raises(BackendError, match="closed-loop"):
-        m.run_load(LoadSpec(users=0, requests=10, mode="open", arrival_rate_rps=5.0), seed=0)
+    spike = (LatencySpike("carts", 0.0, 1.0, 2.0),)
     with pytest.raises(BackendError, match="cannot inject faults"):
-        m.run_load(LoadSpec(users=1, requests=10,
-                            faults=(LatencySpike("carts", 0.0, 1.0, 2.0),)), seed=0)
+        m.run_load(LoadSpec(users=1, requests=10, faults=spike), seed=0)
+    with pytest.raises(BackendError, match="cannot inject faults"):
+        m.run_load(LoadSpec(users=0, requests=10, mode="open", arrival_rate_rps=5.0,
+                            faults=spike), seed=0)
     assert not any(r.method == "POST" for r in server.requests)
+    m.close()
+
+
+#: What the locustfile reports for an open load of 180 requests (cluster/load/locustfile.py):
+#: 40 recorded requests, 5 failed, 30 within their SLO, 5 sessions abandoned (8 requests each).
+OPEN_REPORT: dict[str, Any] = {
+    **LOCUST_REPORT, "mode": "open", "reached_total": True, "abandoned": 40, "errors": [],
+    "latency_mean_ms": 170.75, "latency_p99_ms": 880.0, "rate_rps": 60.0,
+    "sessions_arrived": 9, "max_lag_ms": 3.5,
+    "endpoints": [{**row, "num_good": good}
+                  for row, good in zip(LOCUST_REPORT["endpoints"], (18, 12), strict=True)]}
+
+
+def log_of(report: dict[str, Any]) -> str:
+    return f"Starting Locust 2.47.0\n{REPORT_MARKER}{json.dumps(report)}\n"
+
+
+def test_open_load_runs_and_reports_what_the_objective_needs(kube: Any) -> None:
+    """An open load: the Job carries the rate and drives arrivals with one Locust user; the
+    report has the local backend's open-loop fields, so it scores as a local report would."""
+    fake = FakeKube([], locust_log=log_of(OPEN_REPORT), job_polls_before_done=2)
+    server = kube(fake)
+    prom_server = Server(FakePrometheus(window_s=41, eval_time=END + 10.0))
+    sleeps = Sleeps()
+    m = K8sMesh(2, kube_api_url=server.url, prometheus_url=prom_server.url, sleep=sleeps,
+                clock=Clock(END - 5.0, sleeps), retry=FAST, metrics_lag_s=10.0)
+    try:
+        report = m.run_load(LoadSpec(users=0, requests=180, mode="open",
+                                     arrival_rate_rps=60.0), seed=7)
+    finally:
+        m.close()
+        prom_server.close()
+    container = next(iter(fake.jobs.values()))["spec"]["template"]["spec"]["containers"][0]
+    args = container["args"]
+    assert args[args.index("-u") + 1] == "1" and args[args.index("-r") + 1] == "1"
+    env = {e["name"]: e["value"] for e in container["env"]}
+    assert env["MESHTUNE_RATE_RPS"] == "60.0" and env["MESHTUNE_TOTAL_REQUESTS"] == "180"
+    assert env["MESHTUNE_SEED"] == "7" and json.loads(env["MESHTUNE_SLO_MS"]) == ROUTE_SLO_MS
+    assert report.users == 0  # open loop, as LoadReport and the local backend have it
+    assert (report.num_requests, report.num_failures, report.num_abandoned) == (40, 5, 40)
+    assert report.offered_requests == 80 and report.num_good == 30
+    assert report.endpoints["POST /orders"].num_good == 12
+    assert (report.latency_mean_ms, report.latency_p99_ms) == (170.75, 880.0)
+    assert {k: report.extra[k] for k in ("rate_rps", "sessions_arrived", "max_lag_ms")} == {
+        "rate_rps": 60.0, "sessions_arrived": 9, "max_lag_ms": 3.5}
+    # failed 5 + abandoned 40 + late (40 - 5 - 30 = 5), of 80 offered
+    assert slo_score(report) == pytest.approx(-100.0 * (5 + 40 + 5) / 80)
+    assert SloObjective(late_weight=0.5).score(report) == pytest.approx(
+        -100.0 * (5 + 40 + 0.5 * 5) / 80)
+    assert report.good_pct == pytest.approx(100.0 * 30 / 80)
+    assert LoadReport.from_dict(json.loads(report.to_json())) == report
+
+
+@pytest.mark.parametrize(("change", "message"), [
+    ({"mode": None}, "predates open loads"),  # a locustfile ConfigMap from before: closed run
+    ({"reached_total": False, "total_requests": 97},
+     "did not reach 180 requests within the run-time limit \\(counted 97\\)"),
+    ({"errors": ["open-loop session 3 failed: OSError()"]}, "reported 1 error.*session 3"),
+    ({"abandoned": -8}, "counts -8 abandoned"),
+    ({"sessions_arrived": None}, "lacks a figure"),
+    ({"endpoints": [{**r, "num_good": None} for r in OPEN_REPORT["endpoints"]]},
+     "does not count requests within their SLO"),
+    ({"endpoints": [{**r, "num_good": 21} for r in OPEN_REPORT["endpoints"]]},
+     "counts 21 requests within their SLO of 20"),
+])
+def test_a_doubtful_open_report_is_an_error(kube: Any, change: dict[str, Any],
+                                            message: str) -> None:
+    doc = {**OPEN_REPORT, **change}
+    doc = {k: v for k, v in doc.items() if not (k == "mode" and v is None)}
+    server = kube(FakeKube([], locust_log=log_of(doc)))
+    m = mesh(server.url)
+    with pytest.raises(BackendError, match=message):
+        m.run_load(LoadSpec(users=0, requests=180, mode="open", arrival_rate_rps=60.0), seed=7)
+    m.close()
+
+
+def test_an_open_report_for_a_closed_load_is_an_error(kube: Any) -> None:
+    server = kube(FakeKube([], locust_log=log_of(OPEN_REPORT)))
+    m = mesh(server.url)
+    with pytest.raises(BackendError, match="of mode 'closed', the Locust report is of mode 'open'"):
+        m.run_load(LoadSpec(users=10, requests=180), seed=7)
     m.close()
 
 
