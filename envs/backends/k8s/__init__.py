@@ -16,8 +16,13 @@ What it does, and through which API (no shell, no ``kubectl``):
   namespace and waits for (:func:`~envs.backends.k8s.loadjob.locust_job_manifest`; the
   locustfile is the ConfigMap ``locustfile`` that ``meshtune cluster render`` writes). The Job's
   pod has a sidecar, like the ingress gateway it stands in for, so the front-end's rule acts on
-  its calls and every hop is reported by a source sidecar. The locustfile prints one
-  ``MESHTUNE_LOCUST_REPORT {json}`` line; the backend reads it from the pod's log.
+  its calls and every hop is reported by a source sidecar. Both load shapes of
+  :class:`~envs.backends.base.LoadSpec` run, as on the local backend: closed loop (Locust
+  users) and open loop (sessions arriving as a seeded Poisson process at ``rate / 9`` per
+  second, a session whose catalogue fails abandoning its other 8 requests). Faults are not
+  injected here: a load with faults is refused with a :class:`BackendError`. The locustfile
+  prints one ``MESHTUNE_LOCUST_REPORT {json}`` line (rows with the requests within their SLO,
+  abandoned requests, mean and p99 latency); the backend reads it from the pod's log.
 * **Metrics** through ``prometheus-api-client`` on Istio's standard metrics, scoped to the
   namespace, over the load's own time window shifted by ``metrics_lag_s`` (scrape interval +
   Envoy's stats flush): request counts and failures with ``reporter="source"`` (client-side
