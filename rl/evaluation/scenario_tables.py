@@ -135,19 +135,20 @@ def steady_check(runs: Mapping[str, Sequence[ScenarioRun]], policy: str,
     steps with no fault active whose rate equals the previous step's (the load did not move),
     after the first ``STEADY_WARMUP`` steps. Per case the mean score over those steps; the best
     static is the static method with the highest mean over cases. Returns the per-case means,
-    the best static's name and the relative shortfall of the policy (in % of the best static's
-    distance to a perfect score 0: ``100 · (best - policy) / |best|``)."""
-    def steady_means(name: str) -> list[float]:
+    the best static's name, the relative shortfall of the policy (in % of the best static's
+    distance to a perfect score 0: ``100 · (best - policy) / |best|``) and, per method and
+    :data:`METRICS` key, the per-case mean of that metric over the same steps
+    (``per_case_metrics``; NaN where a step did not report it)."""
+    def step_means(name: str, key: str) -> list[float]:
         out = []
         for r in runs[name]:
-            steps = r.steady_steps()
-            if steps:
-                out.append(float(np.mean([r.steps[t].score for t in steps])))
-            else:
-                out.append(math.nan)
+            values = [getattr(r.steps[t], key) for t in r.steady_steps()]
+            values = [float(v) for v in values if v is not None]
+            out.append(float(np.mean(values)) if values else math.nan)
         return out
 
-    per = {name: steady_means(name) for name in (policy, *statics) if name in runs}
+    names = [name for name in (policy, *statics) if name in runs]
+    per = {name: step_means(name, "score") for name in names}
     usable = [i for i in range(len(per[policy]))
               if all(not math.isnan(v[i]) for v in per.values())]
     means = {name: float(np.mean([v[i] for i in usable])) if usable else math.nan
@@ -157,19 +158,30 @@ def steady_check(runs: Mapping[str, Sequence[ScenarioRun]], policy: str,
     shortfall = math.nan
     if best is not None and means[best] != 0:
         shortfall = 100.0 * (means[best] - means[policy]) / abs(means[best])
+    metrics: dict[str, dict[str, list[float]]] = {}
+    for name in names:
+        metrics[name] = {}
+        for key, _, _ in METRICS:
+            values = step_means(name, key)
+            metrics[name][key] = [values[i] for i in usable]
     return {"cases": len(usable), "means": means, "best_static": best,
             "per_case": {name: [v[i] for i in usable] for name, v in per.items()},
-            "shortfall_pct": shortfall}
+            "per_case_metrics": metrics, "shortfall_pct": shortfall}
 
 
 def steady_table(check: Mapping[str, Any], policy: str) -> str:
-    """Markdown: mean score per step on the steady parts, the policy and each static method."""
+    """Markdown: mean score per step on the steady parts, the policy and each static method,
+    beside good %, goodput, failure %, mean latency and p99 over the same steps."""
     lines = [f"Steady parts of {check['cases']} cases (no fault, rate unchanged from the step "
-             "before): mean score per step [95 % CI over cases].", "",
-             "| method | steady score per step |", "|---|---:|"]
+             "before): mean per step [95 % CI over cases] of the score and of what users got.",
+             "", "| method | steady score per step | "
+             + " | ".join(header for _, header, _ in METRICS) + " |",
+             "|---|---:|" + "---:|" * len(METRICS)]
     for name, values in check["per_case"].items():
         mark = " (best static)" if name == check["best_static"] else ""
-        lines.append(f"| {name}{mark} | {fmt_ci(values, '.2f')} |")
+        metrics = check["per_case_metrics"][name]
+        cells = " | ".join(fmt_ci(metrics[key], spec) for key, _, spec in METRICS)
+        lines.append(f"| {name}{mark} | {fmt_ci(values, '.2f')} | {cells} |")
     if check["best_static"] is not None and not math.isnan(check["shortfall_pct"]):
         lines += ["", f"{policy} is {check['shortfall_pct']:+.1f} % worse than the best static "
                   f"configuration ({check['best_static']}) on the steady parts (target ≤ 5 %; "

@@ -132,17 +132,20 @@ def fmt(value: float | None, spec: str) -> str:
 
 def trials_markdown(rows: list[dict[str, Any]]) -> str:
     """The trials as a Markdown table, in the order of ``rows``: the ranking scores beside what
-    users felt in the last training episodes (good %, failure %, p99)."""
+    users felt in the last training episodes (good %, goodput req/s, failure %, mean and p99
+    latency in ms; a row without ``goodput_rps`` / ``mean_ms`` shows "—" there)."""
     lines = [
         f"| rank | trial | lr | late weight | iters | training score (last {RANK_LAST_N} it.) "
-        "| validation score | good % | failure % | p99 ms | unhealthy ends | error |",
-        "|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|",
+        "| validation score | good % | goodput req/s | failure % | mean ms | p99 ms "
+        "| unhealthy ends | error |",
+        "|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|",
     ]
     for i, r in enumerate(rows, 1):
         lines.append(
             f"| {i} | {r['trial']} | {fmt(r['lr'], '.2e')} | {fmt(r['late_weight'], 'g')} "
             f"| {r['iterations']} | {fmt(r['train_score'], '+.2f')} "
             f"| {fmt(r['validation_score'], '+.2f')} | {fmt(r['good_pct'], '.1f')} "
-            f"| {fmt(r['failure_pct'], '.2f')} | {fmt(r['p99_ms'], '.0f')} "
+            f"| {fmt(r.get('goodput_rps'), '.1f')} | {fmt(r['failure_pct'], '.2f')} "
+            f"| {fmt(r.get('mean_ms'), '.0f')} | {fmt(r['p99_ms'], '.0f')} "
             f"| {fmt(r['unhealthy_end'], '.2f')} | {r['error'][:60]} |")
     return "\n".join(lines)

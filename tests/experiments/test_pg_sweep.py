@@ -71,6 +71,13 @@ def check_smoke_outputs(out: Path) -> dict[str, Any]:
     text = (out / "results.md").read_text()
     for column in ("good %", "goodput", "failure %", "p99"):
         assert column in text, column
+    # the trials table: what users got in training beside the ranking scores, for every trial
+    lines = text.splitlines()
+    head = next(i for i, line in enumerate(lines) if line.startswith("| rank | trial"))
+    columns = [c.strip() for c in lines[head].strip("|").split("|")]
+    for row in lines[head + 2:head + 2 + len(results["trials"])]:
+        cells = dict(zip(columns, (c.strip() for c in row.strip("|").split("|")), strict=True))
+        assert float(cells["goodput req/s"]) > 0 and float(cells["mean ms"]) > 0, row
     assert (out / "learning_curves.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     rules_text = (out / "best_destination_rules.yaml").read_text()
     rules = [r for r in yaml.safe_load_all(rules_text) if r is not None]

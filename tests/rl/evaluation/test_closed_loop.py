@@ -148,3 +148,30 @@ def test_config_change_names_the_knobs() -> None:
     new = {"carts": with_knob(None, Knob.MAX_CONNECTIONS, 10)}
     assert config_change(old, new) == "carts tcp.maxConnections 5->10"
     assert config_change(new, new) == ""
+
+
+def test_the_steady_table_shows_what_users_got_beside_the_score(backend: Backend) -> None:
+    """Per method the steady parts' mean score and, from the same steps, good %, goodput,
+    failure %, mean latency and p99; a throttle that serves less shows it there."""
+    from rl.evaluation.scenario_tables import METRICS, steady_check, steady_table
+
+    scenarios = [steady(60.0, EPISODE_LEN), steady(150.0, EPISODE_LEN)]
+    runs = {name: [run_scenario(backend, s, controller(), 3) for s in scenarios]
+            for name, controller in (("policy", lambda: GatewayThrottle(2, 1)),
+                                     ("istio_default", istio_defaults))}
+    check = steady_check(runs, "policy", ["istio_default"])
+    assert check["cases"] == 2
+    for name, cases in runs.items():
+        for i, run in enumerate(cases):
+            steps = [run.steps[t] for t in run.steady_steps()]
+            for key, _, _ in METRICS:
+                expected = float(np.mean([getattr(s, key) for s in steps]))
+                assert check["per_case_metrics"][name][key][i] == pytest.approx(expected)
+    # a front-end pool of 2 serves fewer requests per second than Istio's defaults at 60 req/s
+    goodput = {n: check["per_case_metrics"][n]["goodput_rps"][0] for n in runs}
+    assert goodput["policy"] < goodput["istio_default"]
+    table = steady_table(check, "policy")
+    header = next(line for line in table.splitlines() if line.startswith("| method"))
+    assert all(h in header for _, h, _ in METRICS)
+    row = next(line for line in table.splitlines() if line.startswith("| policy"))
+    assert row.count("|") == len(METRICS) + 3
