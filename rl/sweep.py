@@ -576,6 +576,7 @@ def trial_rows(result_grid: Any) -> list[dict[str, Any]]:
             "lr": config.get("lr"),
             "late_weight": config.get("env_config", {}).get("late_weight"),
             "iterations": metrics.get("training_iteration", 0),
+            "env_steps": int(runners.get("num_env_steps_sampled_lifetime", 0)),
             "train_score": rank_value(history),
             "validation_score": math.nan,
             "validation_unhealthy": None,

@@ -127,12 +127,17 @@ def config_key(config: MeshConfig) -> tuple:
 
 @dataclass
 class FreshScores:
-    """A configuration measured on the case's fresh load seeds."""
+    """A configuration measured on the case's fresh load seeds, one entry per seed (None: the
+    run did not complete, or did not measure it): evaluation score, failure %, largest endpoint
+    p99 (ms), the backend's error ("" if none), goodput (req/s served within their SLO) and
+    mean latency over all requests (ms)."""
 
     eval_scores: list[float | None]
     failure_pcts: list[float | None]
     p99s_ms: list[float | None]
     errors: list[str]
+    goodputs_rps: list[float | None]
+    latency_means_ms: list[float | None]
 
     @property
     def objectives(self) -> list[float]:
@@ -200,5 +205,7 @@ class CaseRunner:
             ms = [self.tester.measure(config, s) for s in self.fresh]
             self._fresh_cache[key] = FreshScores([m.eval_score for m in ms],
                                                  [m.failure_pct for m in ms],
-                                                 [m.p99_ms for m in ms], [m.error for m in ms])
+                                                 [m.p99_ms for m in ms], [m.error for m in ms],
+                                                 [m.goodput_rps for m in ms],
+                                                 [m.latency_mean_ms for m in ms])
         return self._fresh_cache[key]

@@ -116,6 +116,8 @@ class MethodResult:
     failure_pct: float | None
     p99_ms: float | None
     gap_closed: float | None = None
+    goodput_rps: float | None = None
+    latency_mean_ms: float | None = None
     load_runs: int = 0
     healthy_end: bool = True
     failed_runs: int = 0
@@ -203,6 +205,7 @@ def evaluate_case(case: Case, settings: EvalSettings, actors: dict[str, Callable
     for name, f in fresh.items():
         out[name] = MethodResult(
             score=f.score, failure_pct=f.mean_of(f.failure_pcts), p99_ms=f.mean_of(f.p99s_ms),
+            goodput_rps=f.mean_of(f.goodputs_rps), latency_mean_ms=f.mean_of(f.latency_means_ms),
             gap_closed=gap_closed(f.score, initial.score, oracle.score, min_gap),
             load_runs=runs[name], healthy_end=healthy.get(name, True),
             failed_runs=f.failed_runs, actions=actions.get(name, []),

@@ -50,8 +50,9 @@ def fmt_quartiles(values: list[float], spec: str) -> str:
 
 
 def summary_rows(results: list[dict[str, MethodResult]]) -> list[dict[str, Any]]:
-    """Per method over the cases: quartiles of score, failure %, p99, gap closed, and how often
-    the REINFORCE policy scored higher (fresh means)."""
+    """Per method over the cases: quartiles of score, goodput (req/s served within their SLO),
+    failure %, mean latency and p99 (ms), gap closed, and how often the REINFORCE policy scored
+    higher (fresh means)."""
     rows = []
     for name in method_order(list(results[0])):
         per = [r[name] for r in results]
@@ -63,7 +64,9 @@ def summary_rows(results: list[dict[str, MethodResult]]) -> list[dict[str, Any]]
             "method": name,
             "load_runs": int(np.median([p.load_runs for p in per])),
             "score": [p.score for p in per],
+            "goodput_rps": [p.goodput_rps for p in per if p.goodput_rps is not None],
             "failure_pct": [p.failure_pct for p in per if p.failure_pct is not None],
+            "mean_ms": [p.latency_mean_ms for p in per if p.latency_mean_ms is not None],
             "p99_ms": [p.p99_ms for p in per if p.p99_ms is not None],
             "gap_closed": gaps,
             "reinforce_better": beats,
@@ -78,9 +81,9 @@ def scenario_table(results: list[dict[str, MethodResult]]) -> str:
     n = len(results)
     n_gap = sum(r["oracle"].gap_closed is not None for r in results)
     lines = [
-        "| method | load runs per case | eval score | failure % | p99 ms "
-        f"| gap closed ({n_gap}/{n} cases with a gap) | REINFORCE better in |",
-        "|---|---:|---:|---:|---:|---:|---:|",
+        "| method | load runs per case | eval score | goodput req/s | failure % | mean ms "
+        f"| p99 ms | gap closed ({n_gap}/{n} cases with a gap) | REINFORCE better in |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for row in summary_rows(results):
         beats = "—" if row["reinforce_better"] is None else f"{row['reinforce_better']}/{n}"
@@ -91,7 +94,9 @@ def scenario_table(results: list[dict[str, MethodResult]]) -> str:
         lines.append(
             f"| {row['method']}{unhealthy} | {row['load_runs']} "
             f"| {fmt_quartiles(row['score'], '.0f')} "
+            f"| {fmt_quartiles(row['goodput_rps'], '.1f')} "
             f"| {fmt_quartiles(row['failure_pct'], '.2f')} "
+            f"| {fmt_quartiles(row['mean_ms'], '.0f')} "
             f"| {fmt_quartiles(row['p99_ms'], '.0f')} "
             f"| {fmt_quartiles(row['gap_closed'], '.2f')} | {beats} |")
     return "\n".join(lines)

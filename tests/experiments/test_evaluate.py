@@ -167,6 +167,8 @@ def test_quick_classic_run_end_to_end(classic_checkpoint: Path, tmp_path: Path) 
                    "istio_default", "random_9", "tpe_9", "random_81", "tpe_81", "oracle"):
         assert f"| {method} " in table, method
     assert table.count("Actions: reinforce: ") == len(SCENARIOS)
+    for column in ("eval score", "goodput req/s", "failure %", "mean ms", "p99 ms"):
+        assert column in table, column  # what users got beside the score
     results = json.loads((out / "results.json").read_text())
     assert results["ppo"]["env_steps"] >= 40 and results["ppo"]["trained_here"]
     case = results["scenarios"]["in_range"]["cases"][0]
@@ -176,5 +178,7 @@ def test_quick_classic_run_end_to_end(classic_checkpoint: Path, tmp_path: Path) 
     assert methods["oracle"]["gap_closed"] in (None, pytest.approx(1.0))
     assert methods["reinforce"]["load_runs"] == 9  # reset + 8 steps
     assert len(methods["reinforce"]["actions"]) == 8
+    for method in ("reinforce", "istio_default", "oracle"):
+        assert methods[method]["goodput_rps"] > 0 and methods[method]["latency_mean_ms"] > 0
     assert (out / "score_vs_evals.png").stat().st_size > 10_000
     assert (out / "ppo_checkpoint" / "algorithm_state.pkl").is_file()

@@ -56,6 +56,8 @@ def check_smoke_outputs(out: Path) -> dict[str, Any]:
                                       * len(settings["late_weights"]))
     assert {(t["lr"], t["late_weight"]) for t in results["trials"]} == {
         (lr, w) for lr in settings["learning_rates"] for w in settings["late_weights"]}
+    # every trial's env steps (bench_main_job.py's env steps per second of the sweep)
+    assert all(t["env_steps"] >= t["iterations"] for t in results["trials"])
     best = results["trials"][0]
     assert best["trial"] == results["best"]["trial"]
     assert best["validation_score"] == max(t["validation_score"] for t in results["trials"])

@@ -57,3 +57,34 @@ def test_a_failing_run_is_reported_not_hidden(monkeypatch: pytest.MonkeyPatch,
     assert [t.returncode for t in timings] == [3]  # bench_main_job.py then exits 1
     captured = capsys.readouterr()
     assert "FAILED (exit 3)" in timing_table(timings) and "boom" in captured.err
+
+
+def test_the_sweeps_env_steps_per_second_come_from_its_results_json(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """A run that wrote results.json gets its trials' env steps over the sweep's wall time; one
+    that wrote none shows a dash, and a results.json without the figures is an error."""
+    import json
+
+    def fake_run(cmd: list[str], **kwargs: object) -> subprocess.CompletedProcess[str]:
+        out = Path(cmd[cmd.index("--output") + 1])
+        if "--smoke" not in cmd:
+            (out / "results.json").write_text(json.dumps(
+                {"sweep_wall_s": 320.0, "trials": [{"env_steps": 64_000},
+                                                   {"env_steps": 63_980}]}))
+        return subprocess.CompletedProcess(cmd, 0, stdout="", stderr="")
+
+    monkeypatch.setattr(job_timing.subprocess, "run", fake_run)
+    runs = {"smoke": (["--smoke"], 60.0), "default": ([], 600.0)}
+    smoke, default = time_scripts("experiments/pg_sweep.py", runs, ["smoke", "default"], REPO)
+    assert smoke.steps_per_s is None and default.env_steps == 127_980
+    assert default.steps_per_s == pytest.approx(127_980 / 320.0)
+    rows = timing_table([smoke, default]).splitlines()
+    assert "target 1,000" in rows[0]
+    assert rows[2].endswith("| — |") and "127,980 / 320 s = **400**/s" in rows[3]
+
+
+def test_a_results_json_without_env_steps_is_an_error(tmp_path: Path) -> None:
+    path = tmp_path / "results.json"
+    path.write_text('{"sweep_wall_s": 3.0, "trials": [{"trial": "trial_00000"}]}')
+    with pytest.raises(ValueError, match="no env steps"):
+        job_timing.sweep_steps(path)
