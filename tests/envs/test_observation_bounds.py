@@ -1,4 +1,5 @@
-"""Every observation lies in the declared space: gymnasium's ``check_env`` on many seeds, and a
+"""Every observation lies in the declared space: gymnasium's ``check_env`` on many seeds (80
+envs: the default, from the notebook's random start, the notebook's setup), and a
 property test over seeds, scenarios (both distributions), starts, random configurations with
 tiny limits, and both loads. (The v0 observation left it: a TCP destination's error ratio of
 3.0 on some resets.)"""
@@ -18,6 +19,7 @@ from envs.istio import rules_for
 from envs.mesh_env import MeshEnv
 from envs.observation import ObservationEncoder
 from envs.scenarios import draw, held_out_cases
+from envs.settings import classic_env_config
 from envs.sockshop.slo import NOMINAL_RATE_RPS
 from tests.envs._support import _no_leaked_leases  # noqa: F401  (autouse fixture)
 
@@ -25,9 +27,24 @@ from tests.envs._support import _no_leaked_leases  # noqa: F401  (autouse fixtur
 QUICK = {"step_s": 2.0, "episode_len": 8}
 
 
-@pytest.mark.parametrize("seed", range(6))
+@pytest.mark.parametrize("seed", range(48))
 def test_check_env_passes_on_the_default_env(seed):
     env = MeshEnv({**QUICK, "seed": seed})
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # check_env's notes on float32 bounds
+            check_env(env, skip_render_check=True)
+    finally:
+        env.close()
+
+
+@pytest.mark.parametrize("seed", range(16))
+@pytest.mark.parametrize("config", ["classic_random_start", "classic"])
+def test_check_env_passes_from_the_random_start_and_on_the_notebooks_setup(seed, config):
+    """The notebook's random draw as the start (limits down to 1), and its whole setup."""
+    base = (classic_env_config() if config == "classic"
+            else {**QUICK, "init": "classic_random"})
+    env = MeshEnv({**base, "episode_len": QUICK["episode_len"], "seed": seed})
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # check_env's notes on float32 bounds
