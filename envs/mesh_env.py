@@ -103,6 +103,20 @@ class MeshEnv(gym.Env):
     (score points, default 0) is charged for a step whose action changed the rules: a change
     must earn more than that against not acting.
 
+    ## Scenarios
+
+    ``scenarios="training"`` (default) draws each episode's scenario from the training families,
+    each with weight 1 (``overload`` 2): ``steady`` (0.5–1.75 × the nominal 60 req/s),
+    ``ramp``, ``step_up`` / ``step_down`` (×2–×3 at a random step), ``diurnal`` (one period),
+    ``fault_down`` (carts-db, orders or payment down), ``fault_slow`` (catalogue, orders or
+    payment ×4–×10 slower), ``shift_fault`` (a load shift and a fault) and ``overload``
+    (1.8–3 ×). ``scenarios="held_out"`` — for evaluation only — draws from families training
+    never sees: ``step_up_x4`` / ``step_down_x4`` (×3.5–×4.5), ``diurnal_2p`` (two periods),
+    ``fault_down_unseen`` (carts, orders-db or shipping down), ``fault_slow_unseen`` (carts,
+    user or shipping slowed) and ``shift_fault_unseen``. Faults last 2–6 runs. The start is
+    ``istio_default``, ``classic_random`` or ``tuned``, with equal odds. Every range and the
+    rules that keep the two apart: :mod:`envs.scenarios`.
+
     ## Starting State
 
     ``reset`` draws the scenario (``scenarios``: the set ``training`` or ``held_out``, a YAML

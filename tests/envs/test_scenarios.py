@@ -443,3 +443,30 @@ def test_the_overload_family_has_twice_the_weight_of_the_others() -> None:
     drawn = [sc.draw(TRAINING, rng, 20).family for _ in range(4000)]
     share = drawn.count("overload") / len(drawn)
     assert share == pytest.approx(2.0 / (len(weights) + 2.0), abs=0.02)
+
+
+def test_the_envs_spec_lists_every_family_and_faulted_service() -> None:
+    """``help(MeshEnv)`` names every family of both distributions and every service each
+    distribution faults, so the spec cannot fall behind the data."""
+    import re
+
+    from envs.mesh_env import MeshEnv
+    from envs.scenarios import (
+        HELD_OUT,
+        HELD_OUT_DOWN_SERVICES,
+        HELD_OUT_SLOW_SERVICES,
+        TRAIN_DOWN_SERVICES,
+        TRAIN_SLOW_SERVICES,
+        TRAINING,
+    )
+
+    doc = " ".join(MeshEnv.__doc__.split())
+    section = doc[doc.index("## Scenarios"):doc.index("## Starting State")]
+    for dist in (TRAINING, HELD_OUT):
+        for family, _ in dist.families:
+            assert f"``{family.name}``" in section, family.name
+    training, held_out = section.split("held_out", 1)
+    for services, part in ((TRAIN_DOWN_SERVICES + TRAIN_SLOW_SERVICES, training),
+                           (HELD_OUT_DOWN_SERVICES + HELD_OUT_SLOW_SERVICES, held_out)):
+        for service in services:
+            assert re.search(rf"\b{re.escape(service)}\b", part), service
