@@ -27,15 +27,20 @@ from tests.envs._support import _no_leaked_leases  # noqa: F401  (autouse fixtur
 QUICK = {"step_s": 2.0, "episode_len": 8}
 
 
-@pytest.mark.parametrize("seed", range(48))
-def test_check_env_passes_on_the_default_env(seed):
-    env = MeshEnv({**QUICK, "seed": seed})
+def _check_env(env: MeshEnv) -> None:
+    """Gymnasium's ``check_env`` on ``env``, then close it."""
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # check_env's notes on float32 bounds
             check_env(env, skip_render_check=True)
     finally:
         env.close()
+
+
+@pytest.mark.parametrize("seed", range(48))
+def test_check_env_passes_on_the_default_env(seed):
+    env = MeshEnv({**QUICK, "seed": seed})
+    _check_env(env)
 
 
 @pytest.mark.parametrize("seed", range(16))
@@ -45,12 +50,7 @@ def test_check_env_passes_from_the_random_start_and_on_the_notebooks_setup(seed,
     base = (classic_env_config() if config == "classic"
             else {**QUICK, "init": "classic_random"})
     env = MeshEnv({**base, "episode_len": QUICK["episode_len"], "seed": seed})
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")  # check_env's notes on float32 bounds
-            check_env(env, skip_render_check=True)
-    finally:
-        env.close()
+    _check_env(env)
 
 
 def test_every_observation_lies_in_the_space():
