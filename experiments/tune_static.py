@@ -3,6 +3,9 @@
     python experiments/tune_static.py                 # ~1 min on the simulator; writes the YAML
     python experiments/tune_static.py --no-write      # measure and print only
     python experiments/tune_static.py --rules         # tune the rule-based controller instead
+    python experiments/tune_static.py --rules --candidates 320 --top-k 40
+        # ... with the main job's budget (6,400 episodes, ~8 min): how
+        # rl.controllers.TUNED_RULE_PARAMS was chosen
 
 Optuna TPE (:func:`rl.baselines.tpe_search`: seeded, multivariate, Istio's defaults evaluated
 first) searches the agent's knob space (:func:`rl.baselines.reachable_space`, the six classic
