@@ -25,7 +25,7 @@ def _result(score: float, curve: list[tuple[int, float]], healthy: bool = True,
             gap: float | None = None) -> Any:
     return MethodResult(score=score, failure_pct=1.0, p99_ms=300.0, gap_closed=gap,
                            load_runs=curve[-1][0] if curve else 0, healthy_end=healthy,
-                           curve=curve)
+                           curve=curve, goodput_rps=60.0, latency_mean_ms=90.0)
 
 
 def test_tables_and_plot_handle_episodes_that_ended_early(tmp_path: Path) -> None:
@@ -42,8 +42,13 @@ def test_tables_and_plot_handle_episodes_that_ended_early(tmp_path: Path) -> Non
     table = scenario_table(results)
     assert "| reinforce (1 unhealthy ends) | 11 |" in table  # median of 21 and 2 runs
     assert "| initial | 0 | -550 [-575, -525] |" in table
-    assert "| istio_default | 0 | -470 [-470, -470] | 1.00 [1.00, 1.00] | 300 [300, 300] " \
-           "| — | 1/2 |" in table  # REINFORCE beat the defaults in one case of two
+    # score, goodput, failure %, mean and p99 latency; REINFORCE beat the defaults once in two
+    assert ("| istio_default | 0 | -470 [-470, -470] | 60.0 [60.0, 60.0] | 1.00 [1.00, 1.00] "
+            "| 90 [90, 90] | 300 [300, 300] | — | 1/2 |") in table
+    no_goodput = [{k: MethodResult(score=-470.0, failure_pct=1.0, p99_ms=300.0)
+                   for k in ("reinforce", "oracle")}]
+    assert "| oracle | 0 | -470 [-470, -470] | — | 1.00 [1.00, 1.00] | — |" \
+        in scenario_table(no_goodput)  # a run that measured no goodput shows a dash
     assert "gap closed (2/2 cases with a gap)" in table
     plot_curves([("a", results), ("b", results), ("c", results)], tmp_path / "p.png")
     assert (tmp_path / "p.png").stat().st_size > 5_000
