@@ -216,7 +216,10 @@ def run_figures(report: Mapping[str, Any], mode: str, requests: int) -> dict[str
         raise BackendError(f"the Locust run reported {len(errors)} error(s): {errors[:3]}")
     try:
         figures: dict[str, Any] = {
-            "num_abandoned": int(report.get("abandoned", 0)),
+            # an open report must count its abandoned requests; a closed run abandons none
+            # (and a locustfile from before open loads does not write the figure)
+            "num_abandoned": int(report["abandoned"] if mode == "open"
+                                 else report.get("abandoned", 0)),
             "latency_mean_ms": _optional_float(report.get("latency_mean_ms")),
             "latency_p99_ms": _optional_float(report.get("latency_p99_ms")),
             "extra": {},
